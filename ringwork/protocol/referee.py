@@ -1,0 +1,57 @@
+"""The referee: the few cluster facts that must never be wrong, changed only by compare-and-set.
+
+In production this is the SQL store (:class:`ringwork.store.referee.SqlReferee`); the simulator
+and unit tests use :class:`ringwork.testing.referee.MemoryReferee`, an in-memory twin with the
+same semantics. The protocol core never calls it: it emits actions (become-leader, assign), the
+driver performs them here and feeds the result back as an event. That keeps the core free of I/O.
+
+Semantics every implementation must keep:
+
+* ``claim_leadership(node, seen_term)`` succeeds only if the stored term still equals
+  ``seen_term``; it then stores ``term = seen_term + 1, leader = node`` and returns the new term.
+  Two nodes that saw the same term cannot both win: at most one leader per term, ever.
+* ``assign(leader, term, owners)`` changes the owner of each listed partition and bumps its epoch
+  by one, atomically, and only if ``(term, leader)`` is still the stored one; otherwise it
+  changes nothing and returns ``None`` (the caller must step down). Moving a partition also
+  re-queues its jobs still ``running`` under an older epoch (the SQL twin does; the memory twin
+  has no jobs). ``owners[p] = None`` takes a partition away from everyone (epoch bumped too).
+* Any method may raise :class:`ringwork.errors.DatabaseUnavailable` for a transient failure; the
+  caller treats the write as not done (and a leader whose write failed steps down).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Ownership:
+    """One partition's row on the referee."""
+
+    partition: int
+    owner: str | None
+    epoch: int
+
+
+@dataclass(frozen=True)
+class TermRecord:
+    term: int
+    leader: str | None
+
+
+class Referee(Protocol):
+    def read_term(self) -> TermRecord: ...
+
+    def claim_leadership(self, node_id: str, seen_term: int) -> int | None:
+        """Compare-and-set the term; the new term on success, ``None`` if someone moved it."""
+        ...
+
+    def assign(
+        self, leader: str, term: int, owners: Mapping[int, str | None]
+    ) -> dict[int, int] | None:
+        """Move partitions (bumping epochs) under ``term``; the new epochs, or ``None`` if stale."""
+        ...
+
+    def read_partitions(self) -> dict[int, Ownership]: ...
