@@ -1,0 +1,232 @@
+"""The App: task registry, enqueue API and partition callbacks -- what user code imports.
+
+An ``App`` touches no database until it is used, so ``app.partition_for(key)`` works offline and
+importing a module that defines an app is free. The store is created lazily, once per App.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import threading
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import TYPE_CHECKING, Any
+
+from ringwork.errors import ConfigurationError, PayloadError, UnknownTaskError
+from ringwork.job import Job, JobRecord, NewJob
+from ringwork.partitioner import partition_for
+from ringwork.settings import Settings
+from ringwork.wakeup import WakeSender
+
+if TYPE_CHECKING:
+    from ringwork.store import Store
+
+Handler = Callable[[Job], Any]
+PartitionCallback = Callable[[set[int]], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered handler and the options every job of it carries."""
+
+    name: str
+    handler: Handler
+    max_attempts: int = 5
+    ordered: bool = False
+    priority: int = 0
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+
+class App:
+    """A ringwork application: tasks, their jobs' database, and the cluster they run in.
+
+    ``database_url``, ``partitions`` and ``cluster`` set the app's defaults; ``RINGWORK_*``
+    environment variables and CLI flags override them (see :class:`ringwork.settings.Settings`).
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        partitions: int = 64,
+        cluster: str = "default",
+        *,
+        settings: Settings | None = None,
+    ) -> None:
+        base = settings or Settings()
+        self._app_settings = base.replace(
+            database_url=database_url, partitions=partitions, cluster=cluster
+        )
+        self._settings: Settings | None = None
+        self.tasks: dict[str, Task] = {}
+        self.assigned_callbacks: list[PartitionCallback] = []
+        self.revoked_callbacks: list[PartitionCallback] = []
+        self.lost_callbacks: list[PartitionCallback] = []
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+        self._waker: WakeSender | None = None
+
+    # -- configuration -------------------------------------------------------------------------
+
+    @property
+    def settings(self) -> Settings:
+        """The effective settings: App arguments overlaid with ``RINGWORK_*`` variables."""
+        if self._settings is None:
+            self._settings = self._app_settings.with_environment()
+        return self._settings
+
+    def configure(self, **overrides: Any) -> None:
+        """Apply CLI-level overrides (``None`` = not given). Only before the store is opened."""
+        if self._store is not None:
+            raise ConfigurationError("configure() must be called before the app is used")
+        self._settings = self.settings.replace(**overrides)
+
+    @property
+    def store(self) -> Store:
+        """The app's store, created on first use (this is when the database is first touched)."""
+        with self._lock:
+            if self._store is None:
+                from ringwork.store import Store
+
+                s = self.settings
+                self._store = Store(
+                    s.database_url, cluster=s.cluster, partitions=s.partitions, migrate=s.migrate
+                )
+            return self._store
+
+    def close(self) -> None:
+        """Release database connections and sockets held by this app."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+            if self._waker is not None:
+                self._waker.close()
+                self._waker = None
+
+    # -- tasks and callbacks -------------------------------------------------------------------
+
+    def task(
+        self, name: str | None = None, *, max_attempts: int = 5, ordered: bool = False,
+        priority: int = 0,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler (plain or ``async def``) taking a :class:`Job`.
+
+        ``ordered=True`` runs the task's jobs strictly one at a time per key, in enqueue order,
+        across failovers. ``max_attempts`` counts every start, including one lost to a crash.
+        """
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+
+        def register(handler: Handler) -> Handler:
+            task_name = name or handler.__name__
+            if task_name in self.tasks:
+                raise ConfigurationError(f"task {task_name!r} is registered twice")
+            self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority)
+            return handler
+
+        return register
+
+    def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when this worker is given partitions."""
+        self.assigned_callbacks.append(callback)
+        return callback
+
+    def on_revoked(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when partitions are handed off cleanly."""
+        self.revoked_callbacks.append(callback)
+        return callback
+
+    def on_lost(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when partitions are taken without a clean hand-off."""
+        self.lost_callbacks.append(callback)
+        return callback
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(f"unknown task {name!r} (registered: {known})") from None
+
+    # -- partitioning and enqueueing -----------------------------------------------------------
+
+    def partition_for(self, key: str) -> int:
+        """The partition for ``key``: Kafka's default partitioner over this app's partitions."""
+        return partition_for(key, self.settings.partitions)
+
+    def build_job(
+        self,
+        task: str,
+        key: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> NewJob:
+        """Validate one job and compute its partition (no database access)."""
+        spec = self.get_task(task)
+        if not isinstance(key, str):
+            raise PayloadError(f"job key must be a string, not {type(key).__name__}")
+        try:
+            json.dumps(payload)
+        except (TypeError, ValueError) as exc:
+            raise PayloadError(f"payload of task {task!r} is not JSON: {exc}") from None
+        if delay is not None:
+            run_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+        return NewJob(
+            task=task,
+            key=key,
+            partition=self.partition_for(key),
+            payload=payload,
+            priority=spec.priority if priority is None else priority,
+            run_at=run_at,
+            max_attempts=spec.max_attempts,
+            ordered=spec.ordered,
+            dedupe_key=dedupe_key,
+        )
+
+    def enqueue(self, task: str, key: str, payload: Any = None, **options: Any) -> int:
+        """Insert one job and return its id (the existing id if ``dedupe_key`` matches one)."""
+        return self.enqueue_many([{"task": task, "key": key, "payload": payload, **options}])[0]
+
+    def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[int]:
+        """Insert many jobs in batched statements; ids come back in input order.
+
+        Each item is a :class:`NewJob` or a mapping with ``task``, ``key`` and optionally
+        ``payload``, ``run_at``, ``delay``, ``priority``, ``dedupe_key``.
+        """
+        built = [j if isinstance(j, NewJob) else self.build_job(**j) for j in jobs]
+        if not built:
+            return []
+        ids = self.store.enqueue(built)
+        self._wake({j.partition for j in built})
+        return ids
+
+    def _wake(self, partitions: set[int]) -> None:
+        """Nudge the workers so an idle owner starts the new jobs now, not at its next poll."""
+        with self._lock:
+            if self._waker is None:
+                self._waker = WakeSender(self.store)
+            waker = self._waker
+        waker.nudge(partitions)
+
+    # -- inspection and administration ---------------------------------------------------------
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        """The job's state, attempts, claimer, timestamps and last error; ``None`` if unknown."""
+        return self.store.get_job(job_id)
+
+    def cancel(self, job_id: int) -> None:
+        """Cancel a queued job (a running one cannot be cancelled)."""
+        self.store.cancel(job_id)
+
+    def retry(self, job_id: int) -> None:
+        """Queue a dead or cancelled job again, with its attempts reset."""
+        self.store.retry(job_id)

@@ -1,0 +1,308 @@
+"""The ``ringwork`` command line. Commands only parse, call into the library and print.
+
+Every failure the user can cause (unimportable app, unknown task, bad JSON, bad or unreachable
+database URL, partition-count mismatch) ends as one ``Error: ...`` line and a non-zero exit,
+never a traceback. ``RINGWORK_DEBUG=1`` shows tracebacks for unexpected errors.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from ringwork.app import App
+from ringwork.errors import AppImportError, PayloadError, RingworkError
+from ringwork.job import JobRecord
+from ringwork.log import configure as configure_logging
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class RingworkGroup(click.Group):
+    """Turns library errors into one ``Error:`` line (click prints it) and exit code 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except RingworkError as exc:
+            raise click.ClickException(_one_line(exc)) from None
+        except KeyboardInterrupt:
+            raise click.Abort() from None
+        except Exception as exc:
+            if os.environ.get("RINGWORK_DEBUG"):
+                raise
+            raise click.ClickException(
+                f"internal error: {type(exc).__name__}: {_one_line(exc)} "
+                "(set RINGWORK_DEBUG=1 for a traceback)"
+            ) from None
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def database_option(fn: F) -> F:
+    return click.option(
+        "--database-url",
+        envvar="RINGWORK_DATABASE_URL",
+        help="SQLAlchemy URL (sqlite:///file.db or postgresql://...). "
+        "Env: RINGWORK_DATABASE_URL. Default: the app's, else sqlite:///ringwork.db.",
+    )(fn)
+
+
+def migrate_option(fn: F) -> F:
+    return click.option(
+        "--no-migrate", is_flag=True, help="Do not apply pending migrations; fail if behind."
+    )(fn)
+
+
+def load_app(spec: str, database_url: str | None = None, no_migrate: bool = False,
+             **overrides: Any) -> App:
+    """Import ``MODULE:APP`` (from the working directory too) and apply CLI overrides."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise AppImportError(f"expected MODULE:APP (e.g. workers.example:app), got {spec!r}")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        reason = f"{type(exc).__name__}: {exc}"
+        raise AppImportError(f"cannot import {module_name!r}: {reason}") from None
+    app = getattr(module, attr, None)
+    if not isinstance(app, App):
+        raise AppImportError(f"{spec!r} is not a ringwork App (found {type(app).__name__})")
+    app.configure(
+        database_url=database_url, migrate=False if no_migrate else None, **overrides
+    )
+    return app
+
+
+@click.group(cls=RingworkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--log-level", envvar="RINGWORK_LOG_LEVEL", default="INFO", show_default=True,
+              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.version_option(package_name="ringwork")
+def cli(log_level: str) -> None:
+    """ringwork: partitioned SQL jobs, run by a cluster of worker processes."""
+    configure_logging(log_level)
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@database_option
+@migrate_option
+@click.option("--concurrency", type=click.IntRange(min=1), envvar="RINGWORK_CONCURRENCY",
+              help="Jobs in flight in this process (default 16).")
+@click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight jobs get on "
+              "SIGTERM/SIGINT before the worker exits anyway (default 30).")
+@click.option("--bind", default="tcp://127.0.0.1:*", show_default=True,
+              help="Address this worker listens on.")
+@click.option("--advertise", help="Address other processes use to reach this worker.")
+def worker(app_spec: str, database_url: str | None, no_migrate: bool, concurrency: int | None,
+           grace: float | None, bind: str, advertise: str | None) -> None:
+    """Run a worker process for MODULE:APP."""
+    from ringwork.runtime import Worker
+
+    app = load_app(app_spec, database_url, no_migrate, concurrency=concurrency,
+                   shutdown_grace=grace)
+    host = _host_of(bind)
+    code = Worker(app, wake_host=host, wake_advertise=_host_of(advertise) if advertise else None
+                  ).run()
+    app.close()
+    sys.exit(code)
+
+
+def _host_of(address: str) -> str:
+    """``tcp://HOST:PORT`` -> ``HOST`` (``*`` means all interfaces)."""
+    rest = address.split("://", 1)[-1]
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    return "0.0.0.0" if host in ("*", "") else host.strip("[]")
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("task")
+@click.option("--key", required=True, help="Partitioning key; '{i}' is replaced by 0..N-1.")
+@click.option("--payload", default=None, help="JSON payload.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--priority", type=int, default=None, help="Higher runs first.")
+@click.option("--delay", type=click.FloatRange(min=0), default=None, help="Seconds to wait.")
+@click.option("--dedupe-key", default=None, help="Skip if an unfinished job has this key.")
+@database_option
+@migrate_option
+def enqueue(app_spec: str, task: str, key: str, payload: str | None, count: int,
+            priority: int | None, delay: float | None, dedupe_key: str | None,
+            database_url: str | None, no_migrate: bool) -> None:
+    """Enqueue COUNT jobs of TASK."""
+    app = load_app(app_spec, database_url, no_migrate)
+    app.get_task(task)  # unknown task: fail before touching the database
+    try:
+        data = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"--payload is not valid JSON: {exc}") from None
+    jobs = [
+        app.build_job(task, key.replace("{i}", str(i)), data, delay=delay, priority=priority,
+                      dedupe_key=dedupe_key)
+        for i in range(count)
+    ]
+    ids = app.enqueue_many(jobs)
+    if len(ids) <= 20:
+        for job_id in ids:
+            click.echo(job_id)
+    else:
+        click.echo(f"enqueued {len(ids)} jobs of {task} (ids {ids[0]}..{ids[-1]})")
+    app.close()
+
+
+@cli.group()
+def jobs() -> None:
+    """Inspect and manage jobs."""
+
+
+@jobs.command("list")
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "dead", "cancelled"]))
+@click.option("--task", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@database_option
+@migrate_option
+def jobs_list(app_spec: str, state: str | None, task: str | None, limit: int, as_json: bool,
+              database_url: str | None, no_migrate: bool) -> None:
+    """List jobs, newest first."""
+    from ringwork.console import jobs_table
+
+    app = load_app(app_spec, database_url, no_migrate)
+    records = app.store.list_jobs(state=state, task=task, limit=limit)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_record_dict(record)))
+    else:
+        jobs_table(records)
+    app.close()
+
+
+@jobs.command("show")
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@database_option
+@migrate_option
+def jobs_show(app_spec: str, job_id: int, as_json: bool, database_url: str | None,
+              no_migrate: bool) -> None:
+    """Show one job in full, including its last error."""
+    from ringwork.errors import JobNotFound
+
+    app = load_app(app_spec, database_url, no_migrate)
+    record = app.get_job(job_id)
+    if record is None:
+        raise JobNotFound(f"no job {job_id} in cluster {app.settings.cluster!r}")
+    data = _record_dict(record)
+    if as_json:
+        click.echo(json.dumps(data))
+    else:
+        for name, value in data.items():
+            if name == "last_error" and value:
+                click.echo(f"{name}:\n  " + str(value).replace("\n", "\n  "))
+            else:
+                click.echo(f"{name}: {value}")
+    app.close()
+
+
+@jobs.command("retry")
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("job_id", type=int)
+@database_option
+@migrate_option
+def jobs_retry(app_spec: str, job_id: int, database_url: str | None, no_migrate: bool) -> None:
+    """Queue a dead or cancelled job again."""
+    app = load_app(app_spec, database_url, no_migrate)
+    app.retry(job_id)
+    click.echo(f"job {job_id} queued again")
+    app.close()
+
+
+@jobs.command("cancel")
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("job_id", type=int)
+@database_option
+@migrate_option
+def jobs_cancel(app_spec: str, job_id: int, database_url: str | None, no_migrate: bool) -> None:
+    """Cancel a queued job."""
+    app = load_app(app_spec, database_url, no_migrate)
+    app.cancel(job_id)
+    click.echo(f"job {job_id} cancelled")
+    app.close()
+
+
+def _record_dict(record: JobRecord) -> dict[str, Any]:
+    from dataclasses import asdict
+
+    data = asdict(record)
+    for name, value in data.items():
+        if hasattr(value, "isoformat"):
+            data[name] = value.isoformat()
+    return data
+
+
+@cli.group()
+def db() -> None:
+    """Database schema migrations (Alembic)."""
+
+
+def _db_url(app_spec: str | None, database_url: str | None) -> str:
+    if app_spec:
+        return load_app(app_spec, database_url).settings.database_url
+    from ringwork.settings import Settings
+
+    return Settings().with_environment().replace(database_url=database_url).database_url
+
+
+@db.command("upgrade")
+@click.argument("app_spec", metavar="[MODULE:APP]", required=False)
+@database_option
+def db_upgrade(app_spec: str | None, database_url: str | None) -> None:
+    """Apply pending migrations."""
+    from ringwork.store import migrate
+
+    head = migrate.upgrade(_db_url(app_spec, database_url))
+    click.echo(f"database at revision {head}")
+
+
+@db.command("current")
+@click.argument("app_spec", metavar="[MODULE:APP]", required=False)
+@database_option
+def db_current(app_spec: str | None, database_url: str | None) -> None:
+    """Print the database's migration revision."""
+    from ringwork.store import migrate
+
+    rev = migrate.current(_db_url(app_spec, database_url))
+    click.echo(rev or "none (empty database)")
+
+
+@cli.command()
+@click.option("--jobs", "job_count", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the temporary directory for inspection.")
+def demo(job_count: int, processes: int, keep: bool) -> None:
+    """A self-contained showcase on a temporary SQLite database."""
+    from ringwork.demo import run_demo
+
+    sys.exit(run_demo(job_count=job_count, processes=processes, keep=keep))
+
+
+def main() -> None:
+    cli(prog_name="ringwork")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""One frozen settings object, read once, with every default documented in one place.
+
+Precedence, highest first: explicit overrides (CLI flags), ``RINGWORK_*`` environment variables,
+``App(...)`` arguments, then the defaults below. Components receive a ``Settings`` rather than a
+dozen constructor parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ringwork.errors import ConfigurationError
+
+DEFAULT_DATABASE_URL = "sqlite:///ringwork.db"
+
+
+@dataclass(frozen=True, kw_only=True)
+class Settings:
+    #: Where jobs, partition epochs and the node registry live. SQLite file by default.
+    database_url: str = DEFAULT_DATABASE_URL
+    #: Name of the consumer group; several clusters can share one database.
+    cluster: str = "default"
+    #: Fixed per cluster (stored in the database); a mismatch is an error, never a silent remap.
+    partitions: int = 64
+    #: Jobs in flight per worker process. Handlers are usually I/O bound, so more than cores.
+    concurrency: int = 16
+    #: Backstop poll when no wake-up arrives (wake-ups normally start a job within milliseconds);
+    #: also how soon a delayed/retried job becomes visible to an idle worker.
+    poll_interval: float = 1.0
+    #: On SIGTERM/SIGINT, how long in-flight jobs may take to finish before the worker exits anyway.
+    shutdown_grace: float = 30.0
+    #: Apply pending migrations on start (workers, enqueue). ``--no-migrate`` turns it off.
+    migrate: bool = True
+    #: Retry backoff: ``retry_base * 2**(attempt-1)``, times a jitter factor in [0.5, 1.5),
+    #: capped at ``retry_max`` seconds. Jitter spreads a burst of failures over time.
+    retry_base: float = 1.0
+    retry_max: float = 600.0
+    #: Longest pause between attempts to reach a database that is down.
+    db_backoff_max: float = 5.0
+
+    def replace(self, **changes: Any) -> Settings:
+        """A copy with ``changes`` applied; ``None`` values mean "not given" and are ignored."""
+        given = {k: v for k, v in changes.items() if v is not None}
+        settings = dataclasses.replace(self, **given)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        if self.partitions < 1:
+            raise ConfigurationError(f"partitions must be at least 1, not {self.partitions}")
+        if self.concurrency < 1:
+            raise ConfigurationError(f"concurrency must be at least 1, not {self.concurrency}")
+        if self.poll_interval <= 0 or self.shutdown_grace < 0:
+            raise ConfigurationError("poll_interval must be positive and shutdown_grace >= 0")
+        if not self.cluster:
+            raise ConfigurationError("cluster name must not be empty")
+
+    def with_environment(self, environ: Mapping[str, str] | None = None) -> Settings:
+        """Apply ``RINGWORK_*`` variables, e.g. ``RINGWORK_DATABASE_URL``."""
+        environ = os.environ if environ is None else environ
+        changes: dict[str, Any] = {}
+        for field in dataclasses.fields(self):
+            raw = environ.get(f"RINGWORK_{field.name.upper()}")
+            if raw is None or raw == "":
+                continue
+            changes[field.name] = _parse(field.name, raw, getattr(self, field.name))
+        return self.replace(**changes)
+
+
+def _parse(name: str, raw: str, current: Any) -> Any:
+    try:
+        if isinstance(current, bool):
+            if raw.lower() in ("1", "true", "yes", "on"):
+                return True
+            if raw.lower() in ("0", "false", "no", "off"):
+                return False
+            raise ValueError(raw)
+        if isinstance(current, int):
+            return int(raw)
+        if isinstance(current, float):
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(
+            f"RINGWORK_{name.upper()}={raw!r} is not a valid {type(current).__name__}"
+        ) from None
+    return raw

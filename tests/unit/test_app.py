@@ -1,0 +1,76 @@
+import asyncio
+
+import pytest
+
+from ringwork import App, Job
+from ringwork.errors import ConfigurationError, PayloadError, UnknownTaskError
+from ringwork.partitioner import partition_for
+
+
+def make_app() -> App:
+    app = App(database_url="sqlite:///nowhere/never-opened.db", partitions=32, cluster="t")
+
+    @app.task("plain", max_attempts=3)
+    def plain(job: Job) -> None: ...
+
+    @app.task("ordered", ordered=True, priority=5)
+    async def ordered(job: Job) -> None:
+        await asyncio.sleep(0)
+
+    return app
+
+
+def test_partition_for_works_offline_and_matches_partitioner() -> None:
+    app = make_app()
+    assert app.partition_for("img-1") == partition_for("img-1", 32)
+    assert app._store is None  # nothing touched the database
+
+
+def test_task_registration_and_options() -> None:
+    app = make_app()
+    assert set(app.tasks) == {"plain", "ordered"}
+    assert not app.tasks["plain"].is_async
+    assert app.tasks["ordered"].is_async
+    job = app.build_job("ordered", "k", {"a": 1})
+    assert job.ordered and job.priority == 5 and job.partition == app.partition_for("k")
+    assert app.build_job("plain", "k").max_attempts == 3
+
+
+def test_duplicate_task_rejected() -> None:
+    app = make_app()
+    with pytest.raises(ConfigurationError, match="twice"):
+        app.task("plain")(lambda job: None)
+
+
+def test_unknown_task_and_bad_payload_fail_before_the_database() -> None:
+    app = make_app()
+    with pytest.raises(UnknownTaskError, match="unknown task 'nope'"):
+        app.build_job("nope", "k")
+    with pytest.raises(PayloadError, match="not JSON"):
+        app.build_job("plain", "k", {"x": object()})
+    with pytest.raises(PayloadError, match="key must be a string"):
+        app.build_job("plain", 5)  # type: ignore[arg-type]
+    assert app._store is None
+
+
+def test_environment_overrides_app_arguments(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGWORK_DATABASE_URL", "sqlite:///from-env.db")
+    monkeypatch.setenv("RINGWORK_CONCURRENCY", "3")
+    app = make_app()
+    assert app.settings.database_url == "sqlite:///from-env.db"
+    assert app.settings.concurrency == 3
+    assert app.settings.partitions == 32
+    app.configure(concurrency=7, database_url=None)
+    assert app.settings.concurrency == 7
+    assert app.settings.database_url == "sqlite:///from-env.db"
+
+
+def test_bad_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RINGWORK_CONCURRENCY", "many")
+    with pytest.raises(ConfigurationError, match="RINGWORK_CONCURRENCY='many'"):
+        _ = make_app().settings
+
+
+def test_invalid_settings_rejected() -> None:
+    with pytest.raises(ConfigurationError):
+        App(partitions=0)

@@ -1,0 +1,83 @@
+"""Layers point one way: nothing below imports anything above (STYLE.md, habit 1)."""
+
+import ast
+from pathlib import Path
+
+import ringwork
+
+PACKAGE = Path(ringwork.__file__).parent
+
+# Lower number = lower layer. A module may import only modules of its own layer or below.
+LAYERS = {
+    "ringwork.partitioner": 0, "ringwork.errors": 0, "ringwork.job": 0, "ringwork.log": 0,
+    "ringwork.settings": 0,
+    "ringwork.protocol": 1, "ringwork.store": 1,
+    "ringwork.testing": 2,
+    "ringwork.wakeup": 2, "ringwork.app": 3,
+    "ringwork.coordinator": 4, "ringwork.node": 4,
+    "ringwork.runtime": 5, "ringwork.console": 5, "ringwork.status": 5,
+    "ringwork.demo": 6, "ringwork.cli": 7,
+}
+
+
+def layer_of(module: str) -> int | None:
+    best = None
+    for prefix, layer in LAYERS.items():
+        if (module == prefix or module.startswith(prefix + ".")) and (
+            best is None or len(prefix) > len(best[0])
+        ):
+            best = (prefix, layer)
+    return None if best is None else best[1]
+
+
+def imports_of(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+    return {m for m in found if m.startswith("ringwork")}
+
+
+def test_layers_point_down() -> None:
+    problems = []
+    for path in PACKAGE.rglob("*.py"):
+        rel = path.relative_to(PACKAGE.parent).with_suffix("")
+        module = ".".join(rel.parts).removesuffix(".__init__")
+        mine = layer_of(module)
+        if mine is None or module == "ringwork":
+            continue
+        for imported in imports_of(path):
+            theirs = layer_of(imported)
+            if theirs is not None and theirs > mine:
+                problems.append(f"{module} (layer {mine}) imports {imported} (layer {theirs})")
+    assert not problems, "\n".join(problems)
+
+
+def test_protocol_core_does_no_io() -> None:
+    """The sans-IO core imports no sockets, clocks or database drivers."""
+    forbidden = {"zmq", "socket", "time", "sqlalchemy", "psycopg", "threading", "asyncio"}
+    for path in (PACKAGE / "protocol").rglob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.split(".")[0]]
+            assert not (set(names) & forbidden), f"{path.name} imports {names}"
+
+
+def test_only_node_module_imports_zmq() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if path.name == "node.py":
+            continue
+        assert "import zmq" not in path.read_text(), path
+
+
+def test_public_exports() -> None:
+    assert set(ringwork.__all__) >= {"App", "Job", "RingworkError", "JobState"}
+    for name in ringwork.__all__:
+        assert hasattr(ringwork, name)

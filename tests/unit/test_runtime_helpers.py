@@ -1,0 +1,41 @@
+import random
+
+from ringwork.runtime import describe_exception, retry_delay
+from ringwork.wakeup import decode, encode, parse_endpoint
+
+
+def test_retry_delay_grows_exponentially_with_bounded_jitter() -> None:
+    rng = random.Random(1)
+    for attempt in range(1, 8):
+        delay = retry_delay(attempt, 1.0, 600.0, rng)
+        nominal = 2 ** (attempt - 1)
+        assert 0.5 * nominal <= delay < 1.5 * nominal
+    assert retry_delay(30, 1.0, 60.0, rng) < 90.0
+
+
+def test_describe_exception_keeps_type_message_and_traceback() -> None:
+    try:
+        raise ValueError("bad input 42")
+    except ValueError as exc:
+        text = describe_exception(exc)
+    assert text.startswith("ValueError: bad input 42")
+    assert "test_describe_exception" in text
+
+
+def test_describe_exception_is_bounded() -> None:
+    text = describe_exception(RuntimeError("x" * 10_000))
+    assert len(text) <= 4000
+
+
+def test_wake_datagram_roundtrip_and_foreign_input() -> None:
+    assert decode("c1", encode("c1", {3, 1})) == {1, 3}
+    assert decode("c2", encode("c1", {3})) is None
+    assert decode("c1", encode("c1", range(2000))) == set()  # too long -> "all"
+    for junk in (b"", b"\xff\xfe", b"RWK1", b"RWK1 c1 x,y", b"HTTP/1.1 200 OK"):
+        assert decode("c1", junk) is None
+
+
+def test_parse_endpoint() -> None:
+    assert parse_endpoint("udp://127.0.0.1:5000") == ("127.0.0.1", 5000)
+    assert parse_endpoint("tcp://127.0.0.1:5000") is None
+    assert parse_endpoint("") is None
