@@ -55,3 +55,41 @@ class Referee(Protocol):
         ...
 
     def read_partitions(self) -> dict[int, Ownership]: ...
+
+
+# --- The node registry (additive): how the core learns peers, priorities and who is alive. ---
+
+
+@dataclass(frozen=True)
+class NodeRecord:
+    """One row of the node registry as the protocol core sees it.
+
+    ``registered_seq`` is the join-order priority (lower = earlier = preferred leader candidate).
+    ``age`` is the number of seconds since the node last touched its row, measured by the
+    referee's own clock at the moment of the read (so no two processes' clocks are compared).
+    """
+
+    node_id: str
+    endpoint: str
+    registered_seq: int
+    age: float
+
+
+class Registry(Protocol):
+    """Node registry semantics the protocol relies on (the SQL store and the memory twin).
+
+    * ``register`` inserts or replaces the node's row with a fresh ``registered_seq``, strictly
+      greater than every seq handed out before in this cluster, and ``last_seen = now``.
+    * ``touch`` sets ``last_seen = now`` (the referee's clock) for the node; it must be committed
+      before the same operation reads the term (see :mod:`ringwork.protocol.operations`).
+    * ``read_nodes`` returns every registered node with its age.
+    * ``unregister`` deletes the row (a clean leave).
+    """
+
+    def register(self, node_id: str, endpoint: str) -> int: ...
+
+    def touch(self, node_id: str) -> None: ...
+
+    def read_nodes(self) -> list[NodeRecord]: ...
+
+    def unregister(self, node_id: str) -> None: ...
