@@ -1,0 +1,160 @@
+"""Engines and driver errors: the only place that knows about URLs, pools, pragmas and exceptions.
+
+SQLite settings, and why:
+
+* ``journal_mode=WAL``: readers (status, inspection) never block the writer and vice versa.
+* ``synchronous=FULL``: a committed completion survives a power cut; a job queue must not forget
+  that a job succeeded (and run it again) or that it was claimed.
+* ``busy_timeout=5000``: a writer waits up to 5 s for the write lock instead of failing at once.
+* ``foreign_keys=ON``: SQLite ignores declared foreign keys unless told.
+* Transactions that write start with ``BEGIN IMMEDIATE`` (SQLAlchemy's documented pysqlite
+  recipe: the driver's own BEGIN is switched off and we emit ours). A deferred transaction that
+  reads and then writes can fail with "database is locked" without waiting, when another writer
+  committed in between; taking the write lock up front makes the busy timeout apply and makes a
+  read-check-write (the referee's term check) atomic.
+
+PostgreSQL runs at READ COMMITTED through psycopg 3; all fencing is designed for that level.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy import event, exc
+from sqlalchemy.engine import URL, Engine
+from sqlalchemy.pool import ConnectionPoolEntry
+
+from ringwork.errors import (
+    DatabaseError,
+    DatabaseUnavailable,
+    DatabaseURLError,
+    RingworkError,
+)
+
+#: Execution option a connection carries when its transaction must start with BEGIN IMMEDIATE.
+SQLITE_IMMEDIATE = "ringwork_sqlite_immediate"
+
+SQLITE_BUSY_TIMEOUT_MS = 5000
+#: RETURNING needs 3.35; UPDATE ... FROM needs 3.33.
+MIN_SQLITE = (3, 35, 0)
+
+_PG_ALIASES = {"postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"}
+_SQLITE_ALIASES = {"sqlite", "sqlite+pysqlite"}
+
+
+def normalize_url(url: str | URL) -> URL:
+    """Parse and check a database URL, rewriting PostgreSQL spellings to psycopg 3.
+
+    Raises :class:`DatabaseURLError` with a one-line message for anything we cannot use.
+    """
+    try:
+        parsed = sa.make_url(url)
+    except (exc.ArgumentError, ValueError) as e:
+        raise DatabaseURLError(f"malformed database URL {str(url)!r}: {e}") from None
+    name = parsed.drivername
+    if name in _PG_ALIASES:
+        return parsed.set(drivername="postgresql+psycopg")
+    if name in _SQLITE_ALIASES:
+        if parsed.database in (None, "", ":memory:") or parsed.query.get("mode") == "memory":
+            raise DatabaseURLError(
+                "in-memory SQLite is not supported (every connection would see its own "
+                "database); use a file, e.g. sqlite:///ringwork.db"
+            )
+        return parsed.set(drivername="sqlite")
+    safe = parsed.render_as_string(hide_password=True)
+    raise DatabaseURLError(
+        f"unsupported database URL {safe!r}: ringwork supports sqlite:///PATH and "
+        "postgresql://USER@HOST/DB (driver psycopg 3)"
+    )
+
+
+def create_engine(url: str | URL) -> Engine:
+    """A small-pool engine with our SQLite pragmas and BEGIN handling. Touches no database."""
+    parsed = normalize_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if sqlite3.sqlite_version_info < MIN_SQLITE:
+            raise DatabaseURLError(
+                f"SQLite {sqlite3.sqlite_version} is too old; ringwork needs 3.35 or newer"
+            )
+        engine = sa.create_engine(
+            parsed,
+            pool_size=4,
+            max_overflow=4,
+            connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
+        )
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return sa.create_engine(
+        parsed,
+        pool_size=4,
+        max_overflow=4,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 10, "application_name": "ringwork"},
+    )
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Switch off the driver's implicit BEGIN so _sqlite_on_begin decides (SQLAlchemy recipe).
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+    finally:
+        cursor.close()
+
+
+def _sqlite_on_begin(conn: sa.Connection) -> None:
+    if conn.get_execution_options().get(SQLITE_IMMEDIATE):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        conn.exec_driver_sql("BEGIN")
+
+
+def describe(engine: Engine) -> str:
+    """The engine's URL without its password, for messages."""
+    return engine.url.render_as_string(hide_password=True)
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(getattr(error, "orig", None) or error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
+
+
+_TRANSIENT = (
+    exc.OperationalError,
+    exc.InterfaceError,
+    exc.TimeoutError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+    sqlite3.OperationalError,
+)
+
+
+def translate(error: BaseException, where: str = "") -> RingworkError:
+    """Map a driver/SQLAlchemy exception to our tree (transient outages are retryable)."""
+    if isinstance(error, RingworkError):
+        return error
+    transient = isinstance(error, _TRANSIENT) or (
+        isinstance(error, exc.DBAPIError) and error.connection_invalidated
+    )
+    cls = DatabaseUnavailable if transient else DatabaseError
+    prefix = f"{where}: " if where else ""
+    return cls(f"{prefix}{_first_line(error)}")
+
+
+@contextmanager
+def translated(where: str = "") -> Iterator[None]:
+    """Re-raise driver errors as :class:`ringwork.errors.DatabaseError` subclasses."""
+    try:
+        yield
+    except (exc.SQLAlchemyError, sqlite3.Error, psycopg.Error) as e:
+        raise translate(e, where) from e

@@ -1,0 +1,335 @@
+"""Job lifecycle statements: enqueue, claim, complete, fail, cancel, retry, inspection.
+
+Each function runs inside a transaction the caller (:class:`ringwork.store.Store`) opened and
+does one statement on the hot paths. Clocks: on PostgreSQL every timestamp comes from the
+server's ``now()`` so that many machines agree; SQLite is one machine, so Python's clock (UTC)
+is bound in instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+import sqlalchemy as sa
+
+from ringwork.errors import InvalidJobState, JobNotFound
+from ringwork.job import Job, JobRecord, NewJob, Outcome
+from ringwork.store import queries
+from ringwork.store.schema import JOB_STATES, UTCDateTime, jobs
+
+#: Rows per enqueue statement (bounded to stay well inside SQLite's bound-variable/JSON limits
+#: and to keep one statement's lock footprint modest).
+ENQUEUE_CHUNK = 1000
+#: last_error is capped so a huge traceback cannot bloat the row.
+MAX_ERROR_CHARS = 8000
+
+# Literals, not parameters, so the planners can use the partial indexes.
+QUEUED = sa.literal_column("'queued'")
+RUNNING = sa.literal_column("'running'")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def as_utc(value: datetime) -> datetime:
+    """Naive datetimes are taken to be UTC (documented in docs/store.md)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value.astimezone(timezone.utc)
+
+
+def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
+    """"Now" (plus ``offset`` seconds) in the dialect's clock: server on PostgreSQL."""
+    if dialect == "postgresql":
+        if offset:
+            return sa.func.now() + sa.literal(timedelta(seconds=offset), sa.Interval)
+        return sa.func.now()
+    return sa.literal(utcnow() + timedelta(seconds=offset), UTCDateTime)
+
+
+def _sqlite_ts(value: datetime) -> str:
+    # The text format SQLAlchemy's SQLite DATETIME stores, so values compare as text.
+    return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
+
+
+def enqueue(
+    conn: sa.Connection, dialect: str, cluster: str, channel: str, new: Sequence[NewJob]
+) -> list[int]:
+    """Insert ``new`` (one statement per chunk); ids in input order, deduplicated ids reused."""
+    ids: list[int] = [0] * len(new)
+    # Within one batch, a repeated (task, dedupe_key) is the same job: send only the first.
+    first: dict[tuple[str, str], int] = {}
+    send: list[int] = []
+    for i, job in enumerate(new):
+        if job.dedupe_key is not None:
+            k = (job.task, job.dedupe_key)
+            if k in first:
+                continue
+            first[k] = i
+        send.append(i)
+    for start in range(0, len(send), ENQUEUE_CHUNK):
+        chunk = send[start : start + ENQUEUE_CHUNK]
+        rows = [new[i] for i in chunk]
+        if dialect == "postgresql":
+            result = conn.execute(queries.ENQUEUE_PG, _pg_arrays(cluster, channel, rows))
+        else:
+            payload = json.dumps([_sqlite_row(j) for j in rows], separators=(",", ":"))
+            result = conn.execute(
+                queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": payload, "now": utcnow()}
+            )
+        by_dedupe: dict[tuple[str, str], int] = {}
+        fresh: list[int] = []
+        for job_id, task, dedupe_key in result:
+            if dedupe_key is None:
+                fresh.append(job_id)
+            else:
+                by_dedupe[(task, dedupe_key)] = job_id
+        # Rows without a dedupe key are always new, and ids are assigned in input order.
+        fresh.sort()
+        fresh_iter = iter(fresh)
+        for i in chunk:
+            job = new[i]
+            if job.dedupe_key is None:
+                ids[i] = next(fresh_iter)
+            else:
+                ids[i] = by_dedupe[(job.task, job.dedupe_key)]
+    for i, job in enumerate(new):
+        if job.dedupe_key is not None and ids[i] == 0:
+            ids[i] = ids[first[(job.task, job.dedupe_key)]]
+    return ids
+
+
+def _payload(job: NewJob) -> str:
+    return json.dumps(job.payload, separators=(",", ":"))
+
+
+def _pg_arrays(cluster: str, channel: str, rows: Sequence[NewJob]) -> dict[str, Any]:
+    return {
+        "cluster": cluster,
+        "channel": channel,
+        "task": [j.task for j in rows],
+        "key": [j.key for j in rows],
+        "part": [j.partition for j in rows],
+        "payload": [_payload(j) for j in rows],
+        "priority": [j.priority for j in rows],
+        "run_at": [None if j.run_at is None else as_utc(j.run_at) for j in rows],
+        "max_attempts": [j.max_attempts for j in rows],
+        "ordered": [j.ordered for j in rows],
+        "dedupe_key": [j.dedupe_key for j in rows],
+    }
+
+
+def _sqlite_row(j: NewJob) -> list[Any]:
+    run_at = None if j.run_at is None else _sqlite_ts(j.run_at)
+    return [
+        j.task,
+        j.key,
+        j.partition,
+        _payload(j),
+        j.priority,
+        run_at,
+        j.max_attempts,
+        j.ordered,
+        j.dedupe_key,
+    ]
+
+
+def claim(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    node_id: str,
+    owned: Mapping[int, int],
+    limit: int,
+) -> list[Job]:
+    """Claim up to ``limit`` runnable jobs of the partitions ``node_id`` owns at those epochs."""
+    if limit <= 0 or not owned:
+        return []
+    if dialect == "postgresql":
+        parts = list(owned)
+        params: dict[str, Any] = {
+            "parts": parts,
+            "epochs": [owned[p] for p in parts],
+        }
+        stmt = queries.CLAIM_PG
+    else:
+        params = {"owned": json.dumps([[p, e] for p, e in owned.items()]), "now": utcnow()}
+        stmt = queries.CLAIM_SQLITE
+    params.update(cluster=cluster, node=node_id, limit=limit)
+    rows = sorted(conn.execute(stmt, params), key=lambda r: (-r.priority, r.id))
+    return [
+        Job(
+            id=r.id,
+            task=r.task,
+            key=r.key,
+            partition=r.partition,
+            payload=r.payload,
+            attempt=r.attempts,
+            max_attempts=r.max_attempts,
+            token=r.claim_epoch,
+        )
+        for r in rows
+    ]
+
+
+def complete(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    node_id: str,
+    done: Sequence[tuple[int, int]],
+) -> list[int]:
+    """Mark ``(job_id, token)`` pairs succeeded; the ids that were fenced (not updated)."""
+    if not done:
+        return []
+    if dialect == "postgresql":
+        params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
+        stmt = queries.COMPLETE_PG
+    else:
+        params = {"done": json.dumps([list(d) for d in done]), "now": utcnow()}
+        stmt = queries.COMPLETE_SQLITE
+    params.update(cluster=cluster, node=node_id)
+    updated = set(conn.execute(stmt, params).scalars())
+    return [job_id for job_id, _ in done if job_id not in updated]
+
+
+def fail(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    node_id: str,
+    job_id: int,
+    token: int,
+    error: str,
+    retry_delay: float | None,
+) -> Outcome:
+    """Record a failed attempt: back to queued after ``retry_delay``, or dead; fenced if stale."""
+    c = jobs.c
+    if retry_delay is None:
+        retry: sa.ColumnElement[bool] = sa.false()
+    else:
+        retry = c.attempts < c.max_attempts
+    now = now_expr(dialect)
+    stmt = (
+        sa.update(jobs)
+        .where(
+            c.id == job_id,
+            c.cluster == cluster,
+            c.state == RUNNING,
+            c.claimed_by == node_id,
+            c.claim_epoch == token,
+        )
+        .values(
+            last_error=error[:MAX_ERROR_CHARS],
+            state=sa.case((retry, "queued"), else_="dead"),
+            run_at=sa.case((retry, now_expr(dialect, retry_delay or 0.0)), else_=c.run_at),
+            finished_at=sa.case((retry, None), else_=now),
+            claimed_by=sa.case((retry, None), else_=c.claimed_by),
+        )
+        .returning(c.state)
+    )
+    state = conn.execute(stmt).scalar()
+    if state is None:
+        return Outcome.FENCED
+    return Outcome.RETRY if state == "queued" else Outcome.DEAD
+
+
+def _missing_or_wrong(conn: sa.Connection, cluster: str, job_id: int, action: str) -> Exception:
+    state = conn.execute(
+        sa.select(jobs.c.state).where(jobs.c.id == job_id, jobs.c.cluster == cluster)
+    ).scalar()
+    if state is None:
+        return JobNotFound(f"no job {job_id} in cluster {cluster!r}")
+    return InvalidJobState(f"job {job_id} is {state}; {action}")
+
+
+def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None:
+    c = jobs.c
+    stmt = (
+        sa.update(jobs)
+        .where(c.id == job_id, c.cluster == cluster, c.state == QUEUED)
+        .values(state="cancelled", finished_at=now_expr(dialect))
+        .returning(c.id)
+    )
+    if conn.execute(stmt).scalar() is None:
+        raise _missing_or_wrong(conn, cluster, job_id, "only a queued job can be cancelled")
+
+
+def retry(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None:
+    c = jobs.c
+    stmt = (
+        sa.update(jobs)
+        .where(c.id == job_id, c.cluster == cluster, c.state.in_(("dead", "cancelled")))
+        .values(
+            state="queued",
+            run_at=now_expr(dialect),
+            attempts=0,
+            claimed_by=None,
+            claim_epoch=None,
+            started_at=None,
+            finished_at=None,
+        )
+        .returning(c.id)
+    )
+    try:
+        with conn.begin_nested():
+            updated = conn.execute(stmt).scalar()
+    except sa.exc.IntegrityError:
+        raise InvalidJobState(
+            f"job {job_id} cannot be retried: another job with its dedupe key is unfinished"
+        ) from None
+    if updated is None:
+        raise _missing_or_wrong(
+            conn, cluster, job_id, "only a dead or cancelled job can be retried"
+        )
+
+
+def _record(row: sa.Row[Any]) -> JobRecord:
+    return JobRecord(**row._asdict())
+
+
+def get_job(conn: sa.Connection, cluster: str, job_id: int) -> JobRecord | None:
+    row = conn.execute(
+        sa.select(jobs).where(jobs.c.id == job_id, jobs.c.cluster == cluster)
+    ).first()
+    return None if row is None else _record(row)
+
+
+def list_jobs(
+    conn: sa.Connection, cluster: str, state: str | None, task: str | None, limit: int
+) -> list[JobRecord]:
+    """Newest first."""
+    stmt = sa.select(jobs).where(jobs.c.cluster == cluster)
+    if state is not None:
+        if state not in JOB_STATES:
+            raise ValueError(f"unknown job state {state!r}; one of {', '.join(JOB_STATES)}")
+        stmt = stmt.where(jobs.c.state == state)
+    if task is not None:
+        stmt = stmt.where(jobs.c.task == task)
+    stmt = stmt.order_by(jobs.c.id.desc()).limit(limit)
+    return [_record(r) for r in conn.execute(stmt)]
+
+
+def counts_by_state(conn: sa.Connection, cluster: str) -> dict[str, int]:
+    counts = dict.fromkeys(JOB_STATES, 0)
+    stmt = (
+        sa.select(jobs.c.state, sa.func.count())
+        .where(jobs.c.cluster == cluster)
+        .group_by(jobs.c.state)
+    )
+    for state, n in conn.execute(stmt):
+        counts[state] = n
+    return counts
+
+
+def backlog_by_partition(conn: sa.Connection, cluster: str) -> dict[int, int]:
+    stmt = (
+        sa.select(jobs.c.partition, sa.func.count())
+        .where(jobs.c.cluster == cluster, jobs.c.state == QUEUED)
+        .group_by(jobs.c.partition)
+    )
+    return {p: n for p, n in conn.execute(stmt)}

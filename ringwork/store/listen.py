@@ -1,0 +1,64 @@
+"""Wake-ups on PostgreSQL: LISTEN on the cluster's channel, NOTIFY from enqueue.
+
+Enqueue calls ``pg_notify(channel, '3,17,42')`` in its own transaction (so the wake-up is
+delivered exactly when the jobs become visible) with the partitions that got runnable jobs, or
+``'*'`` when there are too many to list. A worker waits on a dedicated connection outside the
+pool, so an idle worker starts a new job within milliseconds instead of a poll period.
+
+The channel is derived from a hash of the cluster name: a channel is an identifier of at most
+63 bytes, while cluster names are free text.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import psycopg
+from psycopg import sql
+
+from ringwork.store.engine import translated
+
+
+def channel_for(cluster: str) -> str:
+    return "ringwork_" + hashlib.sha1(cluster.encode()).hexdigest()[:20]
+
+
+class Listener:
+    """A LISTEN connection. Not thread-safe: one thread waits on it; any thread may close it."""
+
+    def __init__(self, conn: psycopg.Connection, channel: str, partitions: int) -> None:
+        self._conn = conn
+        self._partitions = partitions
+        self.channel = channel
+        with translated("LISTEN"):
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
+
+    def wait(self, timeout: float) -> set[int]:
+        """Partitions notified within ``timeout`` seconds (empty on timeout).
+
+        Returns as soon as one notification arrives, with any others already pending.
+        Raises :class:`ringwork.errors.DatabaseUnavailable` if the connection is lost.
+        """
+        found: set[int] = set()
+        with translated("waiting for notifications"):
+            received = list(self._conn.notifies(timeout=max(0.0, timeout), stop_after=1))
+            if received:
+                received += list(self._conn.notifies(timeout=0))
+        for note in received:
+            if note.payload == "*":
+                found.update(range(self._partitions))
+                continue
+            for part in note.payload.split(","):
+                if part.strip().isdigit():
+                    found.add(int(part))
+        return found
+
+    def close(self) -> None:
+        if not self._conn.closed:
+            self._conn.close()
+
+    def __enter__(self) -> Listener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

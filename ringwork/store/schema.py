@@ -1,0 +1,212 @@
+"""The tables, as SQLAlchemy Core metadata: the single source of truth the migrations must match.
+
+``tests/migration`` checks that upgrading an empty database to the Alembic head yields exactly
+this metadata, so a change here always comes with a new file in ``migrations/versions``.
+
+Every table is prefixed ``ringwork_`` because ringwork usually shares a database with the
+application it serves.
+
+Index notes (the why; ``docs/store.md`` shows the plans):
+
+* ``ix_ringwork_jobs_claim`` is partial on ``state = 'queued'`` and ordered exactly like the
+  claim (``priority DESC, id``) inside one partition, so a claim is one short index range scan per
+  owned partition, and finished jobs -- the bulk of an old table -- are not in it at all.
+  ``run_at`` is a trailing key column so jobs waiting to retry are skipped inside the index.
+* Partial-index predicates use literals, and every query that must use them repeats the literal
+  (never a bound parameter): SQLite, and PostgreSQL's generic plans for prepared statements, can
+  only prove a partial index applicable from a literal.
+* ``jobs.cluster`` has no foreign key on purpose: PostgreSQL checks a foreign key with a per-row
+  trigger, which would cost every enqueued job a lookup and a lock on the cluster row.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+
+#: The job states (contract), in lifecycle order.
+JOB_STATES = ("queued", "running", "succeeded", "dead", "cancelled")
+
+#: Name of Alembic's bookkeeping table (ours, so it cannot collide with the application's).
+VERSION_TABLE = "ringwork_alembic_version"
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+
+class UTCDateTime(sa.TypeDecorator[datetime]):
+    """A timestamp that is always an aware UTC ``datetime`` in Python.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no timestamp type; SQLAlchemy stores text in a
+    fixed, lexically sortable format, so we store naive UTC there and compare it as text.
+    A naive datetime handed in is taken to be UTC already.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=timezone.utc)
+        value = value.astimezone(timezone.utc)
+        if dialect.name == "sqlite":
+            return value.replace(tzinfo=None)
+        return value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):  # a raw SQLite value that bypassed the DATETIME type
+            value = datetime.fromisoformat(value)
+        if value.tzinfo is None:
+            return value.replace(tzinfo=timezone.utc)
+        return value.astimezone(timezone.utc)
+
+
+# SQLite only autoincrements an INTEGER PRIMARY KEY (its rowid); PostgreSQL gets BIGSERIAL.
+_BigId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+clusters = sa.Table(
+    "ringwork_clusters",
+    metadata,
+    sa.Column("name", sa.String(200), primary_key=True),
+    sa.Column("partitions", sa.Integer, nullable=False),
+    # The leader term: changed only by compare-and-set (see referee.py).
+    sa.Column("term", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("leader", sa.String(200), nullable=True),
+    # Last registered_seq handed out; bumping it serialises registrations so seq = commit order.
+    sa.Column("node_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("created_at", UTCDateTime, nullable=False),
+)
+
+partitions = sa.Table(
+    "ringwork_partitions",
+    metadata,
+    sa.Column(
+        "cluster",
+        sa.String(200),
+        sa.ForeignKey("ringwork_clusters.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("partition", sa.Integer, primary_key=True, autoincrement=False),
+    sa.Column("owner", sa.String(200), nullable=True),
+    # Bumped by one on every (re)assignment; a claim is stamped with it (the fencing token).
+    sa.Column("epoch", sa.BigInteger, nullable=False, server_default="0"),
+)
+
+nodes = sa.Table(
+    "ringwork_nodes",
+    metadata,
+    sa.Column(
+        "cluster",
+        sa.String(200),
+        sa.ForeignKey("ringwork_clusters.name", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    sa.Column("node_id", sa.String(200), primary_key=True),
+    sa.Column("endpoint", sa.String(500), nullable=False),
+    sa.Column("pub_endpoint", sa.String(500), nullable=True),
+    sa.Column("wake_endpoint", sa.String(500), nullable=True),
+    sa.Column("registered_seq", sa.BigInteger, nullable=False),
+    sa.Column("last_seen", UTCDateTime, nullable=False),
+)
+
+jobs = sa.Table(
+    "ringwork_jobs",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    sa.Column("cluster", sa.String(200), nullable=False),
+    sa.Column("task", sa.String(200), nullable=False),
+    sa.Column("key", sa.Text, nullable=False),
+    sa.Column("partition", sa.Integer, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=True),
+    sa.Column("priority", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("state", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("run_at", UTCDateTime, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="5"),
+    sa.Column("ordered", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("dedupe_key", sa.Text, nullable=True),
+    sa.Column("last_error", sa.Text, nullable=True),
+    # The fence: who claimed the job and at which partition epoch (the claim token).
+    sa.Column("claimed_by", sa.String(200), nullable=True),
+    sa.Column("claim_epoch", sa.BigInteger, nullable=True),
+    sa.Column("enqueued_at", UTCDateTime, nullable=False),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=True),
+    sa.CheckConstraint(
+        "state IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')", name="state"
+    ),
+    sqlite_autoincrement=True,  # ids are never reused: FIFO order and fencing rely on that
+)
+
+_QUEUED = sa.text("state = 'queued'")
+_UNFINISHED_DEDUPE = sa.text("dedupe_key IS NOT NULL AND state IN ('queued', 'running')")
+_UNFINISHED_ORDERED = sa.text("ordered AND state IN ('queued', 'running')")
+_RUNNING_ORDERED = sa.text("ordered AND state = 'running'")
+_RUNNING = sa.text("state = 'running'")
+
+
+def _partial(name: str, *cols: Any, where: sa.TextClause, unique: bool = False) -> sa.Index:
+    return sa.Index(
+        name, *cols, unique=unique, postgresql_where=where, sqlite_where=where
+    )
+
+
+# The claim: per partition, queued jobs in claim order.
+_partial(
+    "ix_ringwork_jobs_claim",
+    jobs.c.cluster,
+    jobs.c.partition,
+    jobs.c.priority.desc(),
+    jobs.c.id,
+    jobs.c.run_at,
+    where=_QUEUED,
+)
+# Dedupe: one unfinished job per (task, dedupe_key); the ON CONFLICT target of enqueue.
+_partial(
+    "uq_ringwork_jobs_dedupe",
+    jobs.c.cluster,
+    jobs.c.task,
+    jobs.c.dedupe_key,
+    where=_UNFINISHED_DEDUPE,
+    unique=True,
+)
+# Ordered keys: "is an earlier job of this key unfinished?" is a probe into this index.
+_partial(
+    "ix_ringwork_jobs_ordered",
+    jobs.c.cluster,
+    jobs.c.task,
+    jobs.c.key,
+    jobs.c.id,
+    where=_UNFINISHED_ORDERED,
+)
+# Safety net under ownership: at most one running job per ordered key, ever.
+_partial(
+    "uq_ringwork_jobs_ordered_running",
+    jobs.c.cluster,
+    jobs.c.task,
+    jobs.c.key,
+    where=_RUNNING_ORDERED,
+    unique=True,
+)
+# Reassignment re-queues the running jobs of the moved partitions.
+_partial(
+    "ix_ringwork_jobs_running",
+    jobs.c.cluster,
+    jobs.c.partition,
+    jobs.c.claim_epoch,
+    where=_RUNNING,
+)

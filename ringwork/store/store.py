@@ -1,0 +1,250 @@
+"""The store facade: one object per process that the runtime, the CLI and the App talk to.
+
+It owns the engine and the transaction boundaries, translates driver errors into
+:mod:`ringwork.errors`, and delegates the SQL to :mod:`ringwork.store.jobs` and
+:mod:`ringwork.store.referee`. It also implements :class:`ringwork.protocol.referee.Referee`.
+Constructing it touches no database; the first call (or :meth:`open`) connects, migrates and
+makes sure the cluster exists.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+
+import psycopg
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ringwork.errors import ConfigurationError
+from ringwork.job import Job, JobRecord, NewJob, Outcome
+from ringwork.protocol.referee import Ownership, TermRecord
+from ringwork.store import jobs, migrate, referee
+from ringwork.store.engine import (
+    SQLITE_IMMEDIATE,
+    create_engine,
+    describe,
+    normalize_url,
+    translated,
+)
+from ringwork.store.listen import Listener, channel_for
+from ringwork.store.referee import NodeRecord
+
+
+class Store:
+    """Jobs, referee and registry of one cluster in one SQL database."""
+
+    def __init__(
+        self, url: str, *, cluster: str = "default", partitions: int = 64, migrate: bool = True
+    ) -> None:
+        if partitions < 1:
+            raise ConfigurationError(f"partitions must be at least 1, not {partitions}")
+        if not cluster:
+            raise ConfigurationError("cluster name must not be empty")
+        self.url = url
+        self.cluster = cluster
+        self.partitions = partitions
+        self.migrate = migrate
+        self.channel = channel_for(cluster)
+        self._engine: Engine | None = None
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"Store({describe(self._engine) if self._engine else '...'}, {self.cluster!r})"
+
+    @property
+    def dialect(self) -> str:
+        """``"sqlite"`` or ``"postgresql"`` (from the URL; no connection needed)."""
+        return str(normalize_url(self.url).get_backend_name())
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Connect, migrate (or check the schema), ensure the cluster. Idempotent, thread-safe."""
+        if self._engine is not None:
+            return
+        with self._lock:
+            if self._engine is not None:
+                return
+            engine = create_engine(self.url)
+            try:
+                with translated(f"cannot use database {describe(engine)}"):
+                    if self.migrate:
+                        migrate.upgrade_engine(engine)
+                    else:
+                        migrate.check_engine(engine)
+                    with self._begin_on(engine, write=True) as conn:
+                        referee.ensure_cluster(conn, self.dialect, self.cluster, self.partitions)
+            except BaseException:
+                engine.dispose()
+                raise
+            self._engine = engine
+
+    def close(self) -> None:
+        with self._lock:
+            if self._engine is not None:
+                self._engine.dispose()
+                self._engine = None
+
+    def __enter__(self) -> Store:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine (opens the store). For tests and tools, not the hot path."""
+        self.open()
+        assert self._engine is not None
+        return self._engine
+
+    @contextmanager
+    def _begin_on(self, engine: Engine, *, write: bool) -> Iterator[sa.Connection]:
+        with engine.connect() as conn:
+            if write and engine.dialect.name == "sqlite":
+                conn.execution_options(**{SQLITE_IMMEDIATE: True})
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
+        """One transaction; driver errors come out as :class:`ringwork.errors.DatabaseError`."""
+        engine = self.engine
+        with translated(), self._begin_on(engine, write=write) as conn:
+            yield conn
+
+    # -- jobs -----------------------------------------------------------------------------------
+
+    def enqueue(self, jobs_: Sequence[NewJob]) -> list[int]:
+        """Insert jobs; their ids in input order (an unfinished duplicate's id when deduped)."""
+        if not jobs_:
+            return []
+        for j in jobs_:
+            if not 0 <= j.partition < self.partitions:
+                raise ValueError(f"partition {j.partition} out of range 0..{self.partitions - 1}")
+        with self._tx(write=True) as conn:
+            return jobs.enqueue(conn, self.dialect, self.cluster, self.channel, jobs_)
+
+    def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
+        """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
+        if limit <= 0 or not owned:
+            return []
+        with self._tx(write=True) as conn:
+            return jobs.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+
+    def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
+        """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced."""
+        if not done:
+            return []
+        with self._tx(write=True) as conn:
+            return jobs.complete(conn, self.dialect, self.cluster, node_id, done)
+
+    def fail(
+        self,
+        node_id: str,
+        job_id: int,
+        token: int,
+        error: str,
+        *,
+        retry_delay: float | None,
+    ) -> Outcome:
+        """Record a failed attempt; retry after ``retry_delay`` s if attempts remain, else dead."""
+        with self._tx(write=True) as conn:
+            return jobs.fail(
+                conn, self.dialect, self.cluster, node_id, job_id, token, error, retry_delay
+            )
+
+    def get_job(self, job_id: int) -> JobRecord | None:
+        with self._tx() as conn:
+            return jobs.get_job(conn, self.cluster, job_id)
+
+    def list_jobs(
+        self, *, state: str | None = None, task: str | None = None, limit: int = 50
+    ) -> list[JobRecord]:
+        with self._tx() as conn:
+            return jobs.list_jobs(conn, self.cluster, str(state) if state else None, task, limit)
+
+    def cancel(self, job_id: int) -> None:
+        with self._tx(write=True) as conn:
+            jobs.cancel(conn, self.dialect, self.cluster, job_id)
+
+    def retry(self, job_id: int) -> None:
+        with self._tx(write=True) as conn:
+            jobs.retry(conn, self.dialect, self.cluster, job_id)
+
+    def counts_by_state(self) -> dict[str, int]:
+        with self._tx() as conn:
+            return jobs.counts_by_state(conn, self.cluster)
+
+    def backlog_by_partition(self) -> dict[int, int]:
+        with self._tx() as conn:
+            return jobs.backlog_by_partition(conn, self.cluster)
+
+    # -- referee (ringwork.protocol.referee.Referee) ---------------------------------------------
+
+    def read_term(self) -> TermRecord:
+        with self._tx() as conn:
+            return referee.read_term(conn, self.cluster)
+
+    def claim_leadership(self, node_id: str, seen_term: int) -> int | None:
+        with self._tx(write=True) as conn:
+            return referee.claim_leadership(conn, self.cluster, node_id, seen_term)
+
+    def assign(
+        self, leader: str, term: int, owners: Mapping[int, str | None]
+    ) -> dict[int, int] | None:
+        for p in owners:
+            if not 0 <= p < self.partitions:
+                raise ValueError(f"partition {p} out of range 0..{self.partitions - 1}")
+        with self._tx(write=True) as conn:
+            return referee.assign(conn, self.dialect, self.cluster, leader, term, owners)
+
+    def read_partitions(self) -> dict[int, Ownership]:
+        with self._tx() as conn:
+            return referee.read_partitions(conn, self.cluster)
+
+    # -- node registry --------------------------------------------------------------------------
+
+    def register_node(
+        self,
+        node_id: str,
+        endpoint: str,
+        *,
+        pub_endpoint: str | None = None,
+        wake_endpoint: str | None = None,
+    ) -> int:
+        with self._tx(write=True) as conn:
+            return referee.register_node(
+                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+            )
+
+    def touch_node(self, node_id: str) -> None:
+        with self._tx(write=True) as conn:
+            referee.touch_node(conn, self.dialect, self.cluster, node_id)
+
+    def deregister_node(self, node_id: str) -> None:
+        with self._tx(write=True) as conn:
+            referee.deregister_node(conn, self.cluster, node_id)
+
+    def list_nodes(self) -> list[NodeRecord]:
+        with self._tx() as conn:
+            return referee.list_nodes(conn, self.cluster)
+
+    # -- wake-ups -------------------------------------------------------------------------------
+
+    def listen(self) -> Listener | None:
+        """A LISTEN connection for this cluster's enqueue notifications (``None`` on SQLite)."""
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            return None
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        with translated("LISTEN connection"):
+            conn = psycopg.connect(*cargs, **cparams, autocommit=True)
+        try:
+            return Listener(conn, self.channel, self.partitions)
+        except BaseException:
+            conn.close()
+            raise
