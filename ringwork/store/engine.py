@@ -135,18 +135,28 @@ _TRANSIENT = (
     exc.TimeoutError,
     psycopg.OperationalError,
     psycopg.InterfaceError,
-    sqlite3.OperationalError,
 )
+# sqlite3 raises OperationalError for "no such table" and syntax errors too; only these pass.
+_SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
+
+
+def _is_transient(error: BaseException) -> bool:
+    cause = getattr(error, "orig", None) or error
+    if isinstance(cause, sqlite3.Error):
+        text = str(cause).lower()
+        return isinstance(cause, sqlite3.OperationalError) and any(
+            marker in text for marker in _SQLITE_TRANSIENT
+        )
+    if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
+        return True
+    return isinstance(error, _TRANSIENT)
 
 
 def translate(error: BaseException, where: str = "") -> RingworkError:
     """Map a driver/SQLAlchemy exception to our tree (transient outages are retryable)."""
     if isinstance(error, RingworkError):
         return error
-    transient = isinstance(error, _TRANSIENT) or (
-        isinstance(error, exc.DBAPIError) and error.connection_invalidated
-    )
-    cls = DatabaseUnavailable if transient else DatabaseError
+    cls = DatabaseUnavailable if _is_transient(error) else DatabaseError
     prefix = f"{where}: " if where else ""
     return cls(f"{prefix}{_first_line(error)}")
 

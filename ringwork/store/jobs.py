@@ -43,7 +43,7 @@ def as_utc(value: datetime) -> datetime:
 
 
 def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
-    """"Now" (plus ``offset`` seconds) in the dialect's clock: server on PostgreSQL."""
+    """The current time plus ``offset`` seconds, by the dialect's clock (server on PostgreSQL)."""
     if dialect == "postgresql":
         if offset:
             return sa.func.now() + sa.literal(timedelta(seconds=offset), sa.Interval)

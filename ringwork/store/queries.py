@@ -78,12 +78,13 @@ WITH owned AS MATERIALIZED (
     FROM ringwork_partitions AS p
     JOIN unnest(CAST(:parts AS integer[]), CAST(:epochs AS bigint[])) AS w(part, epoch)
       ON p."partition" = w.part AND p.epoch = w.epoch
-    WHERE p.cluster = :cluster AND p.owner = :node
+    WHERE p.cluster = :cluster AND p."partition" = ANY(CAST(:parts AS integer[]))
+      AND p.owner = :node
     ORDER BY p."partition"
     FOR SHARE OF p
 ),
-picked AS (
-    SELECT j.id, o.epoch
+picked AS MATERIALIZED (
+    SELECT j.id
     FROM owned AS o
     CROSS JOIN LATERAL (
         SELECT c.id FROM ringwork_jobs AS c
@@ -100,9 +101,9 @@ picked AS (
 )
 UPDATE ringwork_jobs AS j
 SET state = 'running', attempts = j.attempts + 1, claimed_by = :node,
-    claim_epoch = picked.epoch, started_at = now()
-FROM picked
-WHERE j.id = picked.id
+    claim_epoch = o.epoch, started_at = now()
+FROM owned AS o
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j."partition" = o."partition"
 RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_attempts,
           j.claim_epoch, j.priority
 """).columns(**_CLAIM_COLUMNS)
@@ -110,7 +111,8 @@ RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_att
 COMPLETE_PG = sa.text("""
 UPDATE ringwork_jobs AS j SET state = 'succeeded', finished_at = now()
 FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS d(jid, tok)
-WHERE j.id = d.jid AND j.claim_epoch = d.tok AND j.cluster = :cluster
+WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.tok
+  AND j.cluster = :cluster
   AND j.claimed_by = :node AND j.state = 'running'
 RETURNING j.id
 """).columns(id=sa.BigInteger)
@@ -118,7 +120,8 @@ RETURNING j.id
 # --- SQLite -----------------------------------------------------------------------------------
 # Runs inside BEGIN IMMEDIATE (the database write lock), so reads and the write are one step.
 
-ENQUEUE_SQLITE = sa.text(f"""
+ENQUEUE_SQLITE = (
+    sa.text(f"""
 {_INSERT_COLUMNS}
 SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'),
@@ -130,11 +133,13 @@ WHERE true
 ORDER BY r.key
 {_DEDUPE_CONFLICT}
 RETURNING id, task, dedupe_key
-""").bindparams(sa.bindparam("now", type_=UTCDateTime)).columns(
-    id=sa.BigInteger, task=sa.String, dedupe_key=sa.String
+""")
+    .bindparams(sa.bindparam("now", type_=UTCDateTime))
+    .columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
 )
 
-CLAIM_SQLITE = sa.text(f"""
+CLAIM_SQLITE = (
+    sa.text(f"""
 UPDATE ringwork_jobs
 SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = :now,
     claim_epoch = (SELECT p.epoch FROM ringwork_partitions AS p
@@ -157,14 +162,21 @@ WHERE id IN (
     LIMIT :limit
 )
 RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
-""").bindparams(sa.bindparam("now", type_=UTCDateTime)).columns(**_CLAIM_COLUMNS)
+""")
+    .bindparams(sa.bindparam("now", type_=UTCDateTime))
+    .columns(**_CLAIM_COLUMNS)
+)
 
-COMPLETE_SQLITE = sa.text("""
+COMPLETE_SQLITE = (
+    sa.text("""
 UPDATE ringwork_jobs SET state = 'succeeded', finished_at = :now
 FROM (SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok
       FROM json_each(:done)) AS d
 WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
-  AND ringwork_jobs.cluster = :cluster AND ringwork_jobs.claimed_by = :node
+  AND +ringwork_jobs.cluster = :cluster AND ringwork_jobs.claimed_by = :node
   AND ringwork_jobs.state = 'running'
 RETURNING ringwork_jobs.id
-""").bindparams(sa.bindparam("now", type_=UTCDateTime)).columns(id=sa.BigInteger)
+""")
+    .bindparams(sa.bindparam("now", type_=UTCDateTime))
+    .columns(id=sa.BigInteger)
+)

@@ -160,9 +160,7 @@ _RUNNING = sa.text("state = 'running'")
 
 
 def _partial(name: str, *cols: Any, where: sa.TextClause, unique: bool = False) -> sa.Index:
-    return sa.Index(
-        name, *cols, unique=unique, postgresql_where=where, sqlite_where=where
-    )
+    return sa.Index(name, *cols, unique=unique, postgresql_where=where, sqlite_where=where)
 
 
 # The claim: per partition, queued jobs in claim order.
