@@ -211,9 +211,10 @@ class App:
 
     def _wake(self, partitions: set[int]) -> None:
         """Nudge the workers so an idle owner starts the new jobs now, not at its next poll."""
+        store = self.store
         with self._lock:
             if self._waker is None:
-                self._waker = WakeSender(self.store)
+                self._waker = WakeSender(store)
             waker = self._waker
         waker.nudge(partitions)
 

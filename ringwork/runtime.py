@@ -34,6 +34,7 @@ from ringwork.wakeup import WakeReceiver
 
 T = TypeVar("T")
 
+HOUSEKEEPING_INTERVAL = 1.0  # seconds between ownership checks / registry touches
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
 
@@ -44,6 +45,7 @@ class Stats:
     retried: int = 0
     dead: int = 0
     fenced: int = 0
+    dropped: int = 0  # outcomes of jobs whose partition was lost: never written
     claim_batches: int = 0
     flushes: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -252,6 +254,8 @@ class Worker:
                     failed.pop(0)
                     if outcome is Outcome.RETRY:
                         self.stats.retried += 1
+                        if delay is not None:  # be back for it on time, not at the next poll
+                            asyncio.get_running_loop().call_later(delay, self._wake.set)
                     elif outcome is Outcome.DEAD:
                         self.stats.dead += 1
                         log_event("job_dead", node=self.node_id, job=job.id, task=job.task,
@@ -276,8 +280,10 @@ class Worker:
         """Never write to a partition we lost: the new owner re-runs those jobs."""
         if not self._lost:
             return
+        before = len(self._completed) + len(self._failed)
         self._completed = [job for job in self._completed if not self._is_lost(job)]
         self._failed = [f for f in self._failed if not self._is_lost(f[0])]
+        self.stats.dropped += before - len(self._completed) - len(self._failed)
 
     def _is_lost(self, job: Job) -> bool:
         epoch = self._lost.get(job.partition)
@@ -359,7 +365,7 @@ class Worker:
 
     async def _housekeeping(self) -> None:
         while True:
-            await asyncio.sleep(max(1.0, self.settings.poll_interval))
+            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
             try:
                 await self._db(self.coordinator.check)
             except DatabaseError as exc:

@@ -1,0 +1,52 @@
+"""Helpers shared by test tiers: waiting for conditions, running workers, free ports."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from ringwork import App
+from ringwork.runtime import Worker
+
+T = TypeVar("T")
+
+
+def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,
+             message: str = "condition") -> T:
+    """Poll ``condition`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        time.sleep(interval)
+
+
+@contextmanager
+def running_worker(app: App, **kwargs: object) -> Iterator[Worker]:
+    """A worker on a thread (no signal handlers), stopped gracefully and joined on exit."""
+    worker = Worker(app, **kwargs)  # type: ignore[arg-type]
+    result: list[int] = []
+    thread = threading.Thread(target=lambda: result.append(worker.run(install_signals=False)),
+                              name="test-worker", daemon=True)
+    thread.start()
+    try:
+        assert worker.wait_ready(30), "worker did not start"
+        yield worker
+    finally:
+        worker.request_stop()
+        thread.join(60)
+        assert not thread.is_alive(), "worker did not stop"
+    assert result == [0]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
