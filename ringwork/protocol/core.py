@@ -1,0 +1,644 @@
+"""The ring protocol as a pure state machine: ``Core.handle(now, event) -> [actions]``.
+
+The core reads no clock and opens no socket (h11-style sans-IO): the driver passes ``now`` (its
+monotonic clock, in seconds), performs the returned actions and feeds their results back. The
+runtime asks :meth:`Core.claimable` before every claim. Leader-only logic lives in
+:mod:`ringwork.protocol.leader`.
+
+Roles::
+
+      Start
+        │
+        v            Ack (lease)                 lease runs out
+    FOLLOWER ───────────────────> following ──────────────────────> suspended
+    (no leader) <─┐   ^   Join                 (claimable = held)    (claimable = {})
+        │         │   └──────────── Announce / poll names a leader ──────┘   │
+        │ poll: leader dead, my rank's turn       silence >= session_timeout │
+        v         │                               and the referee row of the │
+    ClaimLeadership(seen_term) ──lost──> poll        leader is stale ────────┘
+        │ won
+        v
+     LEADER ──(write refused or failed, poll shows another term, authority lapsed,
+        │      higher term seen)──> FOLLOWER (keeps ``held``, suspended until it rejoins)
+        │ LeaveRequested: revoke own partitions, hand them over
+        v
+     Resign ──> STOPPED
+
+Why it is safe (checked after every step by the simulator, invariant 2):
+
+* a follower claims only while its lease runs: ``sent_at + min(session_timeout, authority) -
+  lease_margin`` from the heartbeat the leader acknowledged. The leader declares it dead only
+  ``session_timeout`` after it last *received* one, so the lease has ended first; and the lease
+  never outlives the authority of the leader that granted it;
+* the leader acts only while its authority runs: ``leader_lease`` from issuing the last poll that
+  found the referee still naming it. A lapsed authority is never renewed: it steps down;
+* a new leader keeps its hands off partitions whose owners have not joined it until the previous
+  leader's authority has ended (it learns the previous leader's last registry touch with the CAS);
+* epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
+  claim (revoked and released, timed out past every lease, or orphaned).
+
+A follower whose lease runs out keeps ``held`` (kazoo's SUSPENDED): if the next leader confirms
+it at the same epochs it resumes with no event at all; whatever it does not get back is ``Lost``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import TypeVar
+
+from ringwork.protocol import events as ev
+from ringwork.protocol import messages as msgs
+from ringwork.protocol.config import ProtocolConfig
+from ringwork.protocol.leader import Leadership
+from ringwork.protocol.referee import NodeRecord, TermRecord
+
+_A = TypeVar("_A", bound=ev.RefereeAction)
+
+FOLLOWER, LEADER, STOPPED, IDLE = "follower", "leader", "stopped", "idle"
+
+
+class Core:
+    """One node's protocol state. Not thread-safe: one driver thread feeds it."""
+
+    def __init__(self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0) -> None:
+        self.node_id = node_id
+        self.config = config
+        #: Bumped each time this node rejoins after being declared dead. A process that reuses a
+        #: node id must start above every earlier incarnation (e.g. pass its registered_seq).
+        self.incarnation = incarnation
+        self.role = IDLE
+        self.term = 0
+        self.leader: str | None = None
+        self.leadership: Leadership | None = None
+        # Our share, as the leader last told us: partition -> epoch.
+        self.held: dict[int, int] = {}
+        self.draining: dict[int, int] = {}  # revoked; the runtime is finishing in-flight jobs
+        self.released: dict[int, int] = {}  # drained; reported until the leader hands them over
+        self.applied_version = -1
+        # Follower state.
+        self.joined = False
+        self.lease_until = -math.inf
+        self.last_contact = -math.inf
+        self.seq = 0
+        self.next_heartbeat = math.inf
+        self.resigned: tuple[int, str] | None = None
+        self.cluster_state: msgs.ClusterState | None = None
+        self._state_requested_at = -math.inf
+        # The referee, as last polled.
+        self.term_record = TermRecord(term=0, leader=None)
+        self.nodes: dict[str, NodeRecord] = {}
+        self.next_poll = math.inf
+        self._ops: dict[int, tuple[str, float]] = {}
+        self._op_seq = 0
+        self.election_since: float | None = None
+        self.last_authority_until = -math.inf
+        # Leaving.
+        self.leaving = False
+        self.leave_started = math.inf
+        self.next_leave_send = math.inf
+        self._claim_prev: str | None = None
+        self._out: list[ev.Action] = []
+        self._now = 0.0
+
+    # ================================================================== the driver's interface
+
+    def handle(self, now: float, event: ev.Event) -> list[ev.Action]:
+        """Feed one event; get the actions to perform, in order."""
+        self._out = []
+        self._now = now
+        if self.role == STOPPED:
+            return []
+        lead = self.leadership
+        if lead is not None and now >= lead.authority_until:
+            self._step_down(now, "authority_lapsed")  # first: a resumed zombie acts on nothing
+        handler = _HANDLERS.get(type(event))
+        if handler is not None:
+            handler(self, now, event)
+        self._tick(now)
+        if self.leadership is not None:
+            self.leadership.flush()
+        out, self._out = self._out, []
+        return out
+
+    def claimable(self, now: float) -> dict[int, int]:
+        """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
+        if self.role == LEADER:
+            assert self.leadership is not None
+            return dict(self.held) if now < self.leadership.authority_until else {}
+        if self.role == FOLLOWER and self.joined and now < self.lease_until:
+            return dict(self.held)
+        return {}
+
+    def next_deadline(self) -> float:
+        """The earliest ``now`` at which the core wants a :class:`Tick` (``inf``: none)."""
+        if self.role in (STOPPED, IDLE):
+            return math.inf
+        times = [self.next_leave_send, self.leave_started + self._leave_budget()]
+        if self.leadership is not None:
+            times += self.leadership.deadlines()
+        else:
+            if not self._pending("Poll"):
+                times.append(self.next_poll)
+            if self.leader is not None:
+                times += [self.next_heartbeat, self.last_contact + self.config.session_timeout]
+        # Whatever is due now has been acted on by the last handle(); what is still <= now
+        # waits for an event (a referee answer), not for time.
+        return min((t for t in times if t > self._now), default=math.inf)
+
+    def view(self) -> dict[str, object]:
+        """A snapshot for status output and logs."""
+        lead = self.leadership
+        return {
+            "node": self.node_id,
+            "incarnation": self.incarnation,
+            "role": self.role,
+            "term": self.term,
+            "leader": self.leader,
+            "held": dict(sorted(self.held.items())),
+            "draining": sorted(self.draining),
+            "lease_until": self.lease_until,
+            "members": sorted(lead.members) if lead else None,
+            "rebalances": lead.rebalances if lead else None,
+        }
+
+    # ============================================================================== plumbing
+
+    def send(self, to: str, message: msgs.Message) -> None:
+        self._out.append(ev.Send(to=to, message=message))
+
+    def broadcast(self, message: msgs.Message) -> None:
+        self._out.append(ev.Broadcast(message=message))
+
+    def referee_op(self, build: Callable[[int], _A]) -> int:
+        self._op_seq += 1
+        action = build(self._op_seq)
+        self._ops[self._op_seq] = (type(action).__name__, self._now)
+        self._out.append(action)
+        return self._op_seq
+
+    def notice(self, event: str, **detail: object) -> None:
+        self._out.append(ev.Notice(event=event, detail={"term": self.term, **detail}))
+
+    def poll(self) -> int:
+        return self.referee_op(lambda op: ev.Poll(op_id=op))
+
+    def _pending(self, kind: str) -> bool:
+        return any(k == kind for k, _ in self._ops.values())
+
+    def _leave_budget(self) -> float:
+        return self.config.revoke_timeout + self.config.leave_timeout
+
+    # ================================================================ partitions and events
+
+    def apply_grant(self, version: int, grant: msgs.Pairs, revoking: tuple[int, ...]) -> None:
+        """Adopt the leader's word on our share; tell the runtime what changed."""
+        if version <= self.applied_version:
+            return  # reordered or duplicated: we already know better
+        self.applied_version = version
+        if self.leaving:
+            return  # everything is already revoked; nothing new is taken on
+        new, rev = dict(grant), set(revoking)
+        lost, revoked = set(), set()
+        for p, epoch in self.held.items():
+            if new.get(p) == epoch:
+                continue
+            if p in rev:
+                revoked.add(p)
+                self.draining[p] = epoch
+            else:
+                lost.add(p)
+        for p in [p for p in self.draining if p not in rev and p not in revoked]:
+            del self.draining[p]  # handed over (after revoke_timeout): nothing left to confirm
+        for p in [p for p in self.released if p not in rev]:
+            del self.released[p]
+        assigned = {p: e for p, e in new.items() if self.held.get(p) != e}
+        lost |= {p for p in assigned if p in self.held}  # same partition, newer epoch
+        self.held = new
+        if lost:
+            self._out.append(ev.Lost(partitions=frozenset(lost)))
+        if revoked:
+            self._out.append(ev.Revoked(partitions=frozenset(revoked)))
+        if assigned:
+            self._out.append(ev.Assigned(partitions=assigned))
+
+    def _lose_everything(self) -> None:
+        gone = set(self.held) | set(self.draining) | set(self.released)
+        self.held, self.draining, self.released = {}, {}, {}
+        if gone:
+            self._out.append(ev.Lost(partitions=frozenset(gone)))
+
+    # ================================================================== roles and elections
+
+    def _follow(self, now: float, term: int, leader: str) -> None:
+        """Adopt ``leader`` for ``term``: suspended until its first Ack, then resume."""
+        if self.leadership is not None:
+            self._step_down(now, "newer_term")
+        self.role, self.term, self.leader = FOLLOWER, term, leader
+        self.joined = False
+        self.lease_until = -math.inf  # leases are per leader: none yet from this one
+        self.last_contact = now
+        self.applied_version = -1
+        self.election_since = None
+        self.released = {}  # drained and not claimed: the new leader may move them at once
+        self.cluster_state = None
+        self._out.append(ev.RoleChanged(role=FOLLOWER, term=term, leader=leader))
+        self._send_join(now)
+
+    def _send_join(self, now: float) -> None:
+        assert self.leader is not None
+        self.seq += 1
+        self.send(
+            self.leader,
+            msgs.Join(
+                sender=self.node_id,
+                term=self.term,
+                incarnation=self.incarnation,
+                seq=self.seq,
+                sent_at=now,
+                held=tuple(sorted(self.held.items())),
+                draining=tuple(sorted(self.draining)),
+            ),
+        )
+        self.next_heartbeat = now + self.config.heartbeat_interval
+
+    def _step_down(self, now: float, reason: str) -> None:
+        lead = self.leadership
+        assert lead is not None
+        self.notice("stepped_down", reason=reason)
+        self.last_authority_until = lead.authority_until
+        self.leadership = None
+        self.role, self.leader, self.joined = FOLLOWER, None, False
+        self.lease_until = -math.inf
+        self.last_contact = -math.inf
+        self.next_poll = now
+        self._ops = {k: v for k, v in self._ops.items() if v[0] == "Poll"}
+        self._out.append(ev.RoleChanged(role=FOLLOWER, term=self.term, leader=None))
+        if self.leaving:
+            self._begin_leave(now)
+
+    def _become_leader(self, now: float, result: ev.LeadershipResult, issued: float) -> None:
+        assert result.term is not None
+        cfg = self.config
+        previous = self._claim_prev
+        if previous is None:
+            takeover = now  # genesis: nobody ever granted a lease
+        elif previous == self.node_id and self.last_authority_until > -math.inf:
+            takeover = max(now, self.last_authority_until)  # our own, remembered
+        else:
+            # Its authority ran at most leader_lease past its last registry touch, which the
+            # driver read after our CAS; unknown (unregistered, forgotten): assume just now.
+            record = next((n for n in result.nodes if n.node_id == previous), None)
+            age = record.age if record is not None and previous != self.node_id else 0.0
+            takeover = now + max(0.0, cfg.leader_lease - age)
+        self.role, self.term, self.leader = LEADER, result.term, self.node_id
+        self.term_record = TermRecord(term=result.term, leader=self.node_id)
+        self.joined = True
+        self.election_since = None
+        self.applied_version = -1  # versions are per leadership
+        self.nodes = {n.node_id: n for n in result.nodes}
+        self.leadership = Leadership(
+            self, now, result.term, issued + cfg.leader_lease, takeover, result.partitions
+        )
+        self._out.append(ev.RoleChanged(role=LEADER, term=result.term, leader=self.node_id))
+        self.notice("leader_elected", takeover_wait=round(takeover - now, 3))
+        self.leadership.admit_self(now, dict(self.held), list(self.draining))
+        self.leadership.announce(n for n in self.nodes if self._alive(n))
+        if self.leaving:
+            self.leadership.members[self.node_id].leaving = True
+
+    def _alive(self, node: str | None) -> bool:
+        record = self.nodes.get(node) if node is not None else None
+        return record is not None and record.age < self.config.session_timeout
+
+    def _suspicious(self, now: float) -> bool:
+        """No word from a leader for session_timeout (or no leader, or it resigned)."""
+        if self.leader is None:
+            return True
+        if self.resigned == (self.term, self.leader):
+            return True
+        return now - self.last_contact >= self.config.session_timeout
+
+    def _consider_election(self, now: float) -> None:
+        """Called with a fresh poll while suspicious: follow, wait, or try the term CAS."""
+        record = self.term_record
+        suspect = record.leader
+        if suspect == self.node_id:
+            self._claim(now)  # the referee still names us but we stepped down: re-claim
+            return
+        leader_gone = (
+            suspect is None or not self._alive(suspect) or self.resigned == (record.term, suspect)
+        )
+        if not leader_gone:
+            return  # it is alive (it touches the referee): keep trying it, stay suspended
+        candidates = sorted(
+            (n for n in self.nodes.values() if self._alive(n.node_id) and n.node_id != suspect),
+            key=lambda n: (n.registered_seq, n.node_id),
+        )
+        ids = [n.node_id for n in candidates]
+        rank = ids.index(self.node_id) if self.node_id in ids else len(ids)
+        if self.election_since is None:
+            self.election_since = now
+        if now - self.election_since >= rank * self.config.election_backoff:
+            self._claim(now)
+
+    def _claim(self, now: float) -> None:
+        if self._pending("ClaimLeadership") or self.leaving:
+            return
+        seen = self.term_record.term
+        self._claim_prev = self.term_record.leader
+        self.referee_op(lambda op: ev.ClaimLeadership(op_id=op, seen_term=seen))
+
+    # =================================================================== event handlers
+
+    def _on_start(self, now: float, event: ev.Start) -> None:
+        if self.role == IDLE:
+            self.role = FOLLOWER
+            self.next_poll = now
+
+    def _on_poll(self, now: float, result: ev.PollResult) -> None:
+        self._ops.pop(result.op_id, None)
+        self.nodes = {n.node_id: n for n in result.nodes}
+        record = result.term
+        if self.leadership is not None:
+            if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
+                self.term_record = record
+                self._step_down(now, "term_moved")
+                self._after_poll(now, record)
+            return
+        self._after_poll(now, record)
+
+    def _after_poll(self, now: float, record: TermRecord) -> None:
+        if record.term < self.term_record.term:
+            return  # an older read overtaken by a newer one
+        self.term_record = record
+        if self.leaving and self.leader is None:
+            return
+        newer = record.term > self.term or (record.term == self.term and self.leader is None)
+        other = record.leader is not None and record.leader != self.node_id
+        if newer and other and (record.leader != self.leader or record.term != self.term):
+            assert record.leader is not None
+            self._follow(now, record.term, record.leader)
+            return
+        if record.term > self.term and record.leader is None:
+            self.term, self.leader = record.term, None
+        if self._suspicious(now):
+            self._consider_election(now)
+
+    def _on_leadership(self, now: float, result: ev.LeadershipResult) -> None:
+        kind, issued = self._ops.pop(result.op_id, ("", 0.0))
+        if kind != "ClaimLeadership":
+            return
+        if result.term is None:
+            self.next_poll = now  # someone else moved the term: find out who
+            return
+        self._become_leader(now, result, issued)
+
+    def _on_assign(self, now: float, result: ev.AssignResult) -> None:
+        self._ops.pop(result.op_id, None)
+        lead = self.leadership
+        if lead is None or not lead.pending_write(result.op_id):
+            return
+        if result.epochs is None:
+            self._step_down(now, "assign_refused")  # the referee says our term is over
+        else:
+            lead.write_result(now, result.op_id, result.epochs)
+
+    def _on_failed(self, now: float, event: ev.RefereeFailed) -> None:
+        self._ops.pop(event.op_id, None)
+        lead = self.leadership
+        if lead is None:
+            return
+        if lead.pending_write(event.op_id):
+            self._step_down(now, "assign_failed")  # a failed write may still have applied
+        else:
+            lead.poll_failed(event.op_id)
+
+    def _on_revoke_confirmed(self, now: float, event: ev.RevokeConfirmed) -> None:
+        for p in event.partitions:
+            if p in self.draining:
+                self.released[p] = self.draining.pop(p)
+                if self.leadership is not None:
+                    self.leadership.release(self.node_id, p, self.released[p])
+        if self.leadership is None and self.joined and not self.leaving:
+            self._heartbeat(now)  # report the release now rather than at the next beat
+
+    def _on_leave(self, now: float, event: ev.LeaveRequested) -> None:
+        if self.leaving:
+            return
+        self.leaving = True
+        self.leave_started = now
+        if self.leadership is not None:
+            self.leadership.members[self.node_id].leaving = True
+            self.leadership._membership_changed(now)
+        else:
+            self._begin_leave(now)
+
+    def _begin_leave(self, now: float) -> None:
+        """A leaving follower stops claiming everything at once and drains it."""
+        if self.held:
+            self.draining.update(self.held)
+            self._out.append(ev.Revoked(partitions=frozenset(self.held)))
+            self.held = {}
+        self.next_leave_send = now
+
+    def _on_message(self, now: float, event: ev.MessageReceived) -> None:
+        m = event.message
+        handler = _MESSAGE_HANDLERS.get(type(m))
+        if handler is not None:
+            handler(self, now, m)
+
+    # ----------------------------------------------------------------- messages to a leader
+
+    def _leader_for(self, now: float, m: msgs.Message) -> Leadership | None:
+        """The leadership if ``m`` is for our term; tell stale senders who leads now."""
+        lead = self.leadership
+        if lead is None:
+            return None
+        if m.term < lead.term:
+            self.send(m.sender, msgs.Announce(sender=self.node_id, term=lead.term))
+            return None
+        if m.term > lead.term:
+            self._step_down(now, "newer_term")  # find out who through the referee
+            return None
+        return lead
+
+    def _msg_join(self, now: float, m: msgs.Join) -> None:
+        lead = self._leader_for(now, m)
+        if lead is not None and m.sender != self.node_id:
+            lead.admit(now, m)
+
+    def _msg_heartbeat(self, now: float, m: msgs.Heartbeat) -> None:
+        lead = self._leader_for(now, m)
+        if lead is not None:
+            lead.heartbeat(now, m)
+
+    def _msg_leave(self, now: float, m: msgs.Leave) -> None:
+        lead = self._leader_for(now, m)
+        if lead is not None:
+            lead.leave(now, m)
+
+    def _msg_state_request(self, now: float, m: msgs.StateRequest) -> None:
+        lead = self._leader_for(now, m)
+        if lead is not None:
+            self.send(m.sender, lead.state())
+
+    # --------------------------------------------------------------- messages to a follower
+
+    def _from_my_leader(self, m: msgs.Message) -> bool:
+        return self.leadership is None and m.sender == self.leader and m.term == self.term
+
+    def _msg_announce(self, now: float, m: msgs.Announce) -> None:
+        newer = m.term > self.term or (m.term == self.term and self.leader is None)
+        if newer and m.sender != self.node_id:
+            self._follow(now, m.term, m.sender)
+
+    def _msg_ack(self, now: float, m: msgs.Ack) -> None:
+        if not self._from_my_leader(m) or m.incarnation != self.incarnation:
+            return
+        cfg = self.config
+        self.joined = True
+        self.last_contact = now
+        self.resigned = None
+        lease = min(cfg.session_timeout, m.authority) - cfg.lease_margin
+        self.lease_until = max(self.lease_until, m.sent_at + lease)
+        self.apply_grant(m.version, m.grant, m.revoking)
+        known = self.cluster_state.version if self.cluster_state else -1
+        if known < m.version and now - self._state_requested_at >= cfg.heartbeat_interval:
+            self._state_requested_at = now
+            self.send(m.sender, msgs.StateRequest(sender=self.node_id, term=self.term))
+
+    def _msg_grant(self, now: float, m: msgs.Grant) -> None:
+        if self._from_my_leader(m) and m.incarnation == self.incarnation:
+            self.apply_grant(m.version, m.grant, m.revoking)
+
+    def _msg_rejoin(self, now: float, m: msgs.Rejoin) -> None:
+        """Declared dead while away: everything we held has been (or will be) fenced."""
+        if not self._from_my_leader(m) or m.incarnation != self.incarnation or self.leaving:
+            return
+        self._lose_everything()
+        self.incarnation += 1
+        self.joined = False
+        self.lease_until = -math.inf
+        self.applied_version = -1
+        self._send_join(now)
+
+    def _msg_leave_ack(self, now: float, m: msgs.LeaveAck) -> None:
+        if self.leaving and m.incarnation == self.incarnation and m.sender == self.leader:
+            self._stop()
+
+    def _msg_resign(self, now: float, m: msgs.Resign) -> None:
+        if self._from_my_leader(m):
+            self.resigned = (m.term, m.sender)
+            self.next_poll = now
+
+    def _msg_state(self, now: float, m: msgs.ClusterState) -> None:
+        if self._from_my_leader(m) and (
+            self.cluster_state is None or m.version > self.cluster_state.version
+        ):
+            self.cluster_state = m
+
+    # ================================================================================ timers
+
+    def _tick(self, now: float) -> None:
+        cfg = self.config
+        if self.role not in (FOLLOWER, LEADER):
+            return
+        self._expire_ops(now)
+        lead = self.leadership
+        if lead is not None:
+            lead.tick(now)
+            if self.leaving and lead.resign_ready():
+                for member in lead.members:
+                    if member != self.node_id:
+                        self.send(member, msgs.Resign(sender=self.node_id, term=lead.term))
+                self._stop()
+            return
+        if self.leaving:
+            self._leave_tick(now)
+            if self.role == STOPPED:
+                return
+        if now >= self.next_poll and not self._pending("Poll"):
+            self.poll()
+            fast = self._suspicious(now) or not self.joined
+            self.next_poll = now + (cfg.heartbeat_interval if fast else cfg.poll_interval)
+        if self.leader is not None and now >= self.next_heartbeat:
+            if self.joined:
+                self._heartbeat(now)
+            elif not self.leaving:
+                self._send_join(now)
+
+    def _heartbeat(self, now: float) -> None:
+        assert self.leader is not None
+        self.seq += 1
+        self.send(
+            self.leader,
+            msgs.Heartbeat(
+                sender=self.node_id,
+                term=self.term,
+                incarnation=self.incarnation,
+                seq=self.seq,
+                sent_at=now,
+                released=tuple(sorted(self.released.items())),
+            ),
+        )
+        self.next_heartbeat = now + self.config.heartbeat_interval
+
+    def _expire_ops(self, now: float) -> None:
+        """Forget referee operations the driver never answered (it should; be robust anyway)."""
+        horizon = now - self.config.session_timeout
+        for op, (kind, issued) in list(self._ops.items()):
+            if kind != "WriteAssignment" and issued < horizon:
+                del self._ops[op]
+                if self.leadership is not None:
+                    self.leadership.poll_failed(op)
+
+    def _leave_tick(self, now: float) -> None:
+        drained = not self.draining or now - self.leave_started >= self.config.revoke_timeout
+        if now - self.leave_started >= self._leave_budget() or (drained and self.leader is None):
+            self._stop()
+        elif drained and now >= self.next_leave_send and self.leader is not None:
+            self.send(
+                self.leader,
+                msgs.Leave(
+                    sender=self.node_id,
+                    term=self.term,
+                    incarnation=self.incarnation,
+                    released=tuple(sorted({**self.draining, **self.released}.items())),
+                ),
+            )
+            self.next_leave_send = now + self.config.heartbeat_interval
+
+    def _stop(self) -> None:
+        self.role = STOPPED
+        self.leadership = None
+        self.held = {}
+        self._out.append(ev.RoleChanged(role=STOPPED, term=self.term, leader=None))
+        self._out.append(ev.Left())
+
+
+_HANDLERS: dict[type[ev.Event], Callable[[Core, float, ev.Event], None]] = {
+    ev.Start: Core._on_start,  # type: ignore[dict-item]
+    ev.Tick: lambda core, now, event: None,
+    ev.MessageReceived: Core._on_message,  # type: ignore[dict-item]
+    ev.PollResult: Core._on_poll,  # type: ignore[dict-item]
+    ev.LeadershipResult: Core._on_leadership,  # type: ignore[dict-item]
+    ev.AssignResult: Core._on_assign,  # type: ignore[dict-item]
+    ev.RefereeFailed: Core._on_failed,  # type: ignore[dict-item]
+    ev.RevokeConfirmed: Core._on_revoke_confirmed,  # type: ignore[dict-item]
+    ev.LeaveRequested: Core._on_leave,  # type: ignore[dict-item]
+}
+
+_MESSAGE_HANDLERS: dict[type[msgs.Message], Callable[[Core, float, msgs.Message], None]] = {
+    msgs.Join: Core._msg_join,  # type: ignore[dict-item]
+    msgs.Heartbeat: Core._msg_heartbeat,  # type: ignore[dict-item]
+    msgs.Leave: Core._msg_leave,  # type: ignore[dict-item]
+    msgs.StateRequest: Core._msg_state_request,  # type: ignore[dict-item]
+    msgs.Announce: Core._msg_announce,  # type: ignore[dict-item]
+    msgs.Ack: Core._msg_ack,  # type: ignore[dict-item]
+    msgs.Grant: Core._msg_grant,  # type: ignore[dict-item]
+    msgs.Rejoin: Core._msg_rejoin,  # type: ignore[dict-item]
+    msgs.LeaveAck: Core._msg_leave_ack,  # type: ignore[dict-item]
+    msgs.Resign: Core._msg_resign,  # type: ignore[dict-item]
+    msgs.ClusterState: Core._msg_state,  # type: ignore[dict-item]
+}

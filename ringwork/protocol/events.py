@@ -1,0 +1,182 @@
+"""What goes into the protocol core (events) and what comes out of it (actions).
+
+The core is fed ``core.handle(now, event)`` and answers with a list of actions; the driver (the
+zmq node, or the simulator) performs them and feeds their results back as events. Referee
+operations carry an ``op_id`` that their result event must echo.
+
+Driver contract for the referee operations (see :mod:`ringwork.protocol.operations`, which
+implements it over any :class:`Referee` + :class:`Registry`):
+
+* :class:`Poll`: touch this node's registry row (committed), then read the term and the registry;
+  answer :class:`PollResult`.
+* :class:`ClaimLeadership`: ``claim_leadership(node, seen_term)``; on success touch this node's row
+  and read the registry and the partitions (all after the CAS); answer :class:`LeadershipResult`.
+* :class:`WriteAssignment`: ``assign(leader, term, owners)``; answer :class:`AssignResult`.
+* Any transient failure: answer :class:`RefereeFailed` (the core treats the write as not done).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ringwork.protocol.messages import Message
+from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
+
+# --------------------------------------------------------------------------------------- events
+
+
+@dataclass(frozen=True, kw_only=True)
+class Event:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Start(Event):
+    """Begin: find the cluster through the referee and join it (or lead it)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Tick(Event):
+    """Time has passed; the core fires whatever timers are due (see ``Core.next_deadline``)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class MessageReceived(Event):
+    """A decoded message from a peer (the codec already dropped anything malformed)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, kw_only=True)
+class PollResult(Event):
+    op_id: int
+    term: TermRecord
+    nodes: tuple[NodeRecord, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeadershipResult(Event):
+    """Result of :class:`ClaimLeadership`: ``term`` is ``None`` if someone else moved the term."""
+
+    op_id: int
+    term: int | None
+    partitions: Mapping[int, Ownership] = field(default_factory=dict)
+    nodes: tuple[NodeRecord, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class AssignResult(Event):
+    """Result of :class:`WriteAssignment`: new epochs, or ``None`` if the term was stale."""
+
+    op_id: int
+    epochs: Mapping[int, int] | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefereeFailed(Event):
+    op_id: int
+    error: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevokeConfirmed(Event):
+    """The runtime finished the in-flight jobs of these revoked partitions."""
+
+    partitions: frozenset[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class LeaveRequested(Event):
+    """Leave the cluster cleanly: stop claiming, drain, hand everything over, then stop."""
+
+
+# -------------------------------------------------------------------------------------- actions
+
+
+@dataclass(frozen=True, kw_only=True)
+class Action:
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class Send(Action):
+    """Send ``message`` to node ``to`` (its ROUTER endpoint, from the registry)."""
+
+    to: str
+    message: Message
+
+
+@dataclass(frozen=True, kw_only=True)
+class Broadcast(Action):
+    """Publish ``message`` to every member (the leader's PUB socket)."""
+
+    message: Message
+
+
+@dataclass(frozen=True, kw_only=True)
+class RefereeAction(Action):
+    op_id: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class Poll(RefereeAction):
+    pass
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClaimLeadership(RefereeAction):
+    seen_term: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class WriteAssignment(RefereeAction):
+    term: int
+    owners: Mapping[int, str | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Assigned(Action):
+    """These partitions are now ours, at these epochs (partition -> epoch). The runtime may claim
+    from them whenever ``core.claimable(now)`` lists them, and re-queues their jobs still running
+    under an older epoch."""
+
+    partitions: Mapping[int, int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Revoked(Action):
+    """Clean hand-off: stop claiming these now, finish their in-flight jobs, then confirm with
+    :class:`RevokeConfirmed` (the leader hands them over at the latest after revoke_timeout)."""
+
+    partitions: frozenset[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Lost(Action):
+    """Taken away without a clean hand-off (we were fenced or declared dead): stop at once and
+    never commit to these again (the store fences stale commits anyway)."""
+
+    partitions: frozenset[int]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RoleChanged(Action):
+    """Informational: ``role`` is ``"leader"``, ``"follower"`` or ``"stopped"``."""
+
+    role: str
+    term: int
+    leader: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Left(Action):
+    """The clean leave is complete (or gave up): the driver may unregister and exit."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Notice(Action):
+    """Something worth a structured log line (``event`` is a stable name, e.g. ``member_dead``)."""
+
+    event: str
+    detail: Mapping[str, object] = field(default_factory=dict)

@@ -1,0 +1,85 @@
+"""An in-memory twin of the SQL referee and node registry, with exactly the same semantics.
+
+Used by unit tests and the simulator. Time comes from an injected clock (the simulator's), so
+registry ages are deterministic. It also keeps the history the simulator's invariants need: who
+won each term.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+
+from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
+
+
+class MemoryReferee:
+    """:class:`~ringwork.protocol.referee.Referee` and ``Registry`` in a few dicts."""
+
+    def __init__(self, partitions: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.partitions = partitions
+        self.clock = clock
+        self.term = 0
+        self.leader: str | None = None
+        self.owner: list[str | None] = [None] * partitions
+        self.epoch: list[int] = [0] * partitions
+        self.leaders_by_term: dict[int, str] = {}  # history: at most one per term, ever
+        self._nodes: dict[str, tuple[str, int, float]] = {}
+        self._seq = 0
+
+    # ------------------------------------------------------------------------- the referee
+
+    def read_term(self) -> TermRecord:
+        return TermRecord(term=self.term, leader=self.leader)
+
+    def claim_leadership(self, node_id: str, seen_term: int) -> int | None:
+        if seen_term != self.term:
+            return None
+        self.term += 1
+        self.leader = node_id
+        assert self.term not in self.leaders_by_term
+        self.leaders_by_term[self.term] = node_id
+        return self.term
+
+    def assign(
+        self, leader: str, term: int, owners: Mapping[int, str | None]
+    ) -> dict[int, int] | None:
+        if (term, leader) != (self.term, self.leader):
+            return None
+        for p in owners:
+            if not 0 <= p < self.partitions:
+                raise ValueError(f"no partition {p}")
+        epochs = {}
+        for p, owner in owners.items():
+            self.owner[p] = owner
+            self.epoch[p] += 1
+            epochs[p] = self.epoch[p]
+        return epochs
+
+    def read_partitions(self) -> dict[int, Ownership]:
+        return {
+            p: Ownership(partition=p, owner=self.owner[p], epoch=self.epoch[p])
+            for p in range(self.partitions)
+        }
+
+    # ------------------------------------------------------------------------ the registry
+
+    def register(self, node_id: str, endpoint: str) -> int:
+        self._seq += 1
+        self._nodes[node_id] = (endpoint, self._seq, self.clock())
+        return self._seq
+
+    def touch(self, node_id: str) -> None:
+        if node_id in self._nodes:
+            endpoint, seq, _ = self._nodes[node_id]
+            self._nodes[node_id] = (endpoint, seq, self.clock())
+
+    def read_nodes(self) -> list[NodeRecord]:
+        now = self.clock()
+        return [
+            NodeRecord(node_id=n, endpoint=e, registered_seq=s, age=now - seen)
+            for n, (e, s, seen) in self._nodes.items()
+        ]
+
+    def unregister(self, node_id: str) -> None:
+        self._nodes.pop(node_id, None)
