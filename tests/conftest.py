@@ -7,6 +7,7 @@
   An unreachable server skips the PostgreSQL half, except under ``CI=true`` where it fails.
 * ``cluster_name`` -- unique per test. ``store`` -- an opened :class:`ringwork.store.Store` on
   ``db_url`` (``store_partitions`` partitions, 8 unless a test overrides that fixture).
+* ``empty_db_url`` -- like ``db_url`` but a database with no schema (for migration tests).
 * ``make_store`` -- more stores on the same database (other processes' view), closed at teardown.
 * ``count_statements`` -- counts the SQL statements an engine sends (BEGIN/COMMIT excluded).
 """
@@ -88,6 +89,28 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
         shutil.copyfile(template, path)
         return f"sqlite:///{path}"
     return str(request.getfixturevalue("pg_database_url"))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def empty_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A database with no tables at all (PostgreSQL: a new database, dropped afterwards)."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'empty.db'}"
+        return
+    request.getfixturevalue("pg_database_url")  # skips/fails like the rest when unreachable
+    server = _pg_server_url()
+    name = f"ringwork_empty_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with _pg_admin_connect(server) as admin:
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    try:
+        yield server.set(drivername="postgresql+psycopg", database=name).render_as_string(
+            hide_password=False
+        )
+    finally:
+        with _pg_admin_connect(server) as admin:
+            admin.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
 
 
 @pytest.fixture

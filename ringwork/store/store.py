@@ -9,6 +9,7 @@ makes sure the cluster exists.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -53,7 +54,7 @@ class Store:
     def __repr__(self) -> str:
         return f"Store({describe(self._engine) if self._engine else '...'}, {self.cluster!r})"
 
-    @property
+    @functools.cached_property
     def dialect(self) -> str:
         """``"sqlite"`` or ``"postgresql"`` (from the URL; no connection needed)."""
         return str(normalize_url(self.url).get_backend_name())
