@@ -149,16 +149,15 @@ def claim(
     """Claim up to ``limit`` runnable jobs of the partitions ``node_id`` owns at those epochs."""
     if limit <= 0 or not owned:
         return []
+    parts = sorted(owned)
+    params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
     if dialect == "postgresql":
-        parts = list(owned)
-        params: dict[str, Any] = {
-            "parts": parts,
-            "epochs": [owned[p] for p in parts],
-        }
-        stmt = queries.CLAIM_PG
+        params.update(parts=parts, epochs=[owned[p] for p in parts])
+        stmt = queries.claim_pg(len(parts))
     else:
-        params = {"owned": json.dumps([[p, e] for p, e in owned.items()]), "now": utcnow()}
-        stmt = queries.CLAIM_SQLITE
+        params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
+        params.update(owned=json.dumps([[p, owned[p]] for p in parts]), now=utcnow())
+        stmt = queries.claim_sqlite(len(parts))
     params.update(cluster=cluster, node=node_id, limit=limit)
     rows = sorted(conn.execute(stmt, params), key=lambda r: (-r.priority, r.id))
     return [

@@ -18,9 +18,16 @@ and, on PostgreSQL, locks those rows ``FOR SHARE`` in partition order; ``assign`
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import sqlalchemy as sa
 
 from ringwork.store.schema import UTCDateTime
+
+#: Above this many owned partitions the claim uses one correlated scan per partition instead of
+#: a merged UNION ALL (statement size, planning time; SQLite allows at most 500 compound terms).
+MERGE_MAX_PARTITIONS = 200
 
 # A job whose predecessor of the same ordered key is unfinished is not runnable (strict FIFO).
 _ORDERED_HEAD = """(NOT {j}.ordered OR NOT EXISTS (
@@ -72,7 +79,7 @@ wake AS (
 SELECT ins.id, ins.task, ins.dedupe_key FROM ins, (SELECT count(*) FROM wake) AS woke
 """).columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
 
-CLAIM_PG = sa.text(f"""
+_OWNED_PG = """
 WITH owned AS MATERIALIZED (
     SELECT p."partition", p.epoch
     FROM ringwork_partitions AS p
@@ -82,31 +89,70 @@ WITH owned AS MATERIALIZED (
       AND p.owner = :node
     ORDER BY p."partition"
     FOR SHARE OF p
-),
-picked AS MATERIALIZED (
-    SELECT j.id
-    FROM owned AS o
+),"""
+
+# Wide fallback: one LATERAL index scan per owned partition, each up to :limit rows.
+_TOP_PG_WIDE = f"""
+top AS MATERIALIZED (
+    SELECT c.id FROM owned AS o
     CROSS JOIN LATERAL (
-        SELECT c.id FROM ringwork_jobs AS c
+        SELECT c.id, c.priority FROM ringwork_jobs AS c
         WHERE c.cluster = :cluster AND c."partition" = o."partition"
           AND c.state = 'queued' AND c.run_at <= now()
           AND {_ORDERED_HEAD.format(j="c")}
         ORDER BY c.priority DESC, c.id
         LIMIT :limit
-    ) AS top
-    JOIN ringwork_jobs AS j ON j.id = top.id AND j.state = 'queued'
-    ORDER BY j.priority DESC, j.id
+    ) AS c
+    ORDER BY c.priority DESC, c.id
     LIMIT :limit
+),"""
+
+_ARM_PG = f"""    (SELECT c.id, c.priority FROM ringwork_jobs AS c
+     WHERE c.cluster = :cluster AND c."partition" = CAST(:p{{i}} AS integer)
+       AND c.state = 'queued' AND c.run_at <= now()
+       AND EXISTS (SELECT 1 FROM owned WHERE owned."partition" = CAST(:p{{i}} AS integer))
+       AND {_ORDERED_HEAD.format(j="c")}
+     ORDER BY c.priority DESC, c.id
+     LIMIT :limit)"""
+
+_CLAIM_PG_TAIL = """
+picked AS MATERIALIZED (
+    SELECT j.id FROM ringwork_jobs AS j
+    WHERE j.id = ANY(ARRAY(SELECT id FROM top)) AND j.state = 'queued'
     FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE ringwork_jobs AS j
-SET state = 'running', attempts = j.attempts + 1, claimed_by = :node,
-    claim_epoch = o.epoch, started_at = now()
-FROM owned AS o
-WHERE j.id = ANY(ARRAY(SELECT id FROM picked)) AND j."partition" = o."partition"
+SET state = 'running', attempts = j.attempts + 1, claimed_by = :node, started_at = now(),
+    claim_epoch = (SELECT owned.epoch FROM owned WHERE owned."partition" = j."partition")
+WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_attempts,
           j.claim_epoch, j.priority
-""").columns(**_CLAIM_COLUMNS)
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def claim_pg(owned: int) -> Any:
+    """The claim for ``owned`` partitions (bound as ``:p0``.. in ascending order).
+
+    Up to :data:`MERGE_MAX_PARTITIONS`, one ordered, limited index scan per partition under a
+    ``MERGE APPEND``: rows are pulled lazily, so a claim reads about ``limit + owned`` index
+    entries however deep the backlog. (A LATERAL join would read ``limit`` rows from *every*
+    partition before sorting; PostgreSQL does not merge-append a LATERAL.)
+    """
+    if owned > MERGE_MAX_PARTITIONS:
+        top = _TOP_PG_WIDE
+    else:
+        arms = "\n    UNION ALL\n".join(_ARM_PG.format(i=i) for i in range(owned))
+        top = f"""
+top AS MATERIALIZED (
+    SELECT id FROM (
+{arms}
+    ) AS c
+    ORDER BY c.priority DESC, c.id
+    LIMIT :limit
+),"""
+    return sa.text(_OWNED_PG + top + _CLAIM_PG_TAIL).columns(**_CLAIM_COLUMNS)
+
 
 COMPLETE_PG = sa.text("""
 UPDATE ringwork_jobs AS j SET state = 'succeeded', finished_at = now()
@@ -138,13 +184,16 @@ RETURNING id, task, dedupe_key
     .columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
 )
 
-CLAIM_SQLITE = (
-    sa.text(f"""
+_CLAIM_SQLITE_SET = """
 UPDATE ringwork_jobs
 SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = :now,
     claim_epoch = (SELECT p.epoch FROM ringwork_partitions AS p
                    WHERE p.cluster = ringwork_jobs.cluster
                      AND p."partition" = ringwork_jobs."partition")
+"""
+
+# Wide fallback: a correlated, limited index scan per owned partition, merged in a temp b-tree.
+_CLAIM_SQLITE_WIDE_WHERE = f"""
 WHERE id IN (
     SELECT c.id
     FROM ringwork_partitions AS p
@@ -160,12 +209,45 @@ WHERE id IN (
     WHERE p.cluster = :cluster AND p.owner = :node
     ORDER BY c.priority DESC, c.id
     LIMIT :limit
-)
+)"""
+
+_ARM_SQLITE = f"""    SELECT t.id, t.priority FROM ringwork_jobs AS t
+    WHERE t.cluster = :cluster AND t."partition" = :p{{i}}
+      AND t.state = 'queued' AND t.run_at <= :now
+      AND EXISTS (SELECT 1 FROM ringwork_partitions AS p
+                  WHERE p.cluster = :cluster AND p."partition" = :p{{i}}
+                    AND p.owner = :node AND p.epoch = :e{{i}})
+      AND {_ORDERED_HEAD.format(j="t")}"""
+
+_CLAIM_SQLITE_RETURNING = """
 RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
-""")
-    .bindparams(sa.bindparam("now", type_=UTCDateTime))
-    .columns(**_CLAIM_COLUMNS)
-)
+"""
+
+
+@functools.lru_cache(maxsize=256)
+def claim_sqlite(owned: int) -> Any:
+    """The SQLite claim for ``owned`` partitions (``:p0``/``:e0``.. in ascending order).
+
+    Up to :data:`MERGE_MAX_PARTITIONS` (SQLite allows 500 compound terms), a ``UNION ALL`` with
+    ``ORDER BY .. LIMIT`` that SQLite runs as a lazy ``MERGE (UNION ALL)`` of per-partition index
+    scans, reading about ``limit + owned`` rows.
+    """
+    if owned > MERGE_MAX_PARTITIONS:
+        where = _CLAIM_SQLITE_WIDE_WHERE
+    else:
+        arms = "\n    UNION ALL\n".join(_ARM_SQLITE.format(i=i) for i in range(owned))
+        where = f"""
+WHERE id IN (SELECT id FROM (
+{arms}
+    ORDER BY 2 DESC, 1
+    LIMIT :limit
+))"""
+    return (
+        sa.text(_CLAIM_SQLITE_SET + where + _CLAIM_SQLITE_RETURNING)
+        .bindparams(sa.bindparam("now", type_=UTCDateTime))
+        .columns(**_CLAIM_COLUMNS)
+    )
+
 
 COMPLETE_SQLITE = (
     sa.text("""

@@ -19,7 +19,7 @@ from sqlalchemy.dialects import sqlite
 
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
-from ringwork.store.jobs import RUNNING, now_expr
+from ringwork.store.jobs import RUNNING, as_utc, now_expr, utcnow
 from ringwork.store.schema import clusters, jobs, nodes, partitions
 
 
@@ -33,6 +33,9 @@ class NodeRecord:
     wake_endpoint: str | None
     registered_seq: int
     last_seen: datetime
+    #: Seconds since ``last_seen`` by the database's clock (the server's on PostgreSQL), so the
+    #: protocol never compares two processes' clocks.
+    age: float = 0.0
 
 
 def _insert(dialect: str, table: sa.Table) -> Any:
@@ -217,7 +220,11 @@ def deregister_node(conn: sa.Connection, cluster: str, node_id: str) -> None:
     conn.execute(sa.delete(nodes).where(nodes.c.cluster == cluster, nodes.c.node_id == node_id))
 
 
-def list_nodes(conn: sa.Connection, cluster: str) -> list[NodeRecord]:
+def _age(now: datetime, then: datetime) -> float:
+    return max(0.0, (as_utc(now) - as_utc(then)).total_seconds())
+
+
+def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeRecord]:
     n = nodes.c
     rows = conn.execute(
         sa.select(
@@ -225,5 +232,9 @@ def list_nodes(conn: sa.Connection, cluster: str) -> list[NodeRecord]:
         )
         .where(n.cluster == cluster)
         .order_by(n.registered_seq)
-    )
-    return [NodeRecord(**r._asdict()) for r in rows]
+    ).all()
+    if dialect == "postgresql":
+        now = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
+    else:
+        now = utcnow()
+    return [NodeRecord(**r._asdict(), age=_age(now, r.last_seen)) for r in rows]

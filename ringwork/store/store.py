@@ -232,7 +232,7 @@ class Store:
 
     def list_nodes(self) -> list[NodeRecord]:
         with self._tx() as conn:
-            return referee.list_nodes(conn, self.cluster)
+            return referee.list_nodes(conn, self.dialect, self.cluster)
 
     # -- wake-ups -------------------------------------------------------------------------------
 

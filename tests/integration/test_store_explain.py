@@ -2,35 +2,63 @@
 
 Plans are read with EXPLAIN on a table with a realistic backlog (and statistics), so the test
 fails if a schema or query change makes either planner fall back to scanning the jobs table.
-docs/store.md shows the plans.
+On PostgreSQL the generic plan (what a prepared statement runs: connections set
+``plan_cache_mode=force_generic_plan``) is checked too. docs/store.md shows the plans.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob
 from ringwork.store import Store, queries
 
 BACKLOG = 20_000
+OWNED = {0: 1, 1: 1, 2: 1}
 
 
 def _sql(stmt: Any) -> str:
     return str(stmt.element.text)
 
 
-def explain(store: Store, stmt: Any, params: dict[str, Any]) -> str:
+def _literal(value: Any) -> str:
+    if isinstance(value, list):
+        return "'{" + ",".join(str(v) for v in value) + "}'"
+    if isinstance(value, str):
+        return "'" + value.replace("'", "''") + "'"
+    return str(value)
+
+
+def explain(store: Store, stmt: Any, params: dict[str, Any], *, generic: bool = False) -> str:
     with store.engine.begin() as conn:
-        if store.dialect == "postgresql":
-            conn.exec_driver_sql("ANALYZE ringwork_jobs")
+        if store.dialect == "sqlite":
+            conn.exec_driver_sql("ANALYZE")
+            rows = conn.execute(sa.text("EXPLAIN QUERY PLAN " + _sql(stmt)), params)
+            return "\n".join(r[3] for r in rows)
+        conn.exec_driver_sql("ANALYZE ringwork_jobs")
+        if not generic:
             rows = conn.execute(sa.text("EXPLAIN " + _sql(stmt)), params)
             return "\n".join(r[0] for r in rows)
-        conn.exec_driver_sql("ANALYZE")
-        rows = conn.execute(sa.text("EXPLAIN QUERY PLAN " + _sql(stmt)), params)
-        return "\n".join(r[3] for r in rows)
+        # PREPARE with $n placeholders, then EXPLAIN EXECUTE: the plan a prepared statement uses.
+        names: list[str] = []
+
+        def number(match: re.Match[str]) -> str:
+            if match.group(1) not in names:
+                names.append(match.group(1))
+            return f"${names.index(match.group(1)) + 1}"
+
+        body = re.sub(r"(?<![:\w]):(\w+)", number, _sql(stmt))
+        conn.exec_driver_sql(f"PREPARE ringwork_explain AS {body}")
+        args = ", ".join(_literal(params[n]) for n in names)
+        rows = conn.exec_driver_sql(f"EXPLAIN EXECUTE ringwork_explain({args})")
+        plan = "\n".join(r[0] for r in rows)
+        conn.exec_driver_sql("DEALLOCATE ringwork_explain")
+        return plan
 
 
 def fill(store: Store) -> None:
@@ -48,44 +76,57 @@ def fill(store: Store) -> None:
     store.claim("n", epochs, 2000)
 
 
-def claim_plan(store: Store) -> str:
-    owned = {0: 1, 1: 1, 2: 1}
+def claim_plan(store: Store, *, generic: bool = False) -> str:
+    parts = sorted(OWNED)
     params: dict[str, Any] = {"cluster": store.cluster, "node": "n", "limit": 100}
+    params |= {f"p{i}": p for i, p in enumerate(parts)}
     if store.dialect == "postgresql":
-        params |= {"parts": list(owned), "epochs": list(owned.values())}
-        return explain(store, queries.CLAIM_PG, params)
-    params |= {"owned": json.dumps(list(owned.items())), "now": "2100-01-01 00:00:00.000000"}
-    return explain(store, queries.CLAIM_SQLITE, params)
+        params |= {"parts": parts, "epochs": [OWNED[p] for p in parts]}
+        return explain(store, queries.claim_pg(len(parts)), params, generic=generic)
+    params |= {f"e{i}": OWNED[p] for i, p in enumerate(parts)}
+    params |= {"owned": json.dumps(list(OWNED.items())), "now": "2100-01-01 00:00:00.000000"}
+    return explain(store, queries.claim_sqlite(len(parts)), params)
 
 
-def complete_plan(store: Store) -> str:
+def complete_plan(store: Store, *, generic: bool = False) -> str:
     params: dict[str, Any] = {"cluster": store.cluster, "node": "n"}
     if store.dialect == "postgresql":
         params |= {"ids": [1, 2, 3], "tokens": [1, 1, 1]}
-        return explain(store, queries.COMPLETE_PG, params)
+        return explain(store, queries.COMPLETE_PG, params, generic=generic)
     params |= {"done": "[[1,1],[2,1],[3,1]]", "now": "2100-01-01 00:00:00.000000"}
     return explain(store, queries.COMPLETE_SQLITE, params)
 
 
-def test_claim_uses_the_claim_index_per_partition(store: Store) -> None:
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_claim_merges_index_scans_of_the_owned_partitions(store: Store, generic: bool) -> None:
+    if generic and store.dialect == "sqlite":
+        pytest.skip("SQLite has no generic plans")
     fill(store)
-    plan = claim_plan(store)
+    plan = claim_plan(store, generic=generic)
     print(plan)
     if store.dialect == "postgresql":
-        assert "Index Scan using ix_ringwork_jobs_claim on ringwork_jobs c" in plan
-        assert "Index Cond: (((cluster)::text =" in plan and "(partition = o" in plan
+        assert "Merge Append" in plan
+        scans = re.findall(r"Index Scan using ix_ringwork_jobs_claim on ringwork_jobs c", plan)
+        assert len(scans) == len(OWNED)  # one ordered range scan per owned partition
         assert "Seq Scan on ringwork_jobs" not in plan
-        assert "Index Scan using pk_ringwork_jobs on ringwork_jobs j " in plan
+        assert "Bitmap Heap Scan on ringwork_jobs" not in plan
+        assert re.search(r"Index Scan using pk_ringwork_jobs on ringwork_jobs j ", plan)
     else:
-        assert "SEARCH t USING INDEX ix_ringwork_jobs_claim (cluster=? AND partition=?)" in plan
-        assert "SCAN ringwork_jobs" not in plan and "SCAN t" not in plan
+        assert "MERGE (UNION ALL)" in plan
+        scan = "SEARCH t USING INDEX ix_ringwork_jobs_claim (cluster=? AND partition=?)"
+        assert plan.count(scan) == len(OWNED)
+        assert "SCAN ringwork_jobs" not in plan and "SCAN t\n" not in plan + "\n"
+        assert "USE TEMP B-TREE" not in plan
     # The ordered-key check is a probe into its own small index, not a scan.
     assert "ix_ringwork_jobs_ordered" in plan
 
 
-def test_complete_finds_jobs_by_primary_key(store: Store) -> None:
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_complete_finds_jobs_by_primary_key(store: Store, generic: bool) -> None:
+    if generic and store.dialect == "sqlite":
+        pytest.skip("SQLite has no generic plans")
     fill(store)
-    plan = complete_plan(store)
+    plan = complete_plan(store, generic=generic)
     print(plan)
     if store.dialect == "postgresql":
         assert "Index Scan using pk_ringwork_jobs on ringwork_jobs j " in plan
@@ -94,3 +135,22 @@ def test_complete_finds_jobs_by_primary_key(store: Store) -> None:
     else:
         assert "SEARCH ringwork_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan
         assert "SCAN ringwork_jobs" not in plan
+
+
+def test_wide_claim_fallback_uses_the_claim_index(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Beyond MERGE_MAX_PARTITIONS owned partitions: one limited index scan per partition."""
+    monkeypatch.setattr(queries, "MERGE_MAX_PARTITIONS", 2)
+    queries.claim_pg.cache_clear()
+    queries.claim_sqlite.cache_clear()
+    try:
+        fill(store)
+        plan = claim_plan(store)
+        print(plan)
+        assert "ix_ringwork_jobs_claim" in plan
+        assert "Merge Append" not in plan and "MERGE (UNION ALL)" not in plan
+        assert "Seq Scan on ringwork_jobs" not in plan and "SCAN ringwork_jobs" not in plan
+    finally:
+        queries.claim_pg.cache_clear()
+        queries.claim_sqlite.cache_clear()
