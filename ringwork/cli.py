@@ -164,84 +164,73 @@ def enqueue(app_spec: str, task: str, key: str, payload: str | None, count: int,
 
 
 @cli.group()
-def jobs() -> None:
-    """Inspect and manage jobs."""
+@click.argument("app_spec", metavar="MODULE:APP")
+@database_option
+@migrate_option
+@click.pass_context
+def jobs(ctx: click.Context, app_spec: str, database_url: str | None, no_migrate: bool) -> None:
+    """Inspect and manage jobs: ringwork jobs MODULE:APP list|show|retry|cancel."""
+    app = load_app(app_spec, database_url, no_migrate)
+    ctx.obj = app
+    ctx.call_on_close(app.close)
 
 
 @jobs.command("list")
-@click.argument("app_spec", metavar="MODULE:APP")
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "dead", "cancelled"]))
 @click.option("--task", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@database_option
-@migrate_option
-def jobs_list(app_spec: str, state: str | None, task: str | None, limit: int, as_json: bool,
-              database_url: str | None, no_migrate: bool) -> None:
+@click.pass_obj
+def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
     from ringwork.console import jobs_table
 
-    app = load_app(app_spec, database_url, no_migrate)
     records = app.store.list_jobs(state=state, task=task, limit=limit)
     if as_json:
         for record in records:
             click.echo(json.dumps(_record_dict(record)))
     else:
         jobs_table(records)
-    app.close()
 
 
 @jobs.command("show")
-@click.argument("app_spec", metavar="MODULE:APP")
 @click.argument("job_id", type=int)
 @click.option("--json", "as_json", is_flag=True)
-@database_option
-@migrate_option
-def jobs_show(app_spec: str, job_id: int, as_json: bool, database_url: str | None,
-              no_migrate: bool) -> None:
+@click.pass_obj
+def jobs_show(app: App, job_id: int, as_json: bool) -> None:
     """Show one job in full, including its last error."""
     from ringwork.errors import JobNotFound
 
-    app = load_app(app_spec, database_url, no_migrate)
     record = app.get_job(job_id)
     if record is None:
         raise JobNotFound(f"no job {job_id} in cluster {app.settings.cluster!r}")
     data = _record_dict(record)
     if as_json:
         click.echo(json.dumps(data))
-    else:
-        for name, value in data.items():
-            if name == "last_error" and value:
-                click.echo(f"{name}:\n  " + str(value).replace("\n", "\n  "))
-            else:
-                click.echo(f"{name}: {value}")
-    app.close()
+        return
+    for name, value in data.items():
+        if name == "last_error" and value:
+            click.echo(f"{name}:\n  " + str(value).replace("\n", "\n  "))
+        else:
+            click.echo(f"{name}: {value}")
 
 
 @jobs.command("retry")
-@click.argument("app_spec", metavar="MODULE:APP")
 @click.argument("job_id", type=int)
-@database_option
-@migrate_option
-def jobs_retry(app_spec: str, job_id: int, database_url: str | None, no_migrate: bool) -> None:
+@click.pass_obj
+def jobs_retry(app: App, job_id: int) -> None:
     """Queue a dead or cancelled job again."""
-    app = load_app(app_spec, database_url, no_migrate)
     app.retry(job_id)
     click.echo(f"job {job_id} queued again")
-    app.close()
 
 
 @jobs.command("cancel")
-@click.argument("app_spec", metavar="MODULE:APP")
 @click.argument("job_id", type=int)
-@database_option
-@migrate_option
-def jobs_cancel(app_spec: str, job_id: int, database_url: str | None, no_migrate: bool) -> None:
+@click.pass_obj
+def jobs_cancel(app: App, job_id: int) -> None:
     """Cancel a queued job."""
-    app = load_app(app_spec, database_url, no_migrate)
     app.cancel(job_id)
     click.echo(f"job {job_id} cancelled")
-    app.close()
 
 
 def _record_dict(record: JobRecord) -> dict[str, Any]:

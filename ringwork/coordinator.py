@@ -50,6 +50,10 @@ class Coordinator(Protocol):
         """Periodic housekeeping from the runtime (the solo coordinator's ownership check)."""
         ...
 
+    def begin_leave(self) -> None:
+        """Start a clean leave without waiting: revocations follow for every partition."""
+        ...
+
     def stop(self) -> None:
         """Leave: give up ownership now so nobody waits for a timeout."""
         ...
@@ -112,6 +116,9 @@ class SoloCoordinator:
         if lost and self._listener is not None:
             log_event("partition_lost", node=self.node_id, term=self.term, count=len(lost))
             self._listener("lost", lost)
+
+    def begin_leave(self) -> None:
+        """Nothing to negotiate: :meth:`stop` releases everything at once."""
 
     def stop(self) -> None:
         """Release every partition (epoch bump re-queues stragglers) and leave the registry."""

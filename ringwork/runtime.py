@@ -26,10 +26,12 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ringwork.app import App
-from ringwork.coordinator import Coordinator, SoloCoordinator
+from ringwork.coordinator import Coordinator
 from ringwork.errors import DatabaseError, DatabaseUnavailable, RingworkError
 from ringwork.job import Job, Outcome
 from ringwork.log import log_event
+from ringwork.protocol.config import ProtocolConfig
+from ringwork.settings import Settings
 from ringwork.wakeup import WakeReceiver
 
 T = TypeVar("T")
@@ -64,6 +66,37 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> fl
     return min(cap, base * (2 ** max(0, attempt - 1))) * (0.5 + rng.random())
 
 
+def protocol_config(settings: Settings) -> ProtocolConfig:
+    """Protocol timings derived from the two a user sets; the rest keep their proportions.
+
+    The defaults (0.5 s heartbeat, 3 s session timeout) are the protocol's own; a different
+    session timeout scales the lease margin, the leader's lease and the registry poll with it so
+    the safety relations in :mod:`ringwork.protocol.config` keep holding.
+    """
+    scale = settings.session_timeout / 3.0
+    return ProtocolConfig(
+        cluster=settings.cluster,
+        partitions=settings.partitions,
+        heartbeat_interval=settings.heartbeat_interval,
+        session_timeout=settings.session_timeout,
+        lease_margin=0.5 * scale,
+        leader_lease=2.5 * scale,
+        poll_interval=1.0 * scale,
+        election_backoff=1.0 * scale,
+        revoke_timeout=settings.revoke_timeout,
+    )
+
+
+def cluster_node(app: App) -> Coordinator:
+    """The ZeroMQ cluster member for ``app``, configured from its settings."""
+    from ringwork.node import CurveKeys, Node
+
+    s = app.settings
+    curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None
+    return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
+                curve=curve)
+
+
 class Worker:
     """Runs one worker process until it is told to stop."""
 
@@ -78,7 +111,7 @@ class Worker:
         self.app = app
         self.settings = app.settings
         self.store = app.store
-        self.coordinator: Coordinator = coordinator or SoloCoordinator(self.store)
+        self.coordinator: Coordinator = coordinator or cluster_node(app)
         self.node_id = self.coordinator.node_id
         self.stats = Stats()
         self._wake_host = wake_host
@@ -89,6 +122,7 @@ class Worker:
         self._failed: list[tuple[Job, str, float | None]] = []
         self._flush_task: asyncio.Task[None] | None = None
         self._revoking: set[int] = set()
+        self._flushing_partitions: set[int] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._lost: dict[int, int] = {}  # partition -> epoch at which it was lost
         self._stopping = False
@@ -238,6 +272,9 @@ class Worker:
             self._drop_lost_outcomes()
             done, self._completed = self._completed, []
             failed, self._failed = self._failed, []
+            self._flushing_partitions = {j.partition for j in done} | {
+                f[0].partition for f in failed
+            }
             try:
                 if done:
                     pairs = [(job.id, job.token) for job in done]
@@ -321,13 +358,21 @@ class Worker:
             self._handlers.submit(self._run_callback, callback, set(partitions), kind)
 
     async def _finish_revoke(self, partitions: frozenset[int]) -> None:
-        """Let in-flight jobs of revoked partitions finish and be written, then confirm."""
-        while any(job.partition in partitions for job, _ in self._inflight.values()) or (
-            self._flush_task is not None and not self._flush_task.done()
-        ):
-            await asyncio.sleep(0.01)
-        self._revoking -= partitions
-        await self._db(self.coordinator.revoke_done, partitions)
+        """Confirm each revoked partition as soon as its in-flight jobs are done and written."""
+        pending = set(partitions)
+        while pending:
+            busy = {job.partition for job, _ in self._inflight.values()}
+            busy.update(job.partition for job in self._completed)
+            busy.update(job.partition for job, _, _ in self._failed)
+            if self._flush_task is not None and not self._flush_task.done():
+                busy.update(self._flushing_partitions)
+            free = frozenset(pending - busy)
+            if free:
+                pending -= free
+                self._revoking -= free
+                await self._db(self.coordinator.revoke_done, free)
+            if pending:
+                await asyncio.sleep(0.005)
 
     def _run_callback(
         self, callback: Callable[[set[int]], Any], parts: set[int], kind: str
@@ -382,6 +427,9 @@ class Worker:
         self._begin_stop()
 
     def _begin_stop(self) -> None:
+        if not self._stopping:
+            # Partitions move as soon as their in-flight jobs are done, not after all of them.
+            self.coordinator.begin_leave()
         self._stopping = True
         self._wake.set()
         self._capacity.set()

@@ -41,6 +41,18 @@ class Settings:
     retry_max: float = 600.0
     #: Longest pause between attempts to reach a database that is down.
     db_backoff_max: float = 5.0
+    #: Cluster protocol timings (see docs/protocol.md for why these values). Failover takes about
+    #: ``session_timeout`` plus a rebalance; a shorter timeout fails over faster but risks false
+    #: evictions on an overloaded machine.
+    heartbeat_interval: float = 0.5
+    session_timeout: float = 3.0
+    revoke_timeout: float = 10.0
+    #: Where this worker's ROUTER listens (the PUB takes a free port on the same host), and the
+    #: address other processes use to reach it (needed when binding to all interfaces).
+    bind: str = "tcp://127.0.0.1:*"
+    advertise: str = ""
+    #: A key file from ``ringwork keys``: encrypt and authenticate every cluster socket (CURVE).
+    curve_key_file: str = ""
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; ``None`` values mean "not given" and are ignored."""

@@ -90,19 +90,19 @@ def test_enqueue_list_show_cancel_retry(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     ids = [int(x) for x in result.stdout.split()]
     assert len(ids) == 3
-    listed = ringwork("jobs", "list", APP, "--json", db_url=url)
+    listed = ringwork("jobs", APP, "list", "--json", db_url=url)
     rows = [json.loads(line) for line in listed.stdout.splitlines()]
     assert {r["id"] for r in rows} == set(ids)
     assert {r["key"] for r in rows} == {"user-0", "user-1", "user-2"}
-    assert ringwork("jobs", "cancel", APP, str(ids[0]), db_url=url).returncode == 0
-    shown = json.loads(ringwork("jobs", "show", APP, str(ids[0]), "--json", db_url=url).stdout)
+    assert ringwork("jobs", APP, "cancel", str(ids[0]), db_url=url).returncode == 0
+    shown = json.loads(ringwork("jobs", APP, "show", str(ids[0]), "--json", db_url=url).stdout)
     assert shown["state"] == "cancelled" and shown["payload"] == {"n": 1}
-    assert_one_line_error(ringwork("jobs", "cancel", APP, str(ids[0]), db_url=url))
-    assert ringwork("jobs", "retry", APP, str(ids[0]), db_url=url).returncode == 0
-    shown = json.loads(ringwork("jobs", "show", APP, str(ids[0]), "--json", db_url=url).stdout)
+    assert_one_line_error(ringwork("jobs", APP, "cancel", str(ids[0]), db_url=url))
+    assert ringwork("jobs", APP, "retry", str(ids[0]), db_url=url).returncode == 0
+    shown = json.loads(ringwork("jobs", APP, "show", str(ids[0]), "--json", db_url=url).stdout)
     assert shown["state"] == "queued"
-    assert_one_line_error(ringwork("jobs", "show", APP, "999999", db_url=url), "no job 999999")
-    table = ringwork("jobs", "list", APP, db_url=url)
+    assert_one_line_error(ringwork("jobs", APP, "show", "999999", db_url=url), "no job 999999")
+    table = ringwork("jobs", APP, "list", db_url=url)
     assert table.returncode == 0 and "greet" in table.stdout
 
 

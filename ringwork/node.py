@@ -1,0 +1,466 @@
+"""The node driver: the only module that imports zmq. It owns the sockets and the clock.
+
+A :class:`Node` runs the sans-IO protocol core on a thread of its own, so heartbeats never wait
+behind handler work (not even CPU-bound handlers: the GIL is released in zmq's poll and the
+thread is woken at every deadline). It performs the core's actions:
+
+* ``Send(to, m)``: a DEALER per peer, connected to the peer's ROUTER endpoint from the node
+  registry (``IMMEDIATE`` so nothing queues for a peer that is not connected, a small send
+  high-water mark and non-blocking sends, so heartbeats never pile up for a dead peer);
+* ``Broadcast(m)``: our PUB socket; followers SUB to the current leader's PUB. State messages are
+  numbered, so a follower that missed one (a slow joiner, a high-water-mark drop) asks again;
+* referee operations: on a separate thread (:mod:`ringwork.protocol.operations` over the SQL
+  store), their results fed back as events -- a slow database never stalls the heartbeat loop;
+* partition events: forwarded to the worker runtime's listener.
+
+Everything that arrives is decoded by the protocol codec, which drops (and counts) malformed,
+oversized, foreign-cluster and wrong-version input; a message whose claimed sender differs from
+the socket identity that delivered it is dropped as ``spoofed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import zmq
+
+from ringwork.coordinator import PartitionListener, new_node_id
+from ringwork.errors import ConfigurationError, RingworkError
+from ringwork.log import log_event
+from ringwork.protocol import events as ev
+from ringwork.protocol.config import ProtocolConfig
+from ringwork.protocol.core import Core
+from ringwork.protocol.messages import Codec, MessageTooLarge
+from ringwork.protocol.operations import perform
+from ringwork.protocol.referee import NodeRecord
+
+if TYPE_CHECKING:
+    from ringwork.store import Store
+
+#: Upper bound on one poll, so queued inbox events (revoke confirmations) are seen promptly.
+MAX_POLL = 0.05
+SNDHWM = 100
+RCVHWM = 10_000
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """The cluster's shared CURVE key pair (Z85 text). Every node is both server and client."""
+
+    public: bytes
+    secret: bytes
+
+    @classmethod
+    def generate(cls) -> CurveKeys:
+        public, secret = zmq.curve_keypair()
+        return cls(public, secret)
+
+    @classmethod
+    def load(cls, path: str | Path) -> CurveKeys:
+        """Read a file written by ``ringwork keys`` (``public=...`` and ``secret=...`` lines)."""
+        try:
+            fields = dict(
+                line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line
+            )
+            keys = cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigurationError(f"cannot read CURVE key file {path}: {exc}") from None
+        if len(keys.public) != 40 or len(keys.secret) != 40:
+            raise ConfigurationError(f"CURVE key file {path} does not hold Z85 keys")
+        return keys
+
+    def dump(self) -> str:
+        return f"public={self.public.decode()}\nsecret={self.secret.decode()}\n"
+
+    def server(self, sock: zmq.Socket) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_server = True
+
+    def client(self, sock: zmq.Socket) -> None:
+        sock.curve_secretkey = self.secret
+        sock.curve_publickey = self.public
+        sock.curve_serverkey = self.public
+
+
+class SqlRegistry:
+    """The protocol's registry view over the SQL store; remembers each node's PUB endpoint."""
+
+    def __init__(self, store: Store, pub_endpoint: str, wake_endpoint: str | None) -> None:
+        self.store = store
+        self.pub_endpoint = pub_endpoint
+        self.wake_endpoint = wake_endpoint
+        self.pub_endpoints: dict[str, str] = {}
+        self.router_endpoints: dict[str, str] = {}
+        self._lock = threading.Lock()
+
+    def register(self, node_id: str, endpoint: str) -> int:
+        return self.store.register_node(
+            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
+        )
+
+    def touch(self, node_id: str) -> None:
+        self.store.touch_node(node_id)
+
+    def read_nodes(self) -> list[NodeRecord]:
+        rows = self.store.list_nodes()
+        with self._lock:
+            for row in rows:
+                self.router_endpoints[row.node_id] = row.endpoint
+                if row.pub_endpoint:
+                    self.pub_endpoints[row.node_id] = row.pub_endpoint
+        return [NodeRecord(r.node_id, r.endpoint, r.registered_seq, r.age) for r in rows]
+
+    def unregister(self, node_id: str) -> None:
+        self.store.deregister_node(node_id)
+
+    def endpoints(self, node_id: str) -> tuple[str | None, str | None]:
+        with self._lock:
+            return self.router_endpoints.get(node_id), self.pub_endpoints.get(node_id)
+
+
+class Node:
+    """One cluster member: implements the runtime's :class:`~ringwork.coordinator.Coordinator`."""
+
+    def __init__(
+        self,
+        store: Store,
+        config: ProtocolConfig,
+        *,
+        bind: str = "tcp://127.0.0.1:*",
+        advertise: str | None = None,
+        curve: CurveKeys | None = None,
+        node_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.config = config
+        self.node_id = node_id or new_node_id()
+        self.curve = curve
+        self._bind = bind
+        self._advertise = advertise
+        self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
+        self.counters: Counter[str] = Counter()
+        self.role = "idle"
+        self.endpoint = ""
+        self.pub_endpoint = ""
+        self._ctx = zmq.Context()
+        self._core_lock = threading.Lock()
+        self._core: Core | None = None
+        self._inbox: queue.SimpleQueue[ev.Event] = queue.SimpleQueue()
+        self._referee_pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringwork-ref")
+        self._ops: list[Future[ev.Event | None]] = []
+        self._refreshing = False
+        self._peers: dict[str, zmq.Socket] = {}
+        self._sub_target: str | None = None
+        self._listener: PartitionListener | None = None
+        self._thread: threading.Thread | None = None
+        self._running = threading.Event()
+        self._left = threading.Event()
+        self._registry: SqlRegistry | None = None
+
+    # -- Coordinator interface -----------------------------------------------------------------
+
+    def start(self, listener: PartitionListener, wake_endpoint: str | None) -> None:
+        """Bind, register in the database, and start the protocol thread."""
+        self._listener = listener
+        self._router = self._socket(zmq.ROUTER, server=True)
+        self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self._pub = self._socket(zmq.PUB, server=True)
+        self._sub = self._socket(zmq.SUB, server=False)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self.endpoint = self._bind_socket(self._router)
+        self.pub_endpoint = self._bind_socket(self._pub)
+        self._registry = SqlRegistry(self.store, self.pub_endpoint, wake_endpoint)
+        seq = self._registry.register(self.node_id, self.endpoint)
+        core = Core(self.node_id, self.config, incarnation=seq)
+        with self._core_lock:
+            self._core = core
+        log_event("node_registered", node=self.node_id, endpoint=self.endpoint,
+                  pub=self.pub_endpoint, seq=seq)
+        self._running.set()
+        self._feed(time.monotonic(), ev.Start())
+        self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
+        self._thread.start()
+
+    def claimable(self) -> Mapping[int, int]:
+        with self._core_lock:
+            if self._core is None:
+                return {}
+            return self._core.claimable(time.monotonic())
+
+    def revoke_done(self, partitions: frozenset[int]) -> None:
+        self._inbox.put(ev.RevokeConfirmed(partitions=partitions))
+
+    def check(self) -> None:
+        """Nothing to do: the protocol thread keeps the registry row and ownership current."""
+
+    def begin_leave(self) -> None:
+        """Ask the leader to move our partitions now (the runtime drains them meanwhile)."""
+        self._inbox.put(ev.LeaveRequested())
+
+    def stop(self) -> None:
+        """Leave cleanly (bounded), then unregister and close every socket with linger 0."""
+        if self._thread is not None and self._thread.is_alive():
+            self.begin_leave()
+            budget = self.config.revoke_timeout + self.config.leave_timeout + 1.0
+            if not self._left.wait(budget):
+                log_event("leave_timed_out", node=self.node_id)
+        self._running.clear()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._referee_pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            if self._registry is not None:
+                self._registry.unregister(self.node_id)
+        except RingworkError as exc:
+            log_event("unregister_failed", node=self.node_id, error=exc)
+        for sock in [*self._peers.values(), getattr(self, "_router", None),
+                     getattr(self, "_pub", None), getattr(self, "_sub", None)]:
+            if sock is not None:
+                sock.close(linger=0)
+        self._peers.clear()
+        self._ctx.term()
+
+    def view(self) -> dict[str, object]:
+        """The core's own snapshot plus the drop counters (for status and metrics)."""
+        with self._core_lock:
+            data = self._core.view() if self._core is not None else {}
+        data["dropped"] = dict(self.codec.dropped)
+        data.update({k: v for k, v in self.counters.items()})
+        return data
+
+    # -- sockets -------------------------------------------------------------------------------
+
+    def _socket(self, kind: int, *, server: bool) -> zmq.Socket:
+        sock = self._ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, 0)
+        if self.curve is not None:
+            (self.curve.server if server else self.curve.client)(sock)
+        return sock
+
+    def _bind_socket(self, sock: zmq.Socket) -> str:
+        try:
+            if self._bind.endswith(":*") or self._bind.endswith(":0"):
+                base = self._bind.rsplit(":", 1)[0]
+                port = sock.bind_to_random_port(base)
+                bound = f"{base}:{port}"
+            else:
+                # A fixed --bind port serves the ROUTER; the PUB takes the next free one.
+                if sock.socket_type == zmq.PUB:
+                    base = self._bind.rsplit(":", 1)[0]
+                    bound = f"{base}:{sock.bind_to_random_port(base)}"
+                else:
+                    sock.bind(self._bind)
+                    bound = self._bind
+        except zmq.ZMQError as exc:
+            raise ConfigurationError(f"cannot bind {self._bind}: {exc}") from None
+        if self._advertise:
+            host = self._advertise.split("://", 1)[-1].rsplit(":", 1)[0]
+            bound = f"tcp://{host}:{bound.rsplit(':', 1)[1]}"
+        elif "://0.0.0.0:" in bound or "://*:" in bound:
+            raise ConfigurationError("--bind on all interfaces needs --advertise HOST")
+        return bound
+
+    def _peer(self, node_id: str) -> zmq.Socket | None:
+        sock = self._peers.get(node_id)
+        if sock is not None:
+            return sock
+        assert self._registry is not None
+        endpoint, _ = self._registry.endpoints(node_id)
+        if endpoint is None:
+            # A peer newer than our last registry read: look it up; the protocol resends.
+            if not self._refreshing:
+                self._refreshing = True
+                self._ops.append(self._referee_pool.submit(self._refresh_registry))
+            return None
+        sock = self._socket(zmq.DEALER, server=False)
+        sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        sock.connect(endpoint)
+        self._peers[node_id] = sock
+        return sock
+
+    def _follow_pub(self, leader: str | None) -> None:
+        """Subscribe to the leader's PUB (and only the leader's)."""
+        target = None
+        if leader is not None and leader != self.node_id and self._registry is not None:
+            target = self._registry.endpoints(leader)[1]
+        if target == self._sub_target:
+            return
+        if self._sub_target is not None:
+            with contextlib.suppress(zmq.ZMQError):
+                self._sub.disconnect(self._sub_target)
+        if target is not None:
+            self._sub.connect(target)
+        self._sub_target = target
+
+    # -- the protocol thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._sub, zmq.POLLIN)
+        try:
+            while self._running.is_set():
+                now = time.monotonic()
+                with self._core_lock:
+                    assert self._core is not None
+                    deadline = self._core.next_deadline()
+                timeout = min(MAX_POLL, max(0.0, deadline - now))
+                ready = dict(poller.poll(timeout * 1000))
+                if self._router in ready:
+                    self._drain_router()
+                if self._sub in ready:
+                    self._drain_sub()
+                self._drain_inbox()
+                self._collect_ops()
+                now = time.monotonic()
+                if now >= deadline:
+                    self._feed(now, ev.Tick())
+        except Exception as exc:  # the node must never die silently: log and fence ourselves
+            logging.getLogger("ringwork").exception("node loop crashed")
+            log_event("node_crashed", logging.ERROR, node=self.node_id, error=repr(exc))
+            with self._core_lock:
+                self._core = None
+            if self._listener is not None:
+                self._listener("lost", frozenset(range(self.config.partitions)))
+            self._left.set()
+
+    def _drain_router(self) -> None:
+        while True:
+            try:
+                frames = self._router.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 2:
+                self.counters["dropped_frames"] += 1
+                continue
+            identity, data = frames
+            message = self.codec.decode(data)
+            if message is None:
+                continue
+            if message.sender.encode() != identity:
+                self.codec.dropped["spoofed"] += 1
+                continue
+            self._feed(time.monotonic(), ev.MessageReceived(message=message))
+
+    def _drain_sub(self) -> None:
+        while True:
+            try:
+                frames = self._sub.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) != 1:
+                self.counters["dropped_frames"] += 1
+                continue
+            message = self.codec.decode(frames[0])
+            if message is not None:
+                self._feed(time.monotonic(), ev.MessageReceived(message=message))
+
+    def _drain_inbox(self) -> None:
+        while True:
+            try:
+                event = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            self._feed(time.monotonic(), event)
+
+    def _collect_ops(self) -> None:
+        done = [f for f in self._ops if f.done()]
+        if not done:
+            return
+        self._ops = [f for f in self._ops if not f.done()]
+        for future in done:
+            event = future.result()
+            if event is not None:
+                self._feed(time.monotonic(), event)
+
+    def _feed(self, now: float, event: ev.Event) -> None:
+        with self._core_lock:
+            if self._core is None:
+                return
+            actions = self._core.handle(now, event)
+        for action in actions:
+            self._perform(action)
+
+    def _perform(self, action: ev.Action) -> None:
+        if isinstance(action, ev.Send):
+            sock = self._peer(action.to)
+            if sock is None:
+                self.counters["send_no_endpoint"] += 1
+                return
+            try:
+                sock.send(self.codec.encode(action.message), zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["send_dropped"] += 1  # peer not connected or slow: protocol retries
+            except MessageTooLarge as exc:
+                log_event("message_too_large", logging.ERROR, node=self.node_id, error=exc)
+        elif isinstance(action, ev.Broadcast):
+            try:
+                self._pub.send(self.codec.encode(action.message), zmq.NOBLOCK)
+            except zmq.Again:
+                self.counters["publish_dropped"] += 1
+        elif isinstance(action, ev.RefereeAction):
+            self._ops.append(self._referee_pool.submit(self._referee, action))
+        elif isinstance(action, ev.Assigned):
+            self._emit("assigned", frozenset(action.partitions), epochs=action.partitions)
+        elif isinstance(action, ev.Revoked):
+            self._emit("revoked", action.partitions)
+        elif isinstance(action, ev.Lost):
+            self._emit("lost", action.partitions)
+        elif isinstance(action, ev.RoleChanged):
+            self.role = action.role
+            self._follow_pub(action.leader)
+            log_event("role_changed", node=self.node_id, role=action.role, term=action.term,
+                      leader=action.leader)
+        elif isinstance(action, ev.Left):
+            self._left.set()
+        elif isinstance(action, ev.Notice):
+            log_event(action.event, **{"node": self.node_id, **dict(action.detail)})
+
+    def _refresh_registry(self) -> ev.Event | None:
+        assert self._registry is not None
+        try:
+            self._registry.read_nodes()
+        except RingworkError:
+            pass  # the next poll refreshes it
+        finally:
+            self._refreshing = False
+        return None
+
+    def _referee(self, action: ev.RefereeAction) -> ev.Event:
+        assert self._registry is not None
+        try:
+            return perform(action, self.node_id, self.store, self._registry)
+        except RingworkError as exc:  # not transient: still never kill the protocol thread
+            return ev.RefereeFailed(op_id=action.op_id, error=str(exc))
+
+    def _emit(self, kind: str, partitions: frozenset[int], epochs: object = None) -> None:
+        log_event(f"partition_{kind}", node=self.node_id, count=len(partitions),
+                  partitions=_ranges(partitions))
+        if self._listener is not None and partitions:
+            self._listener(kind, partitions)
+
+
+def _ranges(partitions: frozenset[int]) -> str:
+    """``{0,1,2,5}`` -> ``0-2,5`` for compact logs."""
+    out: list[str] = []
+    for p in sorted(partitions):
+        if out and out[-1].split("-")[-1] == str(p - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{p}"
+        else:
+            out.append(str(p))
+    return ",".join(out)
