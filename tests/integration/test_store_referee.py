@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import threading
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import pytest
+import sqlalchemy as sa
 
 from ringwork.job import NewJob, Outcome
 from ringwork.protocol.referee import Ownership, TermRecord
 from ringwork.store import Store
+from ringwork.store.schema import nodes as nodes_table
 
 
 def test_fresh_cluster_has_term_zero_and_unowned_partitions(store: Store) -> None:
@@ -115,6 +117,7 @@ def test_registry_orders_by_registration_and_is_idempotent(store: Store) -> None
     assert (n1.endpoint, n1.pub_endpoint, n1.wake_endpoint) == ("tcp://h:9", None, None)
     assert (n2.endpoint, n2.pub_endpoint, n2.wake_endpoint) == ("tcp://h:3", None, "udp://h:4")
     assert n1.last_seen.utcoffset() == timedelta(0)
+    assert all(0.0 <= n.age < 60 for n in nodes)
     before = n2.last_seen
     deadline = time.monotonic() + 5
     while True:  # clocks have a resolution: touch until last_seen moves
@@ -123,6 +126,15 @@ def test_registry_orders_by_registration_and_is_idempotent(store: Store) -> None
         if after > before or time.monotonic() > deadline:
             break
     assert after > before
+    # Age is measured by the store's clock: it grows while a node stays silent.
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.update(nodes_table)
+            .where(nodes_table.c.cluster == store.cluster, nodes_table.c.node_id == "n3")
+            .values(last_seen=datetime.now(timezone.utc) - timedelta(seconds=30))
+        )
+    ages = {n.node_id: n.age for n in store.list_nodes()}
+    assert 29 < ages["n3"] < 90 and ages["n2"] < 29
     store.deregister_node("n2")
     store.touch_node("n2")  # unknown node: no-op
     assert [n.node_id for n in store.list_nodes()] == ["n1", "n3"]
@@ -156,8 +168,6 @@ def test_listen_on_sqlite_is_none(tmp_path) -> None:
 
 @pytest.mark.postgres
 def test_listen_notify_wakes_with_the_enqueued_partitions(pg_database_url: str) -> None:
-    from datetime import datetime, timezone
-
     with (
         Store(pg_database_url, cluster="listen-a", partitions=16) as s,
         Store(pg_database_url, cluster="listen-b", partitions=16) as other,
