@@ -107,8 +107,8 @@ class Core:
         """Feed one event; get the actions to perform, in order."""
         self._out = []
         self._now = now
-        if self.role == STOPPED:
-            return []
+        if self.role == STOPPED or (self.role == IDLE and not isinstance(event, ev.Start)):
+            return []  # not started yet, or gone
         lead = self.leadership
         if lead is not None and now >= lead.authority_until:
             self._step_down(now, "authority_lapsed")  # first: a resumed zombie acts on nothing
@@ -196,8 +196,8 @@ class Core:
         if version <= self.applied_version:
             return  # reordered or duplicated: we already know better
         self.applied_version = version
-        if self.leaving:
-            return  # everything is already revoked; nothing new is taken on
+        if self.leaving and self.leadership is None:
+            return  # a leaving follower revoked everything itself; nothing new is taken on
         new, rev = dict(grant), set(revoking)
         lost, revoked = set(), set()
         for p, epoch in self.held.items():

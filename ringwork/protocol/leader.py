@@ -103,6 +103,7 @@ class Leadership:
         self.orphaned: set[int] = {p for p, (owner, _) in self.owners.items() if owner is None}
         self.revoking: dict[int, Revocation] = {}
         self.target: dict[int, str | None] = {}
+        self.target_members: list[str] = []  # who the target was balanced over
         self.version = 1
         self.rebalance_due: float | None = None
         self.first_change: float | None = None
@@ -341,6 +342,7 @@ class Leadership:
             moves = sum(1 for p, owner in target.items() if previous.get(p) != owner)
             self.core.notice("rebalance", members=len(live), moves=moves)
         self.target = target
+        self.target_members = live
         for p, (owner, epoch) in self.owners.items():
             if p in self.revoking or p in self.orphaned or p in self.unconfirmed:
                 continue

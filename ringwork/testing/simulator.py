@@ -131,8 +131,9 @@ class Simulation:
     # ==================================================================== scheduling and running
 
     def at(self, time: float, fn: Callable[..., None], *args: Any) -> None:
+        """Schedule ``fn(*args)`` at ``time`` (never in the past: time only moves forward)."""
         self._seq += 1
-        heapq.heappush(self._heap, (time, self._seq, fn, args))
+        heapq.heappush(self._heap, (max(time, self.now), self._seq, fn, args))
 
     def run_until(self, time: float) -> None:
         heap = self._heap
@@ -212,7 +213,8 @@ class Simulation:
         self._schedule_tick(node)
 
     def _schedule_tick(self, node: SimNode) -> None:
-        deadline = node.core.next_deadline() - node.offset
+        # (+1 ns: local = sim + offset must reach the deadline despite float rounding)
+        deadline = max(node.core.next_deadline() - node.offset + 1e-9, self.now)
         if deadline < node.tick_at:
             node.tick_at = deadline
             self.at(deadline, self._tick, node, node.process, deadline)
@@ -328,12 +330,12 @@ class Simulation:
         lead = node.core.leadership
         if lead is None:
             raise self.violation(3, f"{node.name} writes an assignment without leading")
+        target, members = lead.target, lead.target_members
+        if not balanced(target, members, self.config.partitions):
+            raise self.violation(3, f"target of {node.name} unbalanced over {members}: {target}")
         live = lead.live_members()
-        target = lead.target
-        if not balanced(target, live, self.config.partitions):
-            raise self.violation(3, f"target of {node.name} unbalanced over {live}: {target}")
         for p, o in action.owners.items():
-            if target.get(p) != o:
+            if target.get(p) != o or (o is not None and o not in live):
                 raise self.violation(3, f"{node.name} writes {p}->{o}, target {target.get(p)}")
 
     def converged(self) -> str | None:

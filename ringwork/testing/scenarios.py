@@ -1,0 +1,253 @@
+"""Seeded fault schedules ("families") for the simulator, and the runner that checks liveness.
+
+A run of family ``F`` with seed ``S`` is: start 3-6 nodes together, apply the family's random
+faults during the first :data:`FAULT_WINDOW` seconds, then stop every fault (heal the network,
+resume the paused, restart the crashed, make the referee reliable) and require the cluster to
+settle (invariant 4) within :data:`LIVENESS_BOUND` simulated seconds. Invariants 1-3 are checked
+after every step all along. Everything is drawn from ``random.Random(f"{F}:{S}")``, so
+``python -m ringwork.testing.simulate --family F --seed S --trace`` replays a run exactly.
+
+Families:
+
+* ``crash``     -- nodes (the leader too) crash and restart;
+* ``partition`` -- symmetric splits, one-way partitions, an isolated leader, and heals;
+* ``pause``     -- long pauses (zombies that wake up after their session ended);
+* ``churn``     -- joins, clean leaves, restarts in a row (rolling restart);
+* ``referee``   -- the database fails (sometimes after applying a write) or stalls;
+* ``random``    -- all of the above at once, over a lossy, duplicating, reordering network.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ringwork.protocol.config import ProtocolConfig
+from ringwork.testing.network import NetworkModel
+from ringwork.testing.simulator import RefereeModel, RuntimeModel, Simulation
+
+FAMILIES = ("crash", "partition", "pause", "churn", "referee", "random")
+
+#: Faults are injected during [1 s, FAULT_WINDOW].
+FAULT_WINDOW = 15.0
+#: After the faults stop, the cluster must settle within this many simulated seconds. The worst
+#: case is a revocation whose drain is stuck (revoke_timeout) after a re-election (session_timeout
+#: + backoff + takeover) plus debounces; see docs/protocol.md.
+LIVENESS_BOUND = 40.0
+#: Once settled, it must stay settled this long (no flapping).
+STABLE_FOR = 3.0
+
+
+@dataclass(frozen=True)
+class RunResult:
+    family: str
+    seed: int
+    steps: int
+    sim_time: float
+    settled_after: float  # seconds from the end of faults to invariant 4 holding
+    writes: int
+    terms: int
+
+
+def replay_command(family: str, seed: int) -> str:
+    return f"python -m ringwork.testing.simulate --family {family} --seed {seed} --trace"
+
+
+def build(family: str, seed: int, *, trace: bool = False) -> tuple[Simulation, random.Random]:
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from {', '.join(FAMILIES)}")
+    rng = random.Random(f"{family}:{seed}")
+    noisy = family == "random"
+    network = NetworkModel(
+        drop=rng.uniform(0, 0.15 if noisy else 0.02),
+        duplicate=rng.uniform(0, 0.05 if noisy else 0.01),
+        spike=rng.uniform(0, 0.05 if noisy else 0.01),
+    )
+    runtime = RuntimeModel(stuck=0.1 if family in ("churn", "random") else 0.02)
+    config = ProtocolConfig(partitions=rng.choice([8, 16, 17, 32]))
+    sim = Simulation(
+        rng.randrange(2**32),
+        config=config,
+        network=network,
+        runtime=runtime,
+        replay=replay_command(family, seed),
+        trace=trace,
+    )
+    return sim, rng
+
+
+def run(family: str, seed: int, *, trace: bool = False) -> RunResult:
+    """One seeded run; raises :class:`InvariantViolation` at the first broken invariant."""
+    sim, rng = build(family, seed, trace=trace)
+    sim.start(rng.randint(3, 6), jitter=rng.uniform(0, 0.5))
+    sim.run_until(1.0)
+    faults = _FAULTS[family]
+    count = rng.randint(3, 8) if family != "random" else rng.randint(6, 14)
+    for _ in range(count):
+        sim.run_until(rng.uniform(sim.now, FAULT_WINDOW - 2.0))
+        rng.choice(faults)(sim, rng)
+    sim.run_until(FAULT_WINDOW)
+    _heal(sim, rng)
+    healed = sim.now
+    settled = None
+    while sim.now < healed + LIVENESS_BOUND:
+        sim.run_for(0.25)
+        if sim.converged() is None:
+            if settled is None:
+                settled = sim.now
+            elif sim.now - settled >= STABLE_FOR:
+                break
+        else:
+            settled = None
+    problem = sim.converged()
+    if settled is None or problem is not None:
+        raise sim.violation(4, f"not settled {LIVENESS_BOUND}s after faults stopped: {problem}")
+    return RunResult(
+        family=family,
+        seed=seed,
+        steps=sim.steps,
+        sim_time=sim.now,
+        settled_after=settled - healed,
+        writes=sim.writes,
+        terms=sim.referee.term,
+    )
+
+
+def _heal(sim: Simulation, rng: random.Random) -> None:
+    """Faults stop: heal, make everything reliable, resume the paused, restart the crashed."""
+    sim.net.heal()
+    sim.net.model = sim.net.model.quiet()
+    sim.referee_model = RefereeModel()
+    sim.runtime = RuntimeModel()
+    for node in list(sim.nodes.values()):
+        if node.crashed:
+            sim.restart(node.name)
+        if node.paused_until > sim.now:
+            node.paused_until = sim.now
+            sim.at(sim.now, sim._resume, node, node.process)
+    if len(sim.live_names()) < 2:
+        sim.add_node()
+
+
+# ----------------------------------------------------------------------------- the faults
+
+
+def _victim(sim: Simulation, rng: random.Random, *, leader_bias: float = 0.4) -> str | None:
+    live = [n for n in sim.live_names() if sim.now >= sim.nodes[n].paused_until]
+    if len(live) < 2:
+        return None
+    leader = sim.leader()
+    if leader in live and rng.random() < leader_bias:
+        return leader
+    return rng.choice(live)
+
+
+def crash(sim: Simulation, rng: random.Random) -> None:
+    name = _victim(sim, rng)
+    if name is not None:
+        sim.crash(name)
+        if rng.random() < 0.7:
+            sim.at(sim.now + rng.uniform(0.5, 8.0), _restart_if_crashed, sim, name)
+
+
+def _restart_if_crashed(sim: Simulation, name: str) -> None:
+    if sim.nodes[name].crashed:
+        sim.restart(name)
+
+
+def pause(sim: Simulation, rng: random.Random) -> None:
+    name = _victim(sim, rng)
+    if name is not None:
+        # Short pauses (within the lease), ones just around session_timeout, and long zombies.
+        sim.pause(
+            name, rng.choice([rng.uniform(0.1, 2.0), rng.uniform(2.0, 4.0), rng.uniform(4.0, 12.0)])
+        )
+
+
+def split(sim: Simulation, rng: random.Random) -> None:
+    names = sim.live_names()
+    rng.shuffle(names)
+    cut = rng.randint(1, max(1, len(names) - 1))
+    sim.net.split(names[:cut], names[cut:])
+    sim._note("net", f"SPLIT {sorted(names[:cut])} | {sorted(names[cut:])}")
+    sim.at(sim.now + rng.uniform(1.0, 8.0), _heal_net, sim)
+
+
+def one_way(sim: Simulation, rng: random.Random) -> None:
+    names = sim.live_names()
+    if len(names) < 2:
+        return
+    leader = sim.leader()
+    a, b = rng.sample(names, 2)
+    if leader is not None and rng.random() < 0.5:
+        a, b = (leader, b if b != leader else a) if rng.random() < 0.5 else (a, leader)
+    if a != b:
+        sim.net.block(a, b)
+        sim._note("net", f"BLOCK {a} -> {b}")
+        sim.at(sim.now + rng.uniform(1.0, 8.0), _heal_net, sim)
+
+
+def isolate_leader(sim: Simulation, rng: random.Random) -> None:
+    leader = sim.leader()
+    if leader is not None:
+        sim.net.isolate(leader, sim.nodes)
+        sim._note("net", f"ISOLATE {leader}")
+        sim.at(sim.now + rng.uniform(2.0, 8.0), _heal_net, sim)
+
+
+def _heal_net(sim: Simulation) -> None:
+    sim.net.heal()
+    sim._note("net", "HEAL")
+
+
+def join(sim: Simulation, rng: random.Random) -> None:
+    if len(sim.nodes) < 9:
+        sim.add_node()
+
+
+def leave(sim: Simulation, rng: random.Random) -> None:
+    name = _victim(sim, rng, leader_bias=0.3)
+    if name is not None and len(sim.live_names()) > 2:
+        sim.leave(name)
+
+
+def rolling_restart(sim: Simulation, rng: random.Random) -> None:
+    gap = rng.uniform(0.2, 4.0)
+    for i, name in enumerate(sim.live_names()[:3]):
+        sim.at(sim.now + i * gap, _crash_and_restart, sim, name, rng.uniform(0.1, 1.0))
+
+
+def _crash_and_restart(sim: Simulation, name: str, down: float) -> None:
+    if sim.nodes[name].live:
+        sim.crash(name)
+        sim.at(sim.now + down, _restart_if_crashed, sim, name)
+
+
+def referee_outage(sim: Simulation, rng: random.Random) -> None:
+    sim.referee_model = RefereeModel(fail=rng.uniform(0.1, 0.8), slow=rng.uniform(0, 0.2))
+    sim._note("db", "REFEREE OUTAGE")
+    sim.at(sim.now + rng.uniform(0.5, 5.0), _referee_ok, sim)
+
+
+def referee_stall(sim: Simulation, rng: random.Random) -> None:
+    sim.referee_model = RefereeModel(slow=rng.uniform(0.3, 1.0), slow_delay=(0.5, 4.0))
+    sim._note("db", "REFEREE STALL")
+    sim.at(sim.now + rng.uniform(0.5, 5.0), _referee_ok, sim)
+
+
+def _referee_ok(sim: Simulation) -> None:
+    sim.referee_model = RefereeModel()
+    sim._note("db", "REFEREE OK")
+
+
+Fault = Callable[[Simulation, random.Random], None]
+
+_FAULTS: dict[str, list[Fault]] = {
+    "crash": [crash],
+    "partition": [split, one_way, isolate_leader],
+    "pause": [pause],
+    "churn": [join, leave, rolling_restart, crash],
+    "referee": [referee_outage, referee_stall],
+}
+_FAULTS["random"] = [f for faults in list(_FAULTS.values()) for f in faults] + [pause, split]
