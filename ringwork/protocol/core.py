@@ -123,12 +123,16 @@ class Core:
 
     def claimable(self, now: float) -> dict[int, int]:
         """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
-        if self.role == LEADER:
-            assert self.leadership is not None
-            return dict(self.held) if now < self.leadership.authority_until else {}
-        if self.role == FOLLOWER and self.joined and now < self.lease_until:
-            return dict(self.held)
-        return {}
+        return dict(self.held) if now < self.claim_deadline() else {}
+
+    def claim_deadline(self) -> float:
+        """``claimable(now)`` is ``held`` while ``now`` is before this, and empty after: the
+        leader's authority, or the follower's lease (``-inf`` when not joined to a leader)."""
+        if self.leadership is not None:
+            return self.leadership.authority_until
+        if self.role == FOLLOWER and self.joined:
+            return self.lease_until
+        return -math.inf
 
     def next_deadline(self) -> float:
         """The earliest ``now`` at which the core wants a :class:`Tick` (``inf``: none)."""
@@ -297,8 +301,9 @@ class Core:
         self.election_since = None
         self.applied_version = -1  # versions are per leadership
         self.nodes = {n.node_id: n for n in result.nodes}
+        alive = [n for n in self.nodes if self._alive(n) and n != previous]
         self.leadership = Leadership(
-            self, now, result.term, issued + cfg.leader_lease, takeover, result.partitions
+            self, now, result.term, issued + cfg.leader_lease, takeover, result.partitions, alive
         )
         self._out.append(ev.RoleChanged(role=LEADER, term=result.term, leader=self.node_id))
         self.notice("leader_elected", takeover_wait=round(takeover - now, 3))

@@ -31,7 +31,7 @@ leader's authority (and so every lease it granted) has surely ended is orphaned.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,12 +82,17 @@ class Leadership:
         authority_until: float,
         takeover_until: float,
         ownership: Mapping[int, Ownership],
+        alive: Iterable[str],
     ) -> None:
         self.core = core
         self.config = core.config
         self.term = term
         self.authority_until = authority_until
         self.takeover_until: float | None = takeover_until
+        # Owners the registry shows alive get until join_deadline to join and confirm; the
+        # partitions of the others are orphaned as soon as the takeover wait is over.
+        self.alive_at_takeover = set(alive)
+        self.join_deadline: float | None = max(takeover_until, now + self.config.session_timeout)
         self.members: dict[str, Member] = {}
         self._dirty: set[str] = set()
         self._unversioned = False  # state changed since ``version`` was last stamped
@@ -284,12 +289,19 @@ class Leadership:
                 self._drop_member(node, now, "member_dead")  # heartcheck
         if self.takeover_until is not None and now >= self.takeover_until:
             self.takeover_until = None
-            if self.unconfirmed:
-                self._orphan(list(self.unconfirmed))
-                self._membership_changed(now)
+            self._orphan_unconfirmed(now, lambda owner: owner not in self.alive_at_takeover)
+        if self.join_deadline is not None and now >= self.join_deadline:
+            self.join_deadline = None
+            self._orphan_unconfirmed(now, lambda owner: True)
         if self.rebalance_due is not None and now >= self.rebalance_due:
             self._rebalance(now)
         self._maybe_write(now)
+
+    def _orphan_unconfirmed(self, now: float, which: Callable[[str], bool]) -> None:
+        stale = [p for p, owner in self.unconfirmed.items() if which(owner)]
+        if stale:
+            self._orphan(stale)
+            self._membership_changed(now)
 
     def deadlines(self) -> list[float]:
         cfg = self.config
@@ -300,6 +312,8 @@ class Leadership:
             times.append(min(m.last_heard for m in self.members.values()) + cfg.session_timeout)
         if self.takeover_until is not None:
             times.append(self.takeover_until)
+        if self.join_deadline is not None:
+            times.append(self.join_deadline)
         if self.rebalance_due is not None:
             times.append(self.rebalance_due)
         wait = cfg.unconfirmed_revoke_wait

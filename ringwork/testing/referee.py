@@ -24,6 +24,7 @@ class MemoryReferee:
         self.owner: list[str | None] = [None] * partitions
         self.epoch: list[int] = [0] * partitions
         self.leaders_by_term: dict[int, str] = {}  # history: at most one per term, ever
+        self.writes = 0  # successful assign() calls
         self._nodes: dict[str, tuple[str, int, float]] = {}
         self._seq = 0
 
@@ -49,6 +50,7 @@ class MemoryReferee:
         for p in owners:
             if not 0 <= p < self.partitions:
                 raise ValueError(f"no partition {p}")
+        self.writes += 1
         epochs = {}
         for p, owner in owners.items():
             self.owner[p] = owner

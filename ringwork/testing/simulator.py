@@ -80,6 +80,8 @@ class SimNode:
     tick_at: float = math.inf
     db_free: float = 0.0  # referee operations of one node run one after the other
     events: Counter[str] = field(default_factory=Counter)
+    checked: object = None  # the ``held`` dict last found consistent with the referee ...
+    checked_writes: int = -1  # ... at this many referee writes
 
     @property
     def live(self) -> bool:
@@ -126,6 +128,7 @@ class Simulation:
         self.writes = 0
         self._heap: list[tuple[float, int, Callable[..., None], tuple[Any, ...]]] = []
         self._seq = 0
+        self._wire: tuple[object, Any] = (None, None)
         self._recent: deque[tuple[float, str, str, object]] = deque(maxlen=40)
 
     # ==================================================================== scheduling and running
@@ -249,14 +252,19 @@ class Simulation:
                     self.referee.unregister(node.name)
 
     def _send(self, src: str, dst: str, message: Message) -> None:
-        data = self.codec.encode(message)
-        for delay in self.net.deliveries(src, dst):
-            self.at(self.now + delay, self._receive, dst, data)
+        delays = self.net.deliveries(src, dst)
+        if delays:
+            if message is not self._wire[0]:  # every message round-trips (a broadcast once)
+                decoded = self.codec.decode(self.codec.encode(message))
+                assert decoded == message, (decoded, message)
+                self._wire = (message, decoded)
+            decoded = self._wire[1]
+            for delay in delays:
+                self.at(self.now + delay, self._receive, dst, decoded)
 
-    def _receive(self, dst: str, data: bytes) -> None:
+    def _receive(self, dst: str, message: Message) -> None:
         node = self.nodes.get(dst)
-        message = self.codec.decode(data)
-        if node is not None and message is not None:
+        if node is not None:
             self._feed(node, node.process, ev.MessageReceived(message=message))
 
     def _drain(self, node: SimNode, partitions: frozenset[int]) -> None:
@@ -302,9 +310,16 @@ class Simulation:
 
     def check(self) -> None:
         """Invariants 1 and 2, over every live node (paused ones included: they are judged by
-        what they would believe if they woke up now)."""
+        what they would believe if they woke up now).
+
+        Equivalent to comparing every ``claimable(now)`` with the referee at every step, but
+        cheap: a node's claimable set is ``held`` until ``claim_deadline()`` and empty after, so
+        it only needs re-checking when ``held`` (always replaced, never mutated) or the
+        referee's epochs have changed -- time alone can only shrink it.
+        """
         epoch, owner = self.referee.epoch, self.referee.owner
         winners = self.referee.leaders_by_term
+        writes = self.referee.writes
         leading: dict[int, str] = {}
         for node in self.nodes.values():
             if not node.live:
@@ -318,7 +333,13 @@ class Simulation:
                         f"winner {winners.get(core.term)}, also {leading}",
                     )
                 leading[core.term] = node.name
-            for p, e in core.claimable(self.now + node.offset).items():
+            held = core.held
+            if self.now + node.offset >= core.claim_deadline():
+                continue
+            if node.checked is held and node.checked_writes == writes:
+                continue
+            node.checked, node.checked_writes = held, writes
+            for p, e in held.items():
                 if epoch[p] != e or owner[p] != node.name:
                     raise self.violation(
                         2,
@@ -370,8 +391,9 @@ class Simulation:
     # ============================================================================== queries
 
     def leader(self) -> str | None:
+        """The node acting as leader (a paused one cannot act)."""
         for node in self.nodes.values():
-            if node.live and node.core.role == LEADER:
+            if node.live and node.core.role == LEADER and self.now >= node.paused_until:
                 return node.name
         return None
 

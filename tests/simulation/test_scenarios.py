@@ -1,0 +1,224 @@
+"""The protocol, told as scenarios: each test is a story a reader can follow to learn it.
+
+Every test runs real protocol cores in the deterministic simulator, which checks invariants 1-3
+after every step (see ringwork/testing/simulator.py); the tests add what the story promises.
+Default timings throughout (heartbeat 0.5 s, session 3 s, debounce 0.5 s, revoke 10 s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from ringwork.protocol import events as ev
+from ringwork.protocol.core import LEADER
+from ringwork.testing.simulator import Simulation
+
+SEEDS = range(8)
+
+
+def settle(sim: Simulation, within: float) -> float:
+    """Run until invariant 4 holds; the simulated seconds it took."""
+    start = sim.now
+    while sim.now - start < within:
+        sim.run_for(0.05)
+        if sim.converged() is None:
+            return sim.now - start
+    raise AssertionError(f"not settled within {within}s: {sim.converged()}")
+
+
+def wait_for(sim: Simulation, condition: Callable[[], bool], within: float) -> float:
+    start = sim.now
+    while not condition():
+        if sim.now - start > within:
+            raise AssertionError(f"condition not reached within {within}s")
+        sim.run_for(0.05)
+    return sim.now - start
+
+
+def started(seed: int, n: int = 5, partitions: int = 64) -> Simulation:
+    from ringwork.protocol.config import ProtocolConfig
+
+    sim = Simulation(seed, config=ProtocolConfig(partitions=partitions))
+    sim.start(n)
+    settle(sim, 5.0)
+    sim.run_for(1.0)
+    return sim
+
+
+def partitions_of(sim: Simulation, node: str) -> dict[int, int]:
+    return sim.nodes[node].core.claimable(sim.now + sim.nodes[node].offset)
+
+
+def events(sim: Simulation, kind: type[ev.Action], since: float, node: str | None = None) -> list:
+    return [h for h in sim.happenings(kind, since) if node is None or h.node == node]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_simultaneous_start_of_five_elects_one_leader_and_rebalances_once(seed: int) -> None:
+    sim = Simulation(seed)
+    sim.start(5, jitter=0.05)
+    took = settle(sim, 3.0)
+    sim.run_for(2.0)
+    # The lowest registered_seq wins the first term; the others wait their rank and see it.
+    assert sim.referee.leaders_by_term == {1: "n1"}
+    assert [n for n in sim.nodes if sim.nodes[n].core.role == LEADER] == ["n1"]
+    # The joins fall inside one debounce window: one assignment, one write, nothing revoked.
+    lead = sim.nodes["n1"].core.leadership
+    assert lead is not None and lead.rebalances == 1
+    assert sim.referee.writes == 1
+    assert not sim.happenings(ev.Revoked) and not sim.happenings(ev.Lost)
+    assert len(sim.happenings(ev.Assigned)) == 5
+    assert took < 1.5  # debounce 0.5 s + one poll
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_the_leader(seed: int) -> None:
+    sim = started(seed)
+    old = sim.leader()
+    assert old is not None
+    survivors = [n for n in sim.live_names() if n != old]
+    kept = {n: partitions_of(sim, n) for n in survivors}
+    t0 = sim.now
+    sim.crash(old)
+    took = settle(sim, 10.0)
+    new = sim.leader()
+    assert new in survivors and sim.nodes[new].core.term == 2
+    # Failover: the followers notice after session_timeout, the next in join order wins once the
+    # dead leader's registry row is stale, then hands out only the dead leader's partitions.
+    assert 3.0 <= took <= 6.0
+    for n in survivors:  # sticky across a leader change: nobody loses what it had
+        assert kept[n].items() <= partitions_of(sim, n).items()
+    assert not events(sim, ev.Lost, t0) and not events(sim, ev.Revoked, t0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_kill_a_follower(seed: int) -> None:
+    sim = started(seed)
+    leader = sim.leader()
+    victim = next(n for n in sim.live_names() if n != leader)
+    others = [n for n in sim.live_names() if n != victim]
+    kept = {n: partitions_of(sim, n) for n in others}
+    t0 = sim.now
+    sim.crash(victim)
+    took = settle(sim, 6.0)
+    dead = sim.notices("member_dead", t0)
+    assert [h.action.detail["node"] for h in dead] == [victim]  # type: ignore[attr-defined]
+    assert 2.5 <= dead[0].time - t0 <= 3.5  # detection: session_timeout after its last beat
+    assert took <= 4.5  # + debounce + one write
+    # Only the dead node's partitions move, and nothing else is disturbed.
+    for n in others:
+        assert kept[n].items() <= partitions_of(sim, n).items()
+    assert not events(sim, ev.Revoked, t0) and not events(sim, ev.Lost, t0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_paused_follower_is_fenced_and_rejoins_as_a_new_incarnation(seed: int) -> None:
+    sim = started(seed)
+    leader = sim.leader()
+    zombie = next(n for n in sim.live_names() if n != leader)
+    had = partitions_of(sim, zombie)
+    incarnation = sim.nodes[zombie].core.incarnation
+    t0 = sim.now
+    sim.pause(zombie, 8.0)  # well past session_timeout
+    sim.run_for(2.6)
+    # Its lease ran out before the leader could declare it dead: it may claim nothing (and the
+    # simulator checks, every step, that it never believes otherwise).
+    assert partitions_of(sim, zombie) == {}
+    sim.run_for(8.0 - 2.6)
+    assert sim.notices("member_dead", t0)[0].action.detail["node"] == zombie  # type: ignore[attr-defined]
+    # On waking it is told it is no longer a member: it loses everything, rejoins as new.
+    settle(sim, 5.0)
+    lost = events(sim, ev.Lost, t0, zombie)
+    assert lost and set(had) <= set(lost[0].action.partitions)  # type: ignore[attr-defined]
+    assert sim.nodes[zombie].core.incarnation == incarnation + 1
+    # Whatever it owns now, it owns at a newer epoch than before: its old claims are fenced.
+    for p, epoch in partitions_of(sim, zombie).items():
+        assert p not in had or epoch > had[p]
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("leader_side", ["majority", "minority"])
+def test_split_five_into_three_and_two_then_heal(seed: int, leader_side: str) -> None:
+    sim = started(seed)
+    leader = sim.leader()
+    others = [n for n in sim.live_names() if n != leader]
+    side = [leader, *others[:2]] if leader_side == "majority" else [leader, others[0]]
+    rest = [n for n in sim.live_names() if n not in side]
+    t0 = sim.now
+    sim.net.split(side, rest)
+    sim.run_for(8.0)
+    # The referee decides: the side without the leader sees it alive in the registry, so it
+    # does not elect a second one -- it waits, fenced; the leader's side takes over everything.
+    assert sim.referee.term == 1 and sim.leader() == leader
+    for n in rest:
+        assert partitions_of(sim, n) == {}
+    owned = set().union(*(partitions_of(sim, n) for n in side))
+    assert owned == set(range(64))
+    sim.net.heal()
+    settle(sim, 8.0)
+    assert sim.referee.term == 1
+    assert {h.node for h in events(sim, ev.Lost, t0)} == set(rest)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_rolling_restart_of_every_node(seed: int) -> None:
+    sim = started(seed)
+    for name in list(sim.live_names()):
+        sim.crash(name)
+        sim.run_for(0.5)
+        sim.restart(name)
+        settle(sim, 12.0)
+    assert len(sim.live_names()) == 5
+    assert sim.referee.term >= 2  # the old leader's process went too
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_clean_leave_hands_over_without_losing_anything(seed: int) -> None:
+    sim = started(seed)
+    leader = sim.leader()
+    follower = next(n for n in sim.live_names() if n != leader)
+    t0 = sim.now
+    sim.leave(follower)
+    wait_for(sim, lambda: sim.nodes[follower].stopped, 2.0)
+    settle(sim, 3.0)
+    assert not events(sim, ev.Lost, t0)  # revoked, drained, handed over: nobody lost anything
+    # The leader leaves too: it hands its partitions over, resigns, a successor takes over.
+    t1 = sim.now
+    sim.leave(leader)
+    took = wait_for(sim, lambda: sim.nodes[leader].stopped, 2.0)
+    took += settle(sim, 6.0)
+    assert sim.leader() != leader
+    assert not events(sim, ev.Lost, t1)
+    assert took < 4.0  # no session_timeout wait: the resignation triggers the election
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_zombie_leader_wakes_up_deposed(seed: int) -> None:
+    sim = started(seed)
+    old = sim.leader()
+    assert old is not None
+    t0 = sim.now
+    sim.pause(old, 9.0)
+    sim.run_for(2.5)
+    assert partitions_of(sim, old) == {}  # its authority has lapsed: it claims nothing
+    settle(sim, 9.0)  # the others elected a successor and took its partitions
+    assert sim.leader() != old and sim.referee.term == 2
+    sim.run_for(9.0 - (sim.now - t0) + 0.1)
+    settle(sim, 6.0)  # it wakes, steps down, loses its partitions, and rejoins
+    assert sim.nodes[old].core.role != LEADER
+    assert events(sim, ev.Lost, t0, old)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_referee_outage_fences_everyone_then_recovers(seed: int) -> None:
+    from ringwork.testing.simulator import RefereeModel
+
+    sim = started(seed)
+    sim.referee_model = RefereeModel(fail=1.0)
+    sim.run_for(3.0)
+    # No leader can confirm its term, so no lease outlives the outage: nobody may claim.
+    assert all(partitions_of(sim, n) == {} for n in sim.live_names())
+    sim.referee_model = RefereeModel()
+    settle(sim, 8.0)
