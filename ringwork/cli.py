@@ -65,8 +65,9 @@ def migrate_option(fn: F) -> F:
     )(fn)
 
 
-def load_app(spec: str, database_url: str | None = None, no_migrate: bool = False,
-             **overrides: Any) -> App:
+def load_app(
+    spec: str, database_url: str | None = None, no_migrate: bool = False, **overrides: Any
+) -> App:
     """Import ``MODULE:APP`` (from the working directory too) and apply CLI overrides."""
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
@@ -81,15 +82,18 @@ def load_app(spec: str, database_url: str | None = None, no_migrate: bool = Fals
     app = getattr(module, attr, None)
     if not isinstance(app, App):
         raise AppImportError(f"{spec!r} is not a ringwork App (found {type(app).__name__})")
-    app.configure(
-        database_url=database_url, migrate=False if no_migrate else None, **overrides
-    )
+    app.configure(database_url=database_url, migrate=False if no_migrate else None, **overrides)
     return app
 
 
 @click.group(cls=RingworkGroup, context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--log-level", envvar="RINGWORK_LOG_LEVEL", default="INFO", show_default=True,
-              type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False))
+@click.option(
+    "--log-level",
+    envvar="RINGWORK_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
 @click.version_option(package_name="ringwork")
 def cli(log_level: str) -> None:
     """ringwork: partitioned SQL jobs, run by a cluster of worker processes."""
@@ -100,23 +104,76 @@ def cli(log_level: str) -> None:
 @click.argument("app_spec", metavar="MODULE:APP")
 @database_option
 @migrate_option
-@click.option("--concurrency", type=click.IntRange(min=1), envvar="RINGWORK_CONCURRENCY",
-              help="Jobs in flight in this process (default 16).")
-@click.option("--grace", type=click.FloatRange(min=0), help="Seconds in-flight jobs get on "
-              "SIGTERM/SIGINT before the worker exits anyway (default 30).")
-@click.option("--bind", default="tcp://127.0.0.1:*", show_default=True,
-              help="Address this worker listens on.")
-@click.option("--advertise", help="Address other processes use to reach this worker.")
-def worker(app_spec: str, database_url: str | None, no_migrate: bool, concurrency: int | None,
-           grace: float | None, bind: str, advertise: str | None) -> None:
-    """Run a worker process for MODULE:APP."""
+@click.option(
+    "--concurrency",
+    type=click.IntRange(min=1),
+    envvar="RINGWORK_CONCURRENCY",
+    help="Jobs in flight in this process (default 16).",
+)
+@click.option(
+    "--grace",
+    type=click.FloatRange(min=0),
+    help="Seconds in-flight jobs get on "
+    "SIGTERM/SIGINT before the worker exits anyway (default 30).",
+)
+@click.option(
+    "--bind",
+    envvar="RINGWORK_BIND",
+    help="Address this worker's ROUTER listens on (default tcp://127.0.0.1:*, a free "
+    "port; the PUB socket takes another free port on the same host).",
+)
+@click.option(
+    "--advertise",
+    envvar="RINGWORK_ADVERTISE",
+    help="Host (or tcp://HOST:PORT) other processes use to reach this worker.",
+)
+@click.option(
+    "--curve-key-file",
+    envvar="RINGWORK_CURVE_KEY_FILE",
+    type=click.Path(),
+    help="Cluster key pair from `ringwork keys`: encrypt and authenticate sockets.",
+)
+@click.option(
+    "--session-timeout",
+    type=click.FloatRange(min=0.5),
+    help="Seconds of silence before a member is declared dead (default 3).",
+)
+@click.option(
+    "--metrics-port",
+    type=click.IntRange(min=0),
+    envvar="RINGWORK_METRICS_PORT",
+    help="Serve Prometheus metrics on this port of the bind host.",
+)
+def worker(
+    app_spec: str,
+    database_url: str | None,
+    no_migrate: bool,
+    concurrency: int | None,
+    grace: float | None,
+    bind: str | None,
+    advertise: str | None,
+    curve_key_file: str | None,
+    session_timeout: float | None,
+    metrics_port: int | None,
+) -> None:
+    """Run a worker process for MODULE:APP; it joins the app's cluster."""
     from ringwork.runtime import Worker
 
-    app = load_app(app_spec, database_url, no_migrate, concurrency=concurrency,
-                   shutdown_grace=grace)
-    host = _host_of(bind)
-    code = Worker(app, wake_host=host, wake_advertise=_host_of(advertise) if advertise else None
-                  ).run()
+    app = load_app(
+        app_spec,
+        database_url,
+        no_migrate,
+        concurrency=concurrency,
+        shutdown_grace=grace,
+        bind=bind,
+        advertise=advertise,
+        curve_key_file=curve_key_file,
+        session_timeout=session_timeout,
+        metrics_port=metrics_port,
+    )
+    settings = app.settings
+    wake_advertise = _host_of(settings.advertise) if settings.advertise else None
+    code = Worker(app, wake_host=_host_of(settings.bind), wake_advertise=wake_advertise).run()
     app.close()
     sys.exit(code)
 
@@ -139,9 +196,18 @@ def _host_of(address: str) -> str:
 @click.option("--dedupe-key", default=None, help="Skip if an unfinished job has this key.")
 @database_option
 @migrate_option
-def enqueue(app_spec: str, task: str, key: str, payload: str | None, count: int,
-            priority: int | None, delay: float | None, dedupe_key: str | None,
-            database_url: str | None, no_migrate: bool) -> None:
+def enqueue(
+    app_spec: str,
+    task: str,
+    key: str,
+    payload: str | None,
+    count: int,
+    priority: int | None,
+    delay: float | None,
+    dedupe_key: str | None,
+    database_url: str | None,
+    no_migrate: bool,
+) -> None:
     """Enqueue COUNT jobs of TASK."""
     app = load_app(app_spec, database_url, no_migrate)
     app.get_task(task)  # unknown task: fail before touching the database
@@ -150,8 +216,14 @@ def enqueue(app_spec: str, task: str, key: str, payload: str | None, count: int,
     except json.JSONDecodeError as exc:
         raise PayloadError(f"--payload is not valid JSON: {exc}") from None
     jobs = [
-        app.build_job(task, key.replace("{i}", str(i)), data, delay=delay, priority=priority,
-                      dedupe_key=dedupe_key)
+        app.build_job(
+            task,
+            key.replace("{i}", str(i)),
+            data,
+            delay=delay,
+            priority=priority,
+            dedupe_key=dedupe_key,
+        )
         for i in range(count)
     ]
     ids = app.enqueue_many(jobs)
@@ -241,6 +313,92 @@ def _record_dict(record: JobRecord) -> dict[str, Any]:
         if hasattr(value, "isoformat"):
             data[name] = value.isoformat()
     return data
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
+@database_option
+@migrate_option
+def status(
+    app_spec: str, as_json: bool, watch: bool, database_url: str | None, no_migrate: bool
+) -> None:
+    """Leader, term, nodes and their partitions, job counts and backlog."""
+    import time
+
+    from rich.live import Live
+
+    from ringwork.console import status_view
+    from ringwork.status import collect
+
+    app = load_app(app_spec, database_url, no_migrate)
+    if as_json and not watch:
+        click.echo(json.dumps(collect(app)))
+    elif as_json:
+        while True:
+            click.echo(json.dumps(collect(app)), nl=True)
+            time.sleep(1.0)
+    elif watch:
+        with Live(status_view(collect(app)), auto_refresh=False) as live:
+            while True:
+                time.sleep(1.0)
+                live.update(status_view(collect(app)), refresh=True)
+    else:
+        from rich.console import Console
+
+        Console().print(status_view(collect(app)))
+    app.close()
+
+
+@cli.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.option(
+    "--processes", type=click.IntRange(min=1), required=True, help="Worker processes to start."
+)
+@click.option("--concurrency", type=click.IntRange(min=1), help="Per process.")
+@database_option
+@migrate_option
+def run(
+    app_spec: str,
+    processes: int,
+    concurrency: int | None,
+    database_url: str | None,
+    no_migrate: bool,
+) -> None:
+    """Run a local cluster of N worker processes; signals are forwarded to them."""
+    from ringwork.supervisor import supervise
+
+    load_app(app_spec, database_url, no_migrate)  # fail here, once, on a bad app or URL
+    argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec]
+    if database_url:
+        argv += ["--database-url", database_url]
+    if no_migrate:
+        argv.append("--no-migrate")
+    if concurrency:
+        argv += ["--concurrency", str(concurrency)]
+    sys.exit(supervise(argv, processes))
+
+
+@cli.command()
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, writable=True),
+    required=True,
+    help="File to write the cluster key pair to (mode 0600).",
+)
+def keys(output: str) -> None:
+    """Generate a CURVE key pair that encrypts and authenticates the cluster's sockets.
+
+    Give every worker the same file with --curve-key-file (or RINGWORK_CURVE_KEY_FILE).
+    """
+    from ringwork.node import CurveKeys
+
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(CurveKeys.generate().dump())
+    click.echo(f"wrote {output}")
 
 
 @cli.group()

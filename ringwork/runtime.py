@@ -93,8 +93,9 @@ def cluster_node(app: App) -> Coordinator:
 
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None
-    return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
-                curve=curve)
+    return Node(
+        app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None, curve=curve
+    )
 
 
 class Worker:
@@ -173,12 +174,19 @@ class Worker:
                 return 0
             if self.store.dialect == "postgresql":
                 threading.Thread(
-                    target=self._listen_notifications, args=(listener_stop,),
-                    name="ringwork-listen", daemon=True,
+                    target=self._listen_notifications,
+                    args=(listener_stop,),
+                    name="ringwork-listen",
+                    daemon=True,
                 ).start()
+            if self.settings.metrics_port:
+                self._serve_metrics()
             log_event(
-                "worker_started", node=self.node_id, cluster=self.store.cluster,
-                concurrency=self.settings.concurrency, dialect=self.store.dialect,
+                "worker_started",
+                node=self.node_id,
+                cluster=self.store.cluster,
+                concurrency=self.settings.concurrency,
+                dialect=self.store.dialect,
             )
             self._ready.set()
             housekeeping = asyncio.create_task(self._housekeeping())
@@ -192,8 +200,12 @@ class Worker:
             await loop.run_in_executor(self._db_pool, self.coordinator.stop)
         s = self.stats
         log_event(
-            "worker_stopped", node=self.node_id, succeeded=s.succeeded, retried=s.retried,
-            dead=s.dead, fenced=s.fenced,
+            "worker_stopped",
+            node=self.node_id,
+            succeeded=s.succeeded,
+            retried=s.retried,
+            dead=s.dead,
+            fenced=s.fenced,
         )
         return 0
 
@@ -239,8 +251,14 @@ class Worker:
         task = self.app.tasks.get(job.task)
         try:
             if task is None:
-                self._failed.append((job, f"UnknownTaskError: task {job.task!r} is not "
-                                     "registered in this worker's app", None))
+                self._failed.append(
+                    (
+                        job,
+                        f"UnknownTaskError: task {job.task!r} is not "
+                        "registered in this worker's app",
+                        None,
+                    )
+                )
             else:
                 try:
                     if task.is_async:
@@ -252,8 +270,14 @@ class Worker:
                     delay = retry_delay(
                         job.attempt, self.settings.retry_base, self.settings.retry_max, self._rng
                     )
-                    log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
-                              attempt=job.attempt, error=f"{type(exc).__name__}: {exc}")
+                    log_event(
+                        "job_failed",
+                        node=self.node_id,
+                        job=job.id,
+                        task=job.task,
+                        attempt=job.attempt,
+                        error=f"{type(exc).__name__}: {exc}",
+                    )
                     self._failed.append((job, describe_exception(exc), delay))
                 else:
                     self._completed.append(job)
@@ -295,8 +319,13 @@ class Worker:
                             asyncio.get_running_loop().call_later(delay, self._wake.set)
                     elif outcome is Outcome.DEAD:
                         self.stats.dead += 1
-                        log_event("job_dead", node=self.node_id, job=job.id, task=job.task,
-                                  attempts=job.attempt)
+                        log_event(
+                            "job_dead",
+                            node=self.node_id,
+                            job=job.id,
+                            task=job.task,
+                            attempts=job.attempt,
+                        )
                     else:
                         self._count_fenced(1)
             except DatabaseError as exc:
@@ -419,11 +448,13 @@ class Worker:
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
         if self._signals > 1:
-            log_event("worker_killed", node=self.node_id, signal=sig.name,
-                      inflight=len(self._inflight))
+            log_event(
+                "worker_killed", node=self.node_id, signal=sig.name, inflight=len(self._inflight)
+            )
             os._exit(1)
-        log_event("worker_stopping", node=self.node_id, signal=sig.name,
-                  inflight=len(self._inflight))
+        log_event(
+            "worker_stopping", node=self.node_id, signal=sig.name, inflight=len(self._inflight)
+        )
         self._begin_stop()
 
     def _begin_stop(self) -> None:
@@ -442,8 +473,10 @@ class Worker:
             if pending:
                 log_event("grace_expired", node=self.node_id, abandoned=len(pending))
         deadline = time.monotonic() + max(self.settings.shutdown_grace, 1.0)
-        while self._completed or self._failed or (
-            self._flush_task is not None and not self._flush_task.done()
+        while (
+            self._completed
+            or self._failed
+            or (self._flush_task is not None and not self._flush_task.done())
         ):
             if time.monotonic() > deadline:
                 log_event("flush_abandoned", node=self.node_id, pending=len(self._completed))
@@ -451,6 +484,24 @@ class Worker:
             self._kick_flush()
             assert self._flush_task is not None
             await asyncio.wait({self._flush_task}, timeout=1.0)
+
+    def _serve_metrics(self) -> None:
+        from ringwork.metrics import WorkerCollector, serve
+
+        def stats() -> dict[str, int]:
+            s = self.stats
+            return {
+                "succeeded": s.succeeded,
+                "retried": s.retried,
+                "dead": s.dead,
+                "fenced": s.fenced,
+                "dropped": s.dropped,
+                "claimed": s.claimed,
+            }
+
+        view = getattr(self.coordinator, "view", dict)
+        port = serve(self.settings.metrics_port, self._wake_host, WorkerCollector(stats, view))
+        log_event("metrics_serving", node=self.node_id, port=port)
 
     # -- database helpers ----------------------------------------------------------------------
 
@@ -465,8 +516,13 @@ class Worker:
         self._db_failures += 1
         delay = min(self.settings.db_backoff_max, 0.05 * 2**self._db_failures)
         first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        log_event("database_unavailable", node=self.node_id, during=what,
-                  retry_in=f"{delay:.2f}", error=first_line)
+        log_event(
+            "database_unavailable",
+            node=self.node_id,
+            during=what,
+            retry_in=f"{delay:.2f}",
+            error=first_line,
+        )
         await asyncio.sleep(delay)
 
     async def _with_db_retry(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
@@ -478,4 +534,3 @@ class Worker:
                     raise
                 await self._outage(what, exc)
         return None
-

@@ -51,7 +51,12 @@ MIN_SQLITE = (3, 35, 0)
 #:   (a UNION of one arm per owned partition, ~10 ms to plan) every time unless told to keep
 #:   the generic plan. Every ringwork statement is written so its generic plan is the right one
 #:   (literals where partial indexes need them; tests/integration/test_store_explain.py).
-PG_SESSION_OPTIONS = "-c jit=off -c plan_cache_mode=force_generic_plan"
+#: * A process paused (SIGSTOP, a VM freeze) inside a transaction would keep its row locks and
+#:   block the leader's epoch bumps forever; the server aborts such a transaction after 2 s
+#:   of silence. Every ringwork transaction is a statement or two sent back to back.
+PG_SESSION_OPTIONS = (
+    "-c jit=off -c plan_cache_mode=force_generic_plan -c idle_in_transaction_session_timeout=2000"
+)
 
 _PG_ALIASES = {"postgres", "postgresql", "postgresql+psycopg", "postgres+psycopg"}
 _SQLITE_ALIASES = {"sqlite", "sqlite+pysqlite"}

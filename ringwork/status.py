@@ -1,0 +1,67 @@
+"""Cluster status from the database alone: who leads which term, who owns what, what is queued.
+
+The database is the referee, so it is also the one place that knows the whole picture: the term
+row names the leader, the partitions table the owners and epochs, the registry every node with
+its last heartbeat (``last_seen`` is refreshed by each node's registry poll). A node whose row is
+older than the session timeout is reported as ``stale``: it is dead or cut off, and the leader
+will (or already did) move its partitions.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from ringwork.app import App
+
+
+def collect(app: App) -> dict[str, Any]:
+    """The status document (``ringwork status --json`` prints exactly this)."""
+    store = app.store
+    settings = app.settings
+    term = store.read_term()
+    owners = store.read_partitions()
+    nodes = store.list_nodes()
+    owned: dict[str, list[int]] = defaultdict(list)
+    epochs: dict[str, dict[int, int]] = defaultdict(dict)
+    unowned = []
+    for p, row in sorted(owners.items()):
+        if row.owner is None:
+            unowned.append(p)
+        else:
+            owned[row.owner].append(p)
+            epochs[row.owner][p] = row.epoch
+    live_limit = settings.session_timeout
+    node_docs = []
+    for n in nodes:
+        alive = n.age < live_limit
+        role = ("leader" if n.node_id == term.leader else "follower") if alive else "stale"
+        node_docs.append(
+            {
+                "id": n.node_id,
+                "endpoint": n.endpoint,
+                "pub_endpoint": n.pub_endpoint,
+                "role": role,
+                "priority": n.registered_seq,
+                "partitions": owned.get(n.node_id, []),
+                "last_heartbeat_age_s": round(n.age, 3),
+                "last_heartbeat": n.last_seen.isoformat(),
+            }
+        )
+    known = {n.node_id for n in nodes}
+    orphans = {owner: parts for owner, parts in owned.items() if owner not in known}
+    live = [n for n in node_docs if n["role"] != "stale"]
+    leader_alive = any(n["role"] == "leader" for n in node_docs)
+    return {
+        "cluster": settings.cluster,
+        "partition_count": settings.partitions,
+        "term": term.term,
+        "leader": term.leader if leader_alive else None,
+        "last_leader": term.leader,
+        "alive": bool(live),
+        "nodes": node_docs,
+        "unowned_partitions": unowned,
+        "partitions_of_unregistered_owners": orphans,
+        "jobs": store.counts_by_state(),
+        "backlog": {str(p): n for p, n in sorted(store.backlog_by_partition().items()) if n},
+    }

@@ -1,0 +1,175 @@
+"""A local cluster of real ``ringwork worker`` processes for acceptance tests.
+
+Every process is the leader of its own process group and is killed by PID at teardown; waits
+are conditions with deadlines, never bare sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ringwork import App
+from ringwork.status import collect
+from tests.acceptance.cluster_app import build
+from tests.support import free_port, wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+APP_SPEC = "tests.acceptance.cluster_app:app"
+
+
+@dataclass
+class Proc:
+    popen: subprocess.Popen[bytes]
+    log: Path
+    metrics_port: int
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def metrics(self) -> dict[str, float]:
+        """Scrape ``/metrics``: ``{'name{labels}': value}``."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as response:
+            text = response.read().decode()
+        out = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                out[name] = float(value)
+        return out
+
+
+@dataclass
+class Events:
+    """Handler event logs: per job id, the (pid, time) of each start and end, plus seq/key."""
+
+    starts: dict[int, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+    ends: dict[int, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
+    key: dict[int, str] = field(default_factory=dict)
+    seq: dict[int, int] = field(default_factory=dict)
+
+
+class Cluster:
+    def __init__(self, db_url: str, name: str, workdir: Path, *, session_timeout: float = 3.0):
+        self.db_url = db_url
+        self.name = name
+        self.workdir = workdir
+        self.session_timeout = session_timeout
+        self.procs: list[Proc] = []
+        self.app = build(App(database_url=db_url, cluster=name, partitions=64))
+        self.app.configure(session_timeout=session_timeout)
+
+    # -- processes -----------------------------------------------------------------------------
+
+    def start(self, n: int = 1, *extra: str) -> list[Proc]:
+        env = {**os.environ, "RINGWORK_DATABASE_URL": self.db_url, "RINGWORK_CLUSTER": self.name,
+               "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO"}
+        started = []
+        for _ in range(n):
+            port = free_port()
+            log = self.workdir / f"worker-{len(self.procs)}.log"
+            with open(log, "ab") as out:
+                popen = subprocess.Popen(
+                    [sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
+                     "--metrics-port", str(port), "--session-timeout", str(self.session_timeout),
+                     *extra],
+                    cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+            proc = Proc(popen, log, port)
+            self.procs.append(proc)
+            started.append(proc)
+        return started
+
+    def signal(self, proc: Proc, sig: int) -> float:
+        os.killpg(proc.pid, sig)
+        return time.time()
+
+    def kill9(self, proc: Proc) -> float:
+        at = self.signal(proc, signal.SIGKILL)
+        proc.popen.wait(10)
+        return at
+
+    def close(self) -> None:
+        for proc in self.procs:
+            if proc.popen.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+            proc.popen.wait(10)
+        self.app.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log.name} (pid {p.pid})\n{p.log.read_text()[-4000:]}"
+                         for p in self.procs)
+
+    # -- observing -----------------------------------------------------------------------------
+
+    def status(self) -> dict[str, Any]:
+        return collect(self.app)
+
+    def node_of(self, proc: Proc, doc: dict[str, Any] | None = None) -> dict[str, Any] | None:
+        doc = doc or self.status()
+        for node in doc["nodes"]:
+            if f"-{proc.pid}-" in node["id"] and node["role"] != "stale":
+                return node
+        return None
+
+    def balanced(self, procs: list[Proc]) -> dict[str, Any] | None:
+        """The status if exactly ``procs`` are live, one leads, and they share all partitions."""
+        doc = self.status()
+        live = [n for n in doc["nodes"] if n["role"] != "stale"]
+        mine = [self.node_of(p, doc) for p in procs]
+        if any(m is None for m in mine) or len(live) != len(procs):
+            return None
+        if sum(1 for n in live if n["role"] == "leader") != 1:
+            return None
+        counts = sorted(len(m["partitions"]) for m in mine if m)
+        owned = sorted(p for m in mine if m for p in m["partitions"])
+        lo, hi = 64 // len(procs), -(-64 // len(procs))
+        if owned != list(range(64)) or counts[0] < lo or counts[-1] > hi:
+            return None
+        return doc
+
+    def wait_balanced(self, procs: list[Proc], timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            return wait_for(lambda: self.balanced(procs), timeout, 0.1,
+                            f"{len(procs)} nodes balanced")
+        except AssertionError:
+            raise AssertionError(f"not balanced: {self.status()}\n{self.logs()}") from None
+
+    def wait_done(self, ids: list[int], timeout: float = 60.0) -> None:
+        def done() -> bool:
+            return self.app.store.counts_by_state()["succeeded"] >= len(ids)
+
+        try:
+            wait_for(done, timeout, 0.1, "all jobs succeeded")
+        except AssertionError:
+            raise AssertionError(f"{self.app.store.counts_by_state()}\n{self.logs()}") from None
+
+    def events(self) -> Events:
+        events = Events()
+        for path in self.workdir.glob("events-*.log"):
+            for line in path.read_text().splitlines():
+                kind, job_id, key, seq, pid, ts = line.split()
+                target = events.starts if kind == "S" else events.ends
+                target[int(job_id)].append((int(pid), float(ts)))
+                events.key[int(job_id)] = key
+                events.seq[int(job_id)] = int(seq)
+        return events
+
+    def enqueue(self, n: int, keys: int = 64, ms: int = 5, task: str = "rec") -> list[int]:
+        return self.app.enqueue_many(
+            [{"task": task, "key": f"key-{i % keys}", "payload": {"seq": i, "ms": ms}}
+             for i in range(n)]
+        )
