@@ -50,6 +50,9 @@ class Events:
                 target = events.starts if kind == "S" else events.ends
                 target[int(job_id)].append((int(pid), float(ts)))
                 events.partition[int(job_id)] = int(part)
+        for table in (events.starts, events.ends):
+            for times in table.values():
+                times.sort(key=lambda pid_ts: pid_ts[1])
         return events
 
 
@@ -57,7 +60,10 @@ def _spawn(app_spec: str, env: dict[str, str], log: Path) -> subprocess.Popen[by
     with open(log, "ab") as out:
         return subprocess.Popen(
             [sys.executable, "-m", "ringwork.cli", "worker", app_spec],
-            env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
 
 
@@ -67,8 +73,12 @@ def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> i
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="ringwork-demo-"))
     url = f"sqlite:///{tmp / 'demo.db'}"
-    env = {**os.environ, "RINGWORK_DATABASE_URL": url, "RINGWORK_EXAMPLE_LOG": str(tmp),
-           "RINGWORK_LOG_LEVEL": "INFO"}
+    env = {
+        **os.environ,
+        "RINGWORK_DATABASE_URL": url,
+        "RINGWORK_EXAMPLE_LOG": str(tmp),
+        "RINGWORK_LOG_LEVEL": "INFO",
+    }
     app.configure(database_url=url)
     console.print(f"[bold]ringwork demo[/] -- database {url}")
     procs: list[subprocess.Popen[bytes]] = []
@@ -80,12 +90,15 @@ def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> i
             task = "ledger" if i % 5 == 0 else ("fetch" if i % 5 == 1 else "greet")
             batch.append(app.build_job(task, key, {"seq": i, "sleep": 0.003}))
         ids = app.enqueue_many(batch)
-        console.print(f"enqueued {len(ids)} jobs over 200 keys in "
-                      f"{time.monotonic() - t0:.2f}s (every 5th is an ordered 'ledger' job)")
+        console.print(
+            f"enqueued {len(ids)} jobs over 200 keys in "
+            f"{time.monotonic() - t0:.2f}s (every 5th is an ordered 'ledger' job)"
+        )
         for n in range(processes):
             procs.append(_spawn("workers.example:app", env, tmp / f"worker-{n}.log"))
-        console.print(f"started {processes} worker process(es): "
-                      + ", ".join(str(p.pid) for p in procs))
+        console.print(
+            f"started {processes} worker process(es): " + ", ".join(str(p.pid) for p in procs)
+        )
         report = _watch(app, procs, tmp, set(ids), console)
         for proc in procs:
             if proc.poll() is None:
@@ -113,15 +126,19 @@ class Failover:
     killed_at: float | None = None
     partitions: set[int] = field(default_factory=set)
     resumed_after: float | None = None
+    new_owners: Counter[str] = field(default_factory=Counter)
 
 
-def _watch(
-    app: App, procs: list[Popen], tmp: Path, ids: set[int], console: Console
-) -> Failover:
+def _watch(app: App, procs: list[Popen], tmp: Path, ids: set[int], console: Console) -> Failover:
     failover = Failover()
     deadline = time.monotonic() + DEADLINE
-    columns = (TextColumn("[bold]jobs"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-               TextColumn("{task.fields[nodes]}"))
+    columns = (
+        TextColumn("[bold]jobs"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[nodes]}"),
+    )
     with Progress(*columns, console=console, transient=False) as progress:
         bar = progress.add_task("jobs", total=len(ids), nodes="")
         while time.monotonic() < deadline:
@@ -131,10 +148,20 @@ def _watch(
             per_pid = Counter(pid for ends in events.ends.values() for pid, _ in ends)
             nodes = "  ".join(f"{pid}:{n}" for pid, n in sorted(per_pid.items()))
             progress.update(bar, completed=done, nodes=nodes)
-            if (len(procs) > 1 and failover.killed_pid is None and done >= len(ids) * 0.4):
+            if len(procs) > 1 and failover.killed_pid is None and done >= len(ids) * 0.4:
                 failover = _kill_one(app, procs, console)
             if failover.killed_at is not None and failover.resumed_after is None:
                 failover.resumed_after = _resumed(events, failover)
+                if failover.resumed_after is not None:
+                    owners = app.store.read_partitions()
+                    failover.new_owners = Counter(
+                        owners[p].owner or "nobody" for p in failover.partitions
+                    )
+                    console.print(
+                        f"failover: the killed worker's partitions were processing again "
+                        f"{failover.resumed_after:.2f}s after the kill, now owned by "
+                        + ", ".join(f"{o} ({n})" for o, n in failover.new_owners.items())
+                    )
             if done >= len(ids):
                 break
             if all(p.poll() is not None for p in procs):
@@ -152,8 +179,10 @@ def _kill_one(app: App, procs: list[Popen], console: Console) -> Failover:
     mine = {p for p, o in owners.items() if o.owner and f"-{victim.pid}-" in o.owner}
     os.killpg(victim.pid, signal.SIGKILL)
     at = time.time()
-    console.print(f"[red]killed worker {victim.pid} with SIGKILL[/] (it owned {len(mine)} "
-                  f"partitions; {len(nodes)} nodes were registered)")
+    console.print(
+        f"[red]killed worker {victim.pid} with SIGKILL[/] (it owned {len(mine)} "
+        f"partitions; {len(nodes)} nodes were registered)"
+    )
     return Failover(killed_pid=victim.pid, killed_at=at, partitions=mine)
 
 
@@ -161,9 +190,11 @@ def _resumed(events: Events, failover: Failover) -> float | None:
     """Seconds from the kill until another process started a job in a dead node's partition."""
     assert failover.killed_at is not None
     first = [
-        ts for job_id, starts in events.starts.items()
+        ts
+        for job_id, starts in events.starts.items()
         if events.partition.get(job_id) in failover.partitions
-        for pid, ts in starts if pid != failover.killed_pid and ts >= failover.killed_at
+        for pid, ts in starts
+        if pid != failover.killed_pid and ts >= failover.killed_at
     ]
     return min(first) - failover.killed_at if first else None
 
@@ -183,8 +214,11 @@ def _report(
         first_pid = starts[0][0]
         if failover.killed_pid is not None and first_pid == failover.killed_pid:
             ended_in_dead = any(pid == first_pid for pid, _ in events.ends.get(job_id, []))
-            why["finished on the killed node, not yet written when it died" if ended_in_dead
-                else "in flight on the killed node"] += 1
+            why[
+                "finished on the killed node, not yet written when it died"
+                if ended_in_dead
+                else "in flight on the killed node"
+            ] += 1
         else:
             why["failed attempt retried (the 'flaky' task or an error)"] += 1
 
@@ -198,15 +232,25 @@ def _report(
         table.add_row(f"  - {reason}", str(n))
     table.add_row("finished more than once (handler logs)", str(len(ended_twice)))
     if failover.killed_pid is not None:
-        table.add_row("killed worker", f"pid {failover.killed_pid}, owned "
-                      f"{len(failover.partitions)} partitions")
-        resumed = (f"{failover.resumed_after:.2f}s" if failover.resumed_after is not None
-                   else "not observed")
+        table.add_row(
+            "killed worker",
+            f"pid {failover.killed_pid}, owned {len(failover.partitions)} partitions",
+        )
+        resumed = (
+            f"{failover.resumed_after:.2f}s"
+            if failover.resumed_after is not None
+            else "not observed"
+        )
         table.add_row("its partitions processing again after", resumed)
+        for owner, n in failover.new_owners.items():
+            table.add_row(f"  - taken over by {owner}", f"{n} partitions")
     exits = [p.returncode for p in procs if p.pid != failover.killed_pid]
     table.add_row("surviving workers' exit codes", ", ".join(map(str, exits)))
     console.print(table)
     clean = not not_succeeded and not never_ended and all(code == 0 for code in exits)
-    console.print("[bold green]clean: every job succeeded, none lost[/]" if clean
-                  else "[bold red]NOT clean[/]")
+    console.print(
+        "[bold green]clean: every job succeeded, none lost[/]"
+        if clean
+        else "[bold red]NOT clean[/]"
+    )
     return 0 if clean else 1

@@ -50,6 +50,10 @@ if TYPE_CHECKING:
 #: Upper bound on one poll, so queued inbox events (revoke confirmations) are seen promptly.
 MAX_POLL = 0.05
 SNDHWM = 100
+#: How long a message to a peer we cannot reach yet is held, how many, and how often retried.
+HOLD_FOR = 1.0
+HOLD_MAX = 20
+HELD_POLL = 0.002
 RCVHWM = 10_000
 
 
@@ -161,6 +165,7 @@ class Node:
         self._ops: list[Future[ev.Event | None]] = []
         self._refreshing = False
         self._peers: dict[str, zmq.Socket] = {}
+        self._held: dict[str, list[tuple[float, bytes]]] = {}
         self._sub_target: str | None = None
         self._listener: PartitionListener | None = None
         self._thread: threading.Thread | None = None
@@ -187,8 +192,13 @@ class Node:
         core = Core(self.node_id, self.config, incarnation=seq)
         with self._core_lock:
             self._core = core
-        log_event("node_registered", node=self.node_id, endpoint=self.endpoint,
-                  pub=self.pub_endpoint, seq=seq)
+        log_event(
+            "node_registered",
+            node=self.node_id,
+            endpoint=self.endpoint,
+            pub=self.pub_endpoint,
+            seq=seq,
+        )
         self._running.set()
         self._feed(time.monotonic(), ev.Start())
         self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
@@ -226,8 +236,12 @@ class Node:
                 self._registry.unregister(self.node_id)
         except RingworkError as exc:
             log_event("unregister_failed", node=self.node_id, error=exc)
-        for sock in [*self._peers.values(), getattr(self, "_router", None),
-                     getattr(self, "_pub", None), getattr(self, "_sub", None)]:
+        for sock in [
+            *self._peers.values(),
+            getattr(self, "_router", None),
+            getattr(self, "_pub", None),
+            getattr(self, "_sub", None),
+        ]:
             if sock is not None:
                 sock.close(linger=0)
         self._peers.clear()
@@ -293,6 +307,28 @@ class Node:
         self._peers[node_id] = sock
         return sock
 
+    def _send_to(self, node_id: str, data: bytes) -> bool:
+        sock = self._peer(node_id)
+        if sock is None:
+            return False
+        try:
+            sock.send(data, zmq.NOBLOCK)
+        except zmq.Again:
+            return False  # not connected (yet), or its queue is full
+        return True
+
+    def _flush_held(self) -> None:
+        """Retry held messages; drop those older than ``HOLD_FOR`` (the protocol resends)."""
+        now = time.monotonic()
+        for node_id in list(self._held):
+            held = self._held[node_id]
+            while held and (held[0][0] < now or self._send_to(node_id, held[0][1])):
+                if held[0][0] < now:
+                    self.counters["send_dropped"] += 1
+                held.pop(0)
+            if not held:
+                del self._held[node_id]
+
     def _follow_pub(self, leader: str | None) -> None:
         """Subscribe to the leader's PUB (and only the leader's)."""
         target = None
@@ -319,7 +355,7 @@ class Node:
                 with self._core_lock:
                     assert self._core is not None
                     deadline = self._core.next_deadline()
-                timeout = min(MAX_POLL, max(0.0, deadline - now))
+                timeout = min(HELD_POLL if self._held else MAX_POLL, max(0.0, deadline - now))
                 ready = dict(poller.poll(timeout * 1000))
                 if self._router in ready:
                     self._drain_router()
@@ -327,6 +363,8 @@ class Node:
                     self._drain_sub()
                 self._drain_inbox()
                 self._collect_ops()
+                if self._held:
+                    self._flush_held()
                 now = time.monotonic()
                 if now >= deadline:
                     self._feed(now, ev.Tick())
@@ -398,16 +436,18 @@ class Node:
 
     def _perform(self, action: ev.Action) -> None:
         if isinstance(action, ev.Send):
-            sock = self._peer(action.to)
-            if sock is None:
-                self.counters["send_no_endpoint"] += 1
-                return
             try:
-                sock.send(self.codec.encode(action.message), zmq.NOBLOCK)
-            except zmq.Again:
-                self.counters["send_dropped"] += 1  # peer not connected or slow: protocol retries
+                data = self.codec.encode(action.message)
             except MessageTooLarge as exc:
                 log_event("message_too_large", logging.ERROR, node=self.node_id, error=exc)
+                return
+            if not self._send_to(action.to, data):
+                # A peer we just met: its endpoint is being looked up or its connection is still
+                # being made. Hold the message briefly rather than make the protocol wait for
+                # its next retry (a lost Join would cost a heartbeat interval and a rebalance).
+                held = self._held.setdefault(action.to, [])
+                held.append((time.monotonic() + HOLD_FOR, data))
+                del held[:-HOLD_MAX]
         elif isinstance(action, ev.Broadcast):
             try:
                 self._pub.send(self.codec.encode(action.message), zmq.NOBLOCK)
@@ -424,8 +464,13 @@ class Node:
         elif isinstance(action, ev.RoleChanged):
             self.role = action.role
             self._follow_pub(action.leader)
-            log_event("role_changed", node=self.node_id, role=action.role, term=action.term,
-                      leader=action.leader)
+            log_event(
+                "role_changed",
+                node=self.node_id,
+                role=action.role,
+                term=action.term,
+                leader=action.leader,
+            )
         elif isinstance(action, ev.Left):
             self._left.set()
         elif isinstance(action, ev.Notice):
@@ -449,8 +494,12 @@ class Node:
             return ev.RefereeFailed(op_id=action.op_id, error=str(exc))
 
     def _emit(self, kind: str, partitions: frozenset[int], epochs: object = None) -> None:
-        log_event(f"partition_{kind}", node=self.node_id, count=len(partitions),
-                  partitions=_ranges(partitions))
+        log_event(
+            f"partition_{kind}",
+            node=self.node_id,
+            count=len(partitions),
+            partitions=_ranges(partitions),
+        )
         if self._listener is not None and partitions:
             self._listener(kind, partitions)
 

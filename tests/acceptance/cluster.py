@@ -14,6 +14,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -125,12 +126,13 @@ class Cluster:
                 return node
         return None
 
-    def balanced(self, procs: list[Proc]) -> dict[str, Any] | None:
-        """The status if exactly ``procs`` are live, one leads, and they share all partitions."""
+    def balanced(self, procs: list[Proc], extra_live: Sequence[Proc] = ()) -> dict[str, Any] | None:
+        """The status if exactly ``procs`` (and ``extra_live``, owning nothing) are live, one
+        of them leads, and they share all partitions in balance."""
         doc = self.status()
         live = [n for n in doc["nodes"] if n["role"] != "stale"]
         mine = [self.node_of(p, doc) for p in procs]
-        if any(m is None for m in mine) or len(live) != len(procs):
+        if any(m is None for m in mine) or len(live) != len(procs) + len(extra_live):
             return None
         if sum(1 for n in live if n["role"] == "leader") != 1:
             return None
@@ -144,6 +146,14 @@ class Cluster:
     def wait_balanced(self, procs: list[Proc], timeout: float = 30.0) -> dict[str, Any]:
         try:
             return wait_for(lambda: self.balanced(procs), timeout, 0.1,
+                            f"{len(procs)} nodes balanced")
+        except AssertionError:
+            raise AssertionError(f"not balanced: {self.status()}\n{self.logs()}") from None
+
+    def wait_balanced_among(self, procs: list[Proc], extra_live: list[Proc],
+                            timeout: float = 30.0) -> dict[str, Any]:
+        try:
+            return wait_for(lambda: self.balanced(procs, extra_live), timeout, 0.1,
                             f"{len(procs)} nodes balanced")
         except AssertionError:
             raise AssertionError(f"not balanced: {self.status()}\n{self.logs()}") from None

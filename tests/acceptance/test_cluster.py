@@ -230,3 +230,20 @@ def _repoint_pub(cluster: Cluster, node_id: str, endpoint: str) -> None:
         conn.execute(sa.update(nodes).where(nodes.c.cluster == cluster.name,
                                             nodes.c.node_id == node_id)
                      .values(pub_endpoint=endpoint))
+
+
+def test_curve_keys_keep_out_a_node_without_them(cluster: Cluster, tmp_path: Path) -> None:
+    from tests.acceptance.test_cli import ringwork
+
+    keyfile = tmp_path / "cluster.key"
+    assert ringwork("keys", "--output", str(keyfile)).returncode == 0
+    assert oct(keyfile.stat().st_mode & 0o777) == "0o600"
+    [leader] = cluster.start(1, "--curve-key-file", str(keyfile))
+    cluster.wait_balanced([leader])
+    [outsider] = cluster.start(1)
+    [member] = cluster.start(1, "--curve-key-file", str(keyfile))
+    # The keyed newcomer joins and shares the partitions; the outsider is never heard.
+    doc = cluster.wait_balanced_among([leader, member], extra_live=[outsider], timeout=30)
+    stranger = cluster.node_of(outsider, doc)
+    assert stranger is not None and stranger["partitions"] == []
+    assert outsider.popen.poll() is None
