@@ -344,7 +344,9 @@ class Leadership:
         live = self.live_members()
         previous: dict[int, str | None] = {}
         for p, (owner, _) in self.owners.items():
-            if p in self.revoking:
+            if p in self.write_owners:
+                previous[p] = self.write_owners[p]  # being written: where it is going
+            elif p in self.revoking:
                 previous[p] = self.target.get(p)  # already on its way: keep its destination
             elif p in self.orphaned or p in self.unconfirmed:
                 previous[p] = None
@@ -357,9 +359,17 @@ class Leadership:
             self.core.notice("rebalance", members=len(live), moves=moves)
         self.target = target
         self.target_members = live
+        self._start_moves(now)
+
+    def _start_moves(self, now: float) -> None:
+        """Revoke every granted partition whose owner is not its target (cooperative: revoke
+        first); orphan those whose owner is not a member at all."""
+        target = self.target
         for p, (owner, epoch) in self.owners.items():
             if p in self.revoking or p in self.orphaned or p in self.unconfirmed:
                 continue
+            if p not in target:
+                continue  # no rebalance yet
             if owner is None or owner not in self.members:
                 self._orphan([p])
             elif target[p] != owner:  # (a leaving member's partitions are revoked too)
@@ -381,7 +391,9 @@ class Leadership:
             if dest is None or dest in live:
                 ready[p] = dest
         for p, r in self.revoking.items():
-            dest = self.target.get(p)
+            if p not in self.target:
+                continue  # reported draining at takeover; no rebalance has placed it yet
+            dest = self.target[p]
             if (r.released or now - r.started >= wait) and (dest is None or dest in live):
                 ready[p] = dest
         return ready
@@ -399,16 +411,15 @@ class Leadership:
     def write_result(self, now: float, op_id: int, epochs: Mapping[int, int]) -> None:
         if op_id != self.write_op:
             return
+        written, self.write_owners, self.write_op = self.write_owners, {}, None
         for p, epoch in epochs.items():
-            owner = self.write_owners.get(p)
+            owner = written.get(p)
             revocation = self.revoking.pop(p, None)
             self.orphaned.discard(p)
             self._set_owner(p, owner, epoch)
             self._changed(owner, revocation.owner if revocation else None)
         self.core.notice("assignment_written", partitions=len(epochs))
-        self.write_op = None
-        self.write_owners = {}
-        self._maybe_write(now)
+        self._start_moves(now)  # the target may have moved on while the write was in flight
 
     def pending_write(self, op_id: int) -> bool:
         return op_id == self.write_op

@@ -14,10 +14,11 @@ import argparse
 import statistics
 import sys
 import time
+import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
-from ringwork.testing.scenarios import FAMILIES, RunResult, run
+from ringwork.testing.scenarios import FAMILIES, RunResult, replay_command, run
 from ringwork.testing.simulator import InvariantViolation
 
 
@@ -27,6 +28,10 @@ def _one(job: tuple[str, int]) -> RunResult | str:
         return run(family, seed)
     except InvariantViolation as exc:
         return str(exc)
+    except Exception:  # a crash of the core is a failure like any other: report and replay
+        return f"{family} seed {seed} raised:\n{traceback.format_exc()}  replay: " + (
+            replay_command(family, seed)
+        )
 
 
 def _results(jobs: list[tuple[str, int]], workers: int) -> Iterator[RunResult | str]:
