@@ -2,8 +2,8 @@
 
 The core reads no clock and opens no socket (h11-style sans-IO): the driver passes ``now`` (its
 monotonic clock, in seconds), performs the returned actions and feeds their results back. The
-runtime asks :meth:`Core.claimable` before every claim. Leader-only logic lives in
-:mod:`ringwork.protocol.leader`.
+runtime asks :meth:`Core.claimable` before every claim. Following and elections live in
+:mod:`ringwork.protocol.election`, leader-only logic in :mod:`ringwork.protocol.leader`.
 
 Roles::
 
@@ -50,15 +50,16 @@ from typing import TypeVar
 from ringwork.protocol import events as ev
 from ringwork.protocol import messages as msgs
 from ringwork.protocol.config import ProtocolConfig
+from ringwork.protocol.election import FOLLOWER, IDLE, LEADER, STOPPED, Elections
 from ringwork.protocol.leader import Leadership
 from ringwork.protocol.referee import NodeRecord, TermRecord
 
 _A = TypeVar("_A", bound=ev.RefereeAction)
 
-FOLLOWER, LEADER, STOPPED, IDLE = "follower", "leader", "stopped", "idle"
+__all__ = ["FOLLOWER", "IDLE", "LEADER", "STOPPED", "Core"]
 
 
-class Core:
+class Core(Elections):
     """One node's protocol state. Not thread-safe: one driver thread feeds it."""
 
     def __init__(self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0) -> None:
@@ -232,128 +233,6 @@ class Core:
         if gone:
             self._out.append(ev.Lost(partitions=frozenset(gone)))
 
-    # ================================================================== roles and elections
-
-    def _follow(self, now: float, term: int, leader: str) -> None:
-        """Adopt ``leader`` for ``term``: suspended until its first Ack, then resume."""
-        if self.leadership is not None:
-            self._step_down(now, "newer_term")
-        self.role, self.term, self.leader = FOLLOWER, term, leader
-        self.joined = False
-        self.lease_until = -math.inf  # leases are per leader: none yet from this one
-        self.last_contact = now
-        self.applied_version = -1
-        self.election_since = None
-        self.released = {}  # drained and not claimed: the new leader may move them at once
-        self.cluster_state = None
-        self._out.append(ev.RoleChanged(role=FOLLOWER, term=term, leader=leader))
-        self._send_join(now)
-
-    def _send_join(self, now: float) -> None:
-        assert self.leader is not None
-        self.seq += 1
-        self.send(
-            self.leader,
-            msgs.Join(
-                sender=self.node_id,
-                term=self.term,
-                incarnation=self.incarnation,
-                seq=self.seq,
-                sent_at=now,
-                held=tuple(sorted(self.held.items())),
-                draining=tuple(sorted(self.draining)),
-            ),
-        )
-        self.next_heartbeat = now + self.config.heartbeat_interval
-
-    def _step_down(self, now: float, reason: str) -> None:
-        lead = self.leadership
-        assert lead is not None
-        self.notice("stepped_down", reason=reason)
-        self.last_authority_until = lead.authority_until
-        self.leadership = None
-        self.role, self.leader, self.joined = FOLLOWER, None, False
-        self.lease_until = -math.inf
-        self.last_contact = -math.inf
-        self.next_poll = now
-        self._ops = {k: v for k, v in self._ops.items() if v[0] == "Poll"}
-        self._out.append(ev.RoleChanged(role=FOLLOWER, term=self.term, leader=None))
-        if self.leaving:
-            self._begin_leave(now)
-
-    def _become_leader(self, now: float, result: ev.LeadershipResult, issued: float) -> None:
-        assert result.term is not None
-        cfg = self.config
-        previous = self._claim_prev
-        if previous is None:
-            takeover = now  # genesis: nobody ever granted a lease
-        elif previous == self.node_id and self.last_authority_until > -math.inf:
-            takeover = max(now, self.last_authority_until)  # our own, remembered
-        else:
-            # Its authority ran at most leader_lease past its last registry touch, which the
-            # driver read after our CAS; unknown (unregistered, forgotten): assume just now.
-            record = next((n for n in result.nodes if n.node_id == previous), None)
-            age = record.age if record is not None and previous != self.node_id else 0.0
-            takeover = now + max(0.0, cfg.leader_lease - age)
-        self.role, self.term, self.leader = LEADER, result.term, self.node_id
-        self.term_record = TermRecord(term=result.term, leader=self.node_id)
-        self.joined = True
-        self.election_since = None
-        self.applied_version = -1  # versions are per leadership
-        self.nodes = {n.node_id: n for n in result.nodes}
-        alive = [n for n in self.nodes if self._alive(n) and n != previous]
-        self.leadership = Leadership(
-            self, now, result.term, issued + cfg.leader_lease, takeover, result.partitions, alive
-        )
-        self._out.append(ev.RoleChanged(role=LEADER, term=result.term, leader=self.node_id))
-        self.notice("leader_elected", takeover_wait=round(takeover - now, 3))
-        self.leadership.admit_self(now, dict(self.held), list(self.draining))
-        self.leadership.announce(n for n in self.nodes if self._alive(n))
-        if self.leaving:
-            self.leadership.members[self.node_id].leaving = True
-
-    def _alive(self, node: str | None) -> bool:
-        record = self.nodes.get(node) if node is not None else None
-        return record is not None and record.age < self.config.session_timeout
-
-    def _suspicious(self, now: float) -> bool:
-        """No word from a leader for session_timeout (or no leader, or it resigned)."""
-        if self.leader is None:
-            return True
-        if self.resigned == (self.term, self.leader):
-            return True
-        return now - self.last_contact >= self.config.session_timeout
-
-    def _consider_election(self, now: float) -> None:
-        """Called with a fresh poll while suspicious: follow, wait, or try the term CAS."""
-        record = self.term_record
-        suspect = record.leader
-        if suspect == self.node_id:
-            self._claim(now)  # the referee still names us but we stepped down: re-claim
-            return
-        leader_gone = (
-            suspect is None or not self._alive(suspect) or self.resigned == (record.term, suspect)
-        )
-        if not leader_gone:
-            return  # it is alive (it touches the referee): keep trying it, stay suspended
-        candidates = sorted(
-            (n for n in self.nodes.values() if self._alive(n.node_id) and n.node_id != suspect),
-            key=lambda n: (n.registered_seq, n.node_id),
-        )
-        ids = [n.node_id for n in candidates]
-        rank = ids.index(self.node_id) if self.node_id in ids else len(ids)
-        if self.election_since is None:
-            self.election_since = now
-        if now - self.election_since >= rank * self.config.election_backoff:
-            self._claim(now)
-
-    def _claim(self, now: float) -> None:
-        if self._pending("ClaimLeadership") or self.leaving:
-            return
-        seen = self.term_record.term
-        self._claim_prev = self.term_record.leader
-        self.referee_op(lambda op: ev.ClaimLeadership(op_id=op, seen_term=seen))
-
     # =================================================================== event handlers
 
     def _on_start(self, now: float, event: ev.Start) -> None:
@@ -372,32 +251,6 @@ class Core:
                 self._after_poll(now, record)
             return
         self._after_poll(now, record)
-
-    def _after_poll(self, now: float, record: TermRecord) -> None:
-        if record.term < self.term_record.term:
-            return  # an older read overtaken by a newer one
-        self.term_record = record
-        if self.leaving and self.leader is None:
-            return
-        newer = record.term > self.term or (record.term == self.term and self.leader is None)
-        other = record.leader is not None and record.leader != self.node_id
-        if newer and other and (record.leader != self.leader or record.term != self.term):
-            assert record.leader is not None
-            self._follow(now, record.term, record.leader)
-            return
-        if record.term > self.term and record.leader is None:
-            self.term, self.leader = record.term, None
-        if self._suspicious(now):
-            self._consider_election(now)
-
-    def _on_leadership(self, now: float, result: ev.LeadershipResult) -> None:
-        kind, issued = self._ops.pop(result.op_id, ("", 0.0))
-        if kind != "ClaimLeadership":
-            return
-        if result.term is None:
-            self.next_poll = now  # someone else moved the term: find out who
-            return
-        self._become_leader(now, result, issued)
 
     def _on_assign(self, now: float, result: ev.AssignResult) -> None:
         self._ops.pop(result.op_id, None)

@@ -290,7 +290,8 @@ class Codec:
             return self._drop("wrong_version")
         if envelope.get("c") != self.cluster:
             return self._drop("foreign_cluster")
-        cls = MESSAGE_TYPES.get(envelope.get("t")) if type(envelope.get("t")) is str else None
+        kind = envelope.get("t")
+        cls = MESSAGE_TYPES.get(kind) if type(kind) is str else None
         if cls is None:
             return self._drop("unknown_type")
         body = envelope.get("m")
@@ -303,6 +304,7 @@ class Codec:
         except (_Invalid, TypeError):  # TypeError: a required field is missing
             return self._drop("malformed")
 
-    def _drop(self, reason: str) -> None:
+    def _drop(self, reason: str) -> Message | None:
+        """Count a dropped input; always ``None`` (so ``return self._drop(...)`` reads well)."""
         self.dropped[reason] += 1
         return None

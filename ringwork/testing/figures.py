@@ -156,10 +156,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"  P={partitions:<5} {'all at the minimum' if exact else 'NOT MINIMAL'}: {shown}")
     print("\nwhole protocol on the referee: owner changes (minimum) on a join, then a leave")
     for partitions in (64, 256):
-        rows = protocol_moves(partitions, [1, 2, 4, 7])
+        steps = protocol_moves(partitions, [1, 2, 4, 7])
         print(
             f"  P={partitions:<5} "
-            + "  ".join(f"{k} from N={n}: {m}({mm})" for n, k, m, mm in rows)
+            + "  ".join(f"{k} from N={n}: {m}({mm})" for n, k, m, mm in steps)
         )
     wall = assign_wall_time()
     print(f"\nassign(256 nodes, 4096 partitions): {wall * 1000:.2f} ms (best of 20)")

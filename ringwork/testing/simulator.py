@@ -260,7 +260,7 @@ class Simulation:
         if delays:
             if message is not self._wire[0]:  # messages round-trip (a broadcast once)
                 self._sends += 1
-                decoded = message
+                decoded: Message | None = message
                 if self._sends % self.wire_every == 0:
                     decoded = self.codec.decode(self.codec.encode(message))
                     assert decoded == message, (decoded, message)
