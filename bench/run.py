@@ -316,9 +316,10 @@ def summarize(doc: dict[str, Any]) -> str:
             rss = {x["procs"]: x for x in d.get("w7", {}).get(w, [])}
             for run in d.get(w, {}).get("runs", []):
                 rr = rss.get(run["procs"], {})
+                conc = d[w].get("concurrency_per_process") or "default 16"
                 out.append(
-                    f"| {name} | {w} P={run['procs']} ({d[w].get('concurrency_per_process')} "
-                    f"in flight) | {fmt(run.get('drain_jobs_per_s'))} | "
+                    f"| {name} | {w} P={run['procs']} ({conc} in flight) | "
+                    f"{fmt(run.get('drain_jobs_per_s'))} | "
                     f"{fmt(run.get('drain_jobs_per_s_after_first'))} | "
                     f"{fmt(run.get('first_done_after_s'), 2)} | "
                     f"{fmt(rr.get('peak_rss_mb_max'), 1)} | {run.get('worker_tracebacks')} |")
@@ -393,6 +394,7 @@ def main() -> None:
     ap.add_argument("--peers", default="latest",
                     help="'run' = run the peers' run_all.sh first in this session (~11 min); "
                     "'latest' = newest peers-*.json in their results folder; or a JSON path")
+    ap.add_argument("--peers-note", default="", help="free text added to the peers' source")
     ap.add_argument("--dsn", default=None,
                     help=f"PostgreSQL server (admin URL) for ringwork; default: the peers' "
                     f"server {PEERS_SERVER} if reachable, else {LOCAL_SERVER}")
@@ -420,6 +422,8 @@ def main() -> None:
     elif args.peers != "none":
         peers_json = Path(args.peers)
         peers_source = f"`{peers_json}` (given with --peers)"
+    if args.peers_note:
+        peers_source += f"; {args.peers_note}"
     dsn = args.dsn or (PEERS_SERVER if reachable("127.0.0.1", 55432) else LOCAL_SERVER)
 
     src, commit = (None, "")
