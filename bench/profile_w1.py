@@ -41,6 +41,28 @@ def top(raw: Path, n: int) -> str:
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in self_t.most_common(n)]
     out += ["", "top inclusive frames:"]
     out += [f"  {100 * c / total:5.1f}%  {f}" for f, c in incl.most_common(n)]
+    # where the samples are: waiting (idle pools, I/O, polls) vs running Python
+    waits = {"idle thread-pool worker (queue get)": "concurrent/futures/thread.py:81",
+             "psycopg waiting for the server": "Connection.wait (psycopg",
+             "zmq poll (cluster node thread)": "Poller.poll",
+             "asyncio select (event loop idle)": "EpollSelector.select"}
+    cats: Counter[str] = Counter()
+    active_by_pkg: Counter[str] = Counter()
+    for stack, c in stacks.items():
+        leaf = stack.split(";")[-1]
+        for label, marker in waits.items():
+            if marker in leaf:
+                cats[label] += c
+                break
+        else:
+            cats["running Python (other leaves)"] += c
+            pkg = next((k for k in ("ringwork/", "sqlalchemy/", "psycopg/", "zmq/", "asyncio/",
+                                    "concurrent/", "json/") if k in leaf), "other")
+            active_by_pkg[pkg.rstrip("/")] += c
+    out += ["", "by kind of leaf frame:"]
+    out += [f"  {100 * c / total:5.1f}%  {k}" for k, c in cats.most_common()]
+    out += ["", "running-Python samples by package of the leaf frame:"]
+    out += [f"  {100 * c / total:5.1f}%  {k}" for k, c in active_by_pkg.most_common()]
     out += ["", "top stacks (leaf 6 frames):"]
     leaf: Counter[str] = Counter()
     for stack, c in stacks.items():
@@ -55,7 +77,7 @@ def main() -> None:
     ap.add_argument("--dsn", default=common.DEFAULT_DSN)
     ap.add_argument("--n", type=int, default=20000)
     ap.add_argument("--concurrency", type=int, default=4)
-    ap.add_argument("--rate", type=int, default=250, help="py-spy samples/s")
+    ap.add_argument("--rate", type=int, default=100, help="py-spy samples/s")
     ap.add_argument("--out", default="/tmp/ringwork-w1-profile.txt")
     ap.add_argument("--top", type=int, default=25)
     args = ap.parse_args()
@@ -69,7 +91,7 @@ def main() -> None:
         argv, extra = peer.worker_cmd("w1", args.concurrency, 0)
         env = {**os.environ, **extra}
         spy = [str(Path(sys.executable).parent / "py-spy"), "record", "-f", "raw", "-r",
-               str(args.rate), "-o", args.out, "--", *argv]
+               str(args.rate), "--nonblocking", "-o", args.out, "--", *argv]
         t0 = time.time()
         p = subprocess.Popen(spy, cwd=ROOT, env=env, start_new_session=True,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
