@@ -111,7 +111,11 @@ class App:
     # -- tasks and callbacks -------------------------------------------------------------------
 
     def task(
-        self, name: str | None = None, *, max_attempts: int = 5, ordered: bool = False,
+        self,
+        name: str | None = None,
+        *,
+        max_attempts: int = 5,
+        ordered: bool = False,
         priority: int = 0,
     ) -> Callable[[Handler], Handler]:
         """Register a handler (plain or ``async def``) taking a :class:`Job`.

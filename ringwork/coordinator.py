@@ -108,7 +108,8 @@ class SoloCoordinator:
         rows = self.store.read_partitions()
         with self._lock:
             lost = frozenset(
-                p for p, epoch in self._owned.items()
+                p
+                for p, epoch in self._owned.items()
                 if rows.get(p) is None or rows[p].owner != self.node_id or rows[p].epoch != epoch
             )
             for p in lost:

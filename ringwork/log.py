@@ -20,7 +20,7 @@ def log_event(event: str, level: int = logging.INFO, /, **fields: Any) -> None:
     parts = [f"event={event}"]
     for key, value in fields.items():
         text = str(value)
-        if not text or any(c in text for c in " \t\n\"="):
+        if not text or any(c in text for c in ' \t\n"='):
             text = '"' + text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
         parts.append(f"{key}={text}")
     logger.log(level, " ".join(parts))

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import queue
 import threading
 import time
@@ -356,7 +357,7 @@ class Node:
                     assert self._core is not None
                     deadline = self._core.next_deadline()
                 timeout = min(HELD_POLL if self._held else MAX_POLL, max(0.0, deadline - now))
-                ready = dict(poller.poll(timeout * 1000))
+                ready = dict(poller.poll(math.ceil(timeout * 1000)))
                 if self._router in ready:
                     self._drain_router()
                 if self._sub in ready:

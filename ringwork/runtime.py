@@ -13,7 +13,7 @@ refuses stale ones ("fenced"), so a worker that lost a partition cannot commit t
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import math
 import os
 import random
 import signal
@@ -121,7 +121,7 @@ class Worker:
         self._inflight: dict[int, tuple[Job, asyncio.Task[None]]] = {}
         self._completed: list[Job] = []
         self._failed: list[tuple[Job, str, float | None]] = []
-        self._flush_task: asyncio.Task[None] | None = None
+        self._maybe_more = True  # claimable jobs may exist (cleared by a short claim)
         self._revoking: set[int] = set()
         self._flushing_partitions: set[int] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -158,8 +158,7 @@ class Worker:
 
     async def _main(self, install_signals: bool) -> int:
         loop = self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._capacity = asyncio.Event()
+        self._kick = asyncio.Event()  # something for the pump to do
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -190,9 +189,8 @@ class Worker:
             )
             self._ready.set()
             housekeeping = asyncio.create_task(self._housekeeping())
-            await self._claim_loop()
+            await self._pump()
             housekeeping.cancel()
-            await self._drain()
         finally:
             listener_stop.set()
             loop.remove_reader(receiver.sock.fileno())
@@ -209,41 +207,86 @@ class Worker:
         )
         return 0
 
-    async def _claim_loop(self) -> None:
+    async def _pump(self) -> None:
+        """The one loop that moves jobs in and out of the database.
+
+        Each round writes every outcome that arrived since the last round and, in the same
+        transaction, claims up to the free capacity (never more: no job waits in our memory
+        while another worker could run it). While a round is in flight, finished jobs and freed
+        capacity pile up, so under load rounds grow by themselves -- fewer commits and fsyncs
+        per job -- and when idle the loop sleeps until a wake-up or the poll interval.
+        """
         limit = self.settings.concurrency
-        while not self._stopping:
+        grace_deadline = math.inf
+        while True:
+            self._kick.clear()
+            if self._stopping and grace_deadline == math.inf:
+                grace_deadline = time.monotonic() + self.settings.shutdown_grace
+            if self._failed:
+                await self._write_failures()
+                continue
+            self._drop_lost_outcomes()
+            done = self._completed
             free = limit - len(self._inflight)
-            if free <= 0:
-                self._capacity.clear()
-                await self._capacity.wait()
+            owned = {} if self._stopping else self._owned_now()
+            want = free if owned and (self._maybe_more or not done) else 0
+            if not done and (want <= 0 or not self._maybe_more):
+                if self._stopping and (not self._inflight or time.monotonic() > grace_deadline):
+                    if self._inflight:
+                        log_event("grace_expired", node=self.node_id, abandoned=len(self._inflight))
+                    return
+                timeout = self.settings.poll_interval
+                if self._stopping:
+                    timeout = min(timeout, max(0.0, grace_deadline - time.monotonic()))
+                if not await self._wait_kick(timeout) and not self._stopping:
+                    self._maybe_more = True  # the poll backstop: look again
                 continue
-            owned = {
-                p: e for p, e in self.coordinator.claimable().items() if p not in self._revoking
-            }
-            if not owned:
-                await self._sleep_until_woken(self.settings.poll_interval)
-                continue
-            self._wake.clear()  # a wake-up that arrives during the claim must not be lost
+            self._maybe_more = False  # a wake-up arriving during the round sets it again
+            self._completed = []
+            self._flushing_partitions = {job.partition for job in done}
             try:
-                jobs = await self._db(self.store.claim, self.node_id, owned, free)
+                pairs = [(job.id, job.token) for job in done]
+                fenced, jobs = await self._db(self.store.exchange, self.node_id, pairs, owned, want)
             except DatabaseError as exc:
-                await self._outage("claim", exc)
+                self._completed[:0] = done  # keep every outcome: written only once it commits
+                self._maybe_more = True
+                await self._outage("exchange", exc)
                 continue
+            finally:
+                self._flushing_partitions = set()
             self._db_failures = 0
+            if done:
+                self.stats.flushes += 1
+                self.stats.succeeded += len(done) - len(fenced)
+                self._count_fenced(len(fenced))
+                if any(self._is_ordered(job) for job in done):
+                    self._maybe_more = True  # the key's next job may be runnable now
             if jobs:
                 self.stats.claim_batches += 1
                 self.stats.claimed += len(jobs)
                 for job in jobs:
-                    task = asyncio.create_task(self._execute(job))
-                    self._inflight[job.id] = (job, task)
-            if len(jobs) < free:
-                await self._sleep_until_woken(self.settings.poll_interval)
+                    self._inflight[job.id] = (job, asyncio.create_task(self._execute(job)))
+            if want and len(jobs) == want:
+                self._maybe_more = True  # a full batch: there may be more behind it
 
-    async def _sleep_until_woken(self, timeout: float) -> None:
-        if self._stopping:
-            return
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._wake.wait(), timeout)
+    def _owned_now(self) -> dict[int, int]:
+        return {p: e for p, e in self.coordinator.claimable().items() if p not in self._revoking}
+
+    def _is_ordered(self, job: Job) -> bool:
+        task = self.app.tasks.get(job.task)
+        return task is not None and task.ordered
+
+    def _wake_up(self) -> None:
+        """New jobs may be claimable (an enqueue nudge, new partitions, a retry coming due)."""
+        self._maybe_more = True
+        self._kick.set()
+
+    async def _wait_kick(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self._kick.wait(), timeout)
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     # -- executing jobs ------------------------------------------------------------------------
 
@@ -283,59 +326,44 @@ class Worker:
                     self._completed.append(job)
         finally:
             self._inflight.pop(job.id, None)
-            self._capacity.set()
-            self._kick_flush()
+            self._kick.set()
 
-    def _kick_flush(self) -> None:
-        if self._flush_task is None or self._flush_task.done():
-            self._flush_task = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        """Write outcomes in batches: everything that finished while the last write ran."""
-        while self._completed or self._failed:
-            self._drop_lost_outcomes()
-            done, self._completed = self._completed, []
-            failed, self._failed = self._failed, []
-            self._flushing_partitions = {j.partition for j in done} | {
-                f[0].partition for f in failed
-            }
-            try:
-                if done:
-                    pairs = [(job.id, job.token) for job in done]
-                    fenced = await self._db(self.store.complete, self.node_id, pairs)
-                    self.stats.succeeded += len(done) - len(fenced)
-                    self._count_fenced(len(fenced))
-                    self.stats.flushes += 1
-                    done = []
-                while failed:
-                    job, error, delay = failed[0]
-                    outcome = await self._db(
-                        self.store.fail, self.node_id, job.id, job.token, error, retry_delay=delay
+    async def _write_failures(self) -> None:
+        """Failed attempts are rare: written one by one, each with its own outcome."""
+        self._drop_lost_outcomes()
+        failed, self._failed = self._failed, []
+        self._flushing_partitions = {job.partition for job, _, _ in failed}
+        try:
+            while failed:
+                job, error, delay = failed[0]
+                outcome = await self._db(
+                    self.store.fail, self.node_id, job.id, job.token, error, retry_delay=delay
+                )
+                failed.pop(0)
+                if outcome is Outcome.RETRY:
+                    self.stats.retried += 1
+                    if delay is not None:  # be back for it on time, not at the next poll
+                        asyncio.get_running_loop().call_later(delay, self._wake_up)
+                elif outcome is Outcome.DEAD:
+                    self.stats.dead += 1
+                    log_event(
+                        "job_dead",
+                        node=self.node_id,
+                        job=job.id,
+                        task=job.task,
+                        attempts=job.attempt,
                     )
-                    failed.pop(0)
-                    if outcome is Outcome.RETRY:
-                        self.stats.retried += 1
-                        if delay is not None:  # be back for it on time, not at the next poll
-                            asyncio.get_running_loop().call_later(delay, self._wake.set)
-                    elif outcome is Outcome.DEAD:
-                        self.stats.dead += 1
-                        log_event(
-                            "job_dead",
-                            node=self.node_id,
-                            job=job.id,
-                            task=job.task,
-                            attempts=job.attempt,
-                        )
-                    else:
-                        self._count_fenced(1)
-            except DatabaseError as exc:
-                # Keep every outcome: a finished job is acknowledged only once it is written.
-                self._completed[:0] = done
-                self._failed[:0] = failed
-                await self._outage("complete", exc)
-                continue
+                else:
+                    self._count_fenced(1)
+                if self._is_ordered(job):
+                    self._maybe_more = True
+        except DatabaseError as exc:
+            self._failed[:0] = failed
+            await self._outage("fail", exc)
+        else:
             self._db_failures = 0
-            self._wake.set()  # ordered successors and retried jobs may now be claimable
+        finally:
+            self._flushing_partitions = set()
 
     def _count_fenced(self, n: int) -> None:
         if n:
@@ -373,7 +401,7 @@ class Worker:
             self._revoking -= partitions
             for p in partitions:
                 self._lost.pop(p, None)
-            self._wake.set()
+            self._wake_up()
         elif kind == "revoked":
             self._revoking |= partitions
             revoke = asyncio.create_task(self._finish_revoke(partitions))
@@ -393,8 +421,7 @@ class Worker:
             busy = {job.partition for job, _ in self._inflight.values()}
             busy.update(job.partition for job in self._completed)
             busy.update(job.partition for job, _, _ in self._failed)
-            if self._flush_task is not None and not self._flush_task.done():
-                busy.update(self._flushing_partitions)
+            busy.update(self._flushing_partitions)
             free = frozenset(pending - busy)
             if free:
                 pending -= free
@@ -415,7 +442,7 @@ class Worker:
 
     def _on_datagram(self, receiver: WakeReceiver) -> None:
         if receiver.drain() is not None:
-            self._wake.set()
+            self._wake_up()
 
     def _listen_notifications(self, stop: threading.Event) -> None:
         """PostgreSQL LISTEN/NOTIFY on its own thread; reconnects after an outage."""
@@ -429,7 +456,7 @@ class Worker:
                     failures = 0
                     while not stop.is_set():
                         if listener.wait(0.5) and self._loop is not None:
-                            self._loop.call_soon_threadsafe(self._wake.set)
+                            self._loop.call_soon_threadsafe(self._wake_up)
                 finally:
                     listener.close()
             except Exception as exc:
@@ -462,42 +489,15 @@ class Worker:
             # Partitions move as soon as their in-flight jobs are done, not after all of them.
             self.coordinator.begin_leave()
         self._stopping = True
-        self._wake.set()
-        self._capacity.set()
-
-    async def _drain(self) -> None:
-        """Finish in-flight jobs within the grace period and write every outcome."""
-        tasks = [task for _, task in self._inflight.values()]
-        if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.settings.shutdown_grace)
-            if pending:
-                log_event("grace_expired", node=self.node_id, abandoned=len(pending))
-        deadline = time.monotonic() + max(self.settings.shutdown_grace, 1.0)
-        while (
-            self._completed
-            or self._failed
-            or (self._flush_task is not None and not self._flush_task.done())
-        ):
-            if time.monotonic() > deadline:
-                log_event("flush_abandoned", node=self.node_id, pending=len(self._completed))
-                break
-            self._kick_flush()
-            assert self._flush_task is not None
-            await asyncio.wait({self._flush_task}, timeout=1.0)
+        self._kick.set()
 
     def _serve_metrics(self) -> None:
         from ringwork.metrics import WorkerCollector, serve
 
         def stats() -> dict[str, int]:
             s = self.stats
-            return {
-                "succeeded": s.succeeded,
-                "retried": s.retried,
-                "dead": s.dead,
-                "fenced": s.fenced,
-                "dropped": s.dropped,
-                "claimed": s.claimed,
-            }
+            return {"succeeded": s.succeeded, "retried": s.retried, "dead": s.dead,
+                    "fenced": s.fenced, "dropped": s.dropped, "claimed": s.claimed}
 
         view = getattr(self.coordinator, "view", dict)
         port = serve(self.settings.metrics_port, self._wake_host, WorkerCollector(stats, view))

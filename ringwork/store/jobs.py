@@ -27,8 +27,8 @@ ENQUEUE_CHUNK = 1000
 MAX_ERROR_CHARS = 8000
 
 # Literals, not parameters, so the planners can use the partial indexes.
-QUEUED = sa.literal_column("'queued'")
-RUNNING = sa.literal_column("'running'")
+QUEUED: sa.ColumnClause[Any] = sa.literal_column("'queued'")
+RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
 
 
 def utcnow() -> datetime:

@@ -107,7 +107,7 @@ def assign(
     in_cluster = sa.and_(p.cluster == cluster, p.partition.in_(parts))
     # Lock in partition order, as claims do, so the two never deadlock.
     conn.execute(sa.select(p.partition).where(in_cluster).order_by(p.partition).with_for_update())
-    epochs = dict(
+    epochs: dict[int, int] = dict(
         conn.execute(
             sa.update(partitions)
             .where(in_cluster)

@@ -176,6 +176,9 @@ class Cluster:
                 target[int(job_id)].append((int(pid), float(ts)))
                 events.key[int(job_id)] = key
                 events.seq[int(job_id)] = int(seq)
+        for table in (events.starts, events.ends):
+            for times in table.values():
+                times.sort(key=lambda pid_ts: pid_ts[1])
         return events
 
     def enqueue(self, n: int, keys: int = 64, ms: int = 5, task: str = "rec") -> list[int]:

@@ -195,27 +195,21 @@ def test_database_errors_are_retried_without_losing_outcomes(
         done.append(job.id)
 
     store = app.store
-    real_claim, real_complete = store.claim, store.complete
-    failures = {"claim": 3, "complete": 3}
+    real_exchange = store.exchange
+    failures = {"exchange": 5}
 
-    def flaky_claim(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if failures["claim"]:
-            failures["claim"] -= 1
+    def flaky_exchange(*args, **kwargs):  # type: ignore[no-untyped-def]
+        if failures["exchange"] and (args[1] or failures["exchange"] > 3):
+            # Fail claims first, then rounds that carry finished jobs' outcomes.
+            failures["exchange"] -= 1
             raise DatabaseUnavailable("simulated outage")
-        return real_claim(*args, **kwargs)
+        return real_exchange(*args, **kwargs)
 
-    def flaky_complete(*args, **kwargs):  # type: ignore[no-untyped-def]
-        if failures["complete"]:
-            failures["complete"] -= 1
-            raise DatabaseUnavailable("simulated outage")
-        return real_complete(*args, **kwargs)
-
-    monkeypatch.setattr(store, "claim", flaky_claim)
-    monkeypatch.setattr(store, "complete", flaky_complete)
+    monkeypatch.setattr(store, "exchange", flaky_exchange)
     ids = app.enqueue_many([{"task": "t", "key": f"k{i}"} for i in range(10)])
     with running_worker(app):
         wait_for(lambda: all_in(app, ids, "succeeded"), 30, message="jobs after outage")
-    assert failures == {"claim": 0, "complete": 0}
+    assert failures == {"exchange": 0}
     assert sorted(done) == sorted(ids)  # each ran exactly once: outcomes were kept, not re-run
 
 
