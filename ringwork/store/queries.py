@@ -117,8 +117,10 @@ _ARM_PG = f"""    (SELECT c.id, c.priority FROM ringwork_jobs AS c
 
 _CLAIM_PG_TAIL = """
 picked AS MATERIALIZED (
-    SELECT j.id FROM ringwork_jobs AS j
-    WHERE j.id = ANY(ARRAY(SELECT id FROM top)) AND j.state = 'queued'
+    -- A join from the few ids in ``top`` (primary-key probes). Written as ``id = ANY(ARRAY(..))``
+    -- plus ``state = 'queued'``, the generic plan scanned the whole partial queued index.
+    SELECT j.id FROM top JOIN ringwork_jobs AS j ON j.id = top.id
+    WHERE j.state = 'queued'
     FOR UPDATE OF j SKIP LOCKED
 )
 UPDATE ringwork_jobs AS j
