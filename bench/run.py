@@ -107,7 +107,9 @@ def run_ringwork(database: str, dsn: str, workloads: str, timeout: float, src: P
     log(f"ringwork on {database}: {' '.join(argv[1:])}")
     t = time.time()
     load_before = Path("/proc/loadavg").read_text().split()[:3]
-    rc, out = run_group(argv, timeout, env=env, cwd=ROOT)
+    # `python -m` puts the working directory first on sys.path: with --ref it must not be ROOT,
+    # or the harness side (enqueue, polls) would import the working tree's ringwork
+    rc, out = run_group(argv, timeout, env=env, cwd=src or ROOT)
     lines = [ln for ln in out.splitlines() if ln.startswith("{")]
     if not lines:
         return {"peer": f"ringwork_{database}", "error": f"no JSON (exit {rc})"}

@@ -159,6 +159,13 @@ class RingworkPeer(common.Peer):
 
         v = {"ringwork": version("ringwork"), "ringwork_from": str(Path(ringwork.__file__).parent),
              "sqlalchemy": version("sqlalchemy")}
+        # where the workers import ringwork from (same env and cwd as the harness gives them)
+        argv, extra = self.worker_cmd("versions", 0, 0)
+        env = {**os.environ, **extra}
+        env["PYTHONPATH"] = str(PEERS_DIR) + os.pathsep + env["PYTHONPATH"]
+        v["worker_ringwork_from"] = subprocess.run(
+            [argv[0], "-c", "import ringwork, os; print(os.path.dirname(ringwork.__file__))"],
+            cwd=str(PEERS_DIR), env=env, capture_output=True, text=True).stdout.strip()
         with app.store.engine.connect() as c:
             if self.database == "postgresql":
                 v["psycopg"] = version("psycopg")
