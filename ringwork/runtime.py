@@ -37,6 +37,8 @@ from ringwork.wakeup import WakeReceiver
 T = TypeVar("T")
 
 HOUSEKEEPING_INTERVAL = 1.0  # seconds between ownership checks / registry touches
+#: Longest wait for more finished jobs before a round is sent while others are still running.
+BATCH_WINDOW = 0.002
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
 
@@ -122,6 +124,7 @@ class Worker:
         self._completed: list[Job] = []
         self._failed: list[tuple[Job, str, float | None]] = []
         self._maybe_more = True  # claimable jobs may exist (cleared by a short claim)
+        self._unsure_claims = False  # a claiming round failed: it may have committed anyway
         self._revoking: set[int] = set()
         self._flushing_partitions: set[int] = set()
         self._background: set[asyncio.Task[None]] = set()
@@ -218,12 +221,16 @@ class Worker:
         """
         limit = self.settings.concurrency
         grace_deadline = math.inf
+        batch_deadline: float | None = None
         while True:
             self._kick.clear()
             if self._stopping and grace_deadline == math.inf:
                 grace_deadline = time.monotonic() + self.settings.shutdown_grace
             if self._failed:
                 await self._write_failures()
+                continue
+            if self._unsure_claims:
+                await self._release_unknown_claims()
                 continue
             self._drop_lost_outcomes()
             done = self._completed
@@ -241,6 +248,16 @@ class Worker:
                 if not await self._wait_kick(timeout) and not self._stopping:
                     self._maybe_more = True  # the poll backstop: look again
                 continue
+            if done and self._inflight and len(done) < limit // 2 and not self._stopping:
+                # Jobs are finishing one by one: give the others a moment to join this round,
+                # so a round carries a batch, not a single job (one commit for many).
+                now = time.monotonic()
+                if batch_deadline is None:
+                    batch_deadline = now + BATCH_WINDOW
+                if now < batch_deadline:
+                    await self._wait_kick(batch_deadline - now)
+                    continue
+            batch_deadline = None
             self._maybe_more = False  # a wake-up arriving during the round sets it again
             self._completed = []
             self._flushing_partitions = {job.partition for job in done}
@@ -250,6 +267,9 @@ class Worker:
             except DatabaseError as exc:
                 self._completed[:0] = done  # keep every outcome: written only once it commits
                 self._maybe_more = True
+                # The round may have committed before the error reached us: then it claimed
+                # jobs we never heard of. Find them before claiming again.
+                self._unsure_claims = self._unsure_claims or want > 0
                 await self._outage("exchange", exc)
                 continue
             finally:
@@ -327,6 +347,18 @@ class Worker:
         finally:
             self._inflight.pop(job.id, None)
             self._kick.set()
+
+    async def _release_unknown_claims(self) -> None:
+        known = [*self._inflight, *(j.id for j in self._completed),
+                 *(job.id for job, _, _ in self._failed)]
+        try:
+            released = await self._db(self.store.release_unknown, self.node_id, known)
+        except DatabaseError as exc:
+            await self._outage("release", exc)
+            return
+        self._unsure_claims = False
+        if released:
+            log_event("claims_released", node=self.node_id, count=len(released))
 
     async def _write_failures(self) -> None:
         """Failed attempts are rare: written one by one, each with its own outcome."""

@@ -196,6 +196,29 @@ def complete(
     return [job_id for job_id, _ in done if job_id not in updated]
 
 
+def release_unknown(
+    conn: sa.Connection, cluster: str, node_id: str, known: Sequence[int]
+) -> list[int]:
+    """Re-queue jobs claimed by ``node_id`` that it does not know it holds; their ids.
+
+    After a commit whose reply was lost (connection cut between COMMIT and its answer) the
+    claimed jobs are ``running`` in the database but in no worker's memory, and no claim would
+    ever pick them again until their partition moved. They never started, so the claim's
+    attempt is given back.
+    """
+    c = jobs.c
+    stmt = (
+        sa.update(jobs)
+        .where(c.cluster == cluster, c.claimed_by == node_id, c.state == "running")
+        .values(state="queued", claimed_by=None, claim_epoch=None, started_at=None,
+                attempts=c.attempts - 1)
+        .returning(c.id)
+    )
+    if known:
+        stmt = stmt.where(c.id.not_in(list(known)))
+    return [int(i) for i in conn.execute(stmt).scalars()]
+
+
 def fail(
     conn: sa.Connection,
     dialect: str,

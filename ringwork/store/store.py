@@ -163,6 +163,11 @@ class Store:
             )
             return fenced, claimed
 
+    def release_unknown(self, node_id: str, known: Sequence[int]) -> list[int]:
+        """Re-queue ``running`` jobs claimed by ``node_id`` other than ``known``; their ids."""
+        with self._tx(write=True) as conn:
+            return jobs.release_unknown(conn, self.cluster, node_id, known)
+
     def fail(
         self,
         node_id: str,

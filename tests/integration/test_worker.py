@@ -239,3 +239,36 @@ def test_worker_that_loses_its_partitions_stops_claiming_them(app: App) -> None:
     record = app.get_job(job_id)
     assert record is not None and record.state == "queued" and record.claimed_by is None
     assert lost[0] == set(range(8))
+
+
+def test_claims_of_a_round_whose_commit_reply_was_lost_are_run(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round commits but the worker hears an error (connection cut after COMMIT): the jobs it
+    claimed are running in the database and in no memory. They must be released and run."""
+    ran: list[int] = []
+
+    @app.task("t")
+    def t(job: Job) -> None:
+        ran.append(job.id)
+
+    store = app.store
+    real_exchange = store.exchange
+    lost_round: list[list[int]] = []
+
+    def exchange(*args, **kwargs):  # type: ignore[no-untyped-def]
+        fenced, jobs = real_exchange(*args, **kwargs)
+        if jobs and not lost_round:
+            lost_round.append([j.id for j in jobs])
+            raise DatabaseUnavailable("simulated: connection lost after COMMIT")
+        return fenced, jobs
+
+    monkeypatch.setattr(store, "exchange", exchange)
+    ids = app.enqueue_many([{"task": "t", "key": f"k{i}"} for i in range(8)])
+    with running_worker(app):
+        wait_for(lambda: all_in(app, ids, "succeeded"), 30, message="every job ran")
+    assert lost_round and set(lost_round[0]) <= set(ran)
+    assert sorted(ran) == sorted(ids)
+    for job_id in lost_round[0]:
+        record = app.get_job(job_id)
+        assert record is not None and record.attempts == 1  # the lost claim's attempt given back
