@@ -108,7 +108,7 @@ def cli(log_level: str) -> None:
     "--concurrency",
     type=click.IntRange(min=1),
     envvar="RINGWORK_CONCURRENCY",
-    help="Jobs in flight in this process (default 16).",
+    help="Jobs in flight in this process (default 32).",
 )
 @click.option(
     "--grace",

@@ -13,6 +13,7 @@ refuses stale ones ("fenced"), so a worker that lost a partition cannot commit t
 from __future__ import annotations
 
 import asyncio
+import collections
 import math
 import os
 import random
@@ -120,7 +121,9 @@ class Worker:
         self._wake_host = wake_host
         self._wake_advertise = wake_advertise
         self._rng = random.Random()
-        self._inflight: dict[int, tuple[Job, asyncio.Task[None]]] = {}
+        self._inflight: dict[int, Job] = {}
+        self._outbox: collections.deque[tuple[Job, BaseException | None]] = collections.deque()
+        self._collect_scheduled = False
         self._completed: list[Job] = []
         self._failed: list[tuple[Job, str, float | None]] = []
         self._maybe_more = True  # claimable jobs may exist (cleared by a short claim)
@@ -285,7 +288,7 @@ class Worker:
                 self.stats.claim_batches += 1
                 self.stats.claimed += len(jobs)
                 for job in jobs:
-                    self._inflight[job.id] = (job, asyncio.create_task(self._execute(job)))
+                    self._start(job)
             if want and len(jobs) == want:
                 self._maybe_more = True  # a full batch: there may be more behind it
 
@@ -310,43 +313,66 @@ class Worker:
 
     # -- executing jobs ------------------------------------------------------------------------
 
-    async def _execute(self, job: Job) -> None:
+    def _start(self, job: Job) -> None:
+        """Run one claimed job: plain handlers on the thread pool, ``async def`` on the loop."""
         task = self.app.tasks.get(job.task)
+        self._inflight[job.id] = job
+        if task is None:
+            error = f"UnknownTaskError: task {job.task!r} is not registered in this worker's app"
+            self._finished(job, error, retryable=False)
+        elif task.is_async:
+            coro = asyncio.create_task(self._run_async(job, task.handler))
+            self._background.add(coro)
+            coro.add_done_callback(self._background.discard)
+        else:
+            self._handlers.submit(self._run_sync, job, task.handler)
+
+    async def _run_async(self, job: Job, handler: Callable[[Job], Any]) -> None:
         try:
-            if task is None:
-                self._failed.append(
-                    (
-                        job,
-                        f"UnknownTaskError: task {job.task!r} is not "
-                        "registered in this worker's app",
-                        None,
-                    )
-                )
+            await handler(job)
+        except Exception as exc:
+            self._finished(job, exc)
+        else:
+            self._finished(job, None)
+
+    def _run_sync(self, job: Job, handler: Callable[[Job], Any]) -> None:
+        """On a handler thread. Outcomes go through a deque; the loop is woken once per batch
+        of them, not once per job (a wake-up crosses threads through a pipe: it is not free)."""
+        try:
+            handler(job)
+        except Exception as exc:
+            self._outbox.append((job, exc))
+        else:
+            self._outbox.append((job, None))
+        if not self._collect_scheduled:
+            self._collect_scheduled = True
+            loop = self._loop
+            if loop is not None:
+                loop.call_soon_threadsafe(self._collect)
+
+    def _collect(self) -> None:
+        self._collect_scheduled = False  # before draining: a later append schedules again
+        while self._outbox:
+            job, exc = self._outbox.popleft()
+            self._finished(job, exc)
+
+    def _finished(self, job: Job, outcome: BaseException | str | None,
+                  retryable: bool = True) -> None:
+        """Record a handler's outcome for the next round (on the loop)."""
+        self._inflight.pop(job.id, None)
+        if outcome is None:
+            self._completed.append(job)
+        else:
+            if isinstance(outcome, BaseException):
+                log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
+                          attempt=job.attempt, error=f"{type(outcome).__name__}: {outcome}")
+                error = describe_exception(outcome)
             else:
-                try:
-                    if task.is_async:
-                        await task.handler(job)
-                    else:
-                        loop = asyncio.get_running_loop()
-                        await loop.run_in_executor(self._handlers, task.handler, job)
-                except Exception as exc:
-                    delay = retry_delay(
-                        job.attempt, self.settings.retry_base, self.settings.retry_max, self._rng
-                    )
-                    log_event(
-                        "job_failed",
-                        node=self.node_id,
-                        job=job.id,
-                        task=job.task,
-                        attempt=job.attempt,
-                        error=f"{type(exc).__name__}: {exc}",
-                    )
-                    self._failed.append((job, describe_exception(exc), delay))
-                else:
-                    self._completed.append(job)
-        finally:
-            self._inflight.pop(job.id, None)
-            self._kick.set()
+                error = outcome
+            delay = (retry_delay(job.attempt, self.settings.retry_base, self.settings.retry_max,
+                                 self._rng) if retryable else None)
+            self._failed.append((job, error, delay))
+        self._kick.set()
 
     async def _release_unknown_claims(self) -> None:
         known = [*self._inflight, *(j.id for j in self._completed),
@@ -440,7 +466,7 @@ class Worker:
             self._background.add(revoke)
             revoke.add_done_callback(self._background.discard)
         elif kind == "lost":
-            for job, _task in self._inflight.values():
+            for job in self._inflight.values():
                 if job.partition in partitions:
                     self._lost[job.partition] = max(self._lost.get(job.partition, 0), job.token)
         for callback in callbacks:
@@ -450,7 +476,7 @@ class Worker:
         """Confirm each revoked partition as soon as its in-flight jobs are done and written."""
         pending = set(partitions)
         while pending:
-            busy = {job.partition for job, _ in self._inflight.values()}
+            busy = {job.partition for job in self._inflight.values()}
             busy.update(job.partition for job in self._completed)
             busy.update(job.partition for job, _, _ in self._failed)
             busy.update(self._flushing_partitions)

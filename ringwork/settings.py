@@ -26,8 +26,11 @@ class Settings:
     cluster: str = "default"
     #: Fixed per cluster (stored in the database); a mismatch is an error, never a silent remap.
     partitions: int = 64
-    #: Jobs in flight per worker process. Handlers are usually I/O bound, so more than cores.
-    concurrency: int = 16
+    #: Jobs in flight per worker process (threads for plain handlers, tasks for async ones).
+    #: Handlers are usually I/O bound, so well above the core count; it also bounds how many
+    #: jobs one database round claims and completes, so a higher value costs fewer commits per
+    #: job. Lower it for CPU-bound handlers.
+    concurrency: int = 32
     #: Backstop poll when no wake-up arrives (wake-ups normally start a job within milliseconds);
     #: also how soon a delayed/retried job becomes visible to an idle worker.
     poll_interval: float = 1.0
