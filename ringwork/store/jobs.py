@@ -75,7 +75,10 @@ def enqueue(
         chunk = send[start : start + ENQUEUE_CHUNK]
         rows = [new[i] for i in chunk]
         if dialect == "postgresql":
-            result = conn.execute(queries.ENQUEUE_PG, _pg_arrays(cluster, channel, rows))
+            rows_json = json.dumps([_pg_row(j) for j in rows], separators=(",", ":"))
+            result = conn.execute(
+                queries.ENQUEUE_PG, {"cluster": cluster, "channel": channel, "rows": rows_json}
+            )
         else:
             payload = json.dumps([_sqlite_row(j) for j in rows], separators=(",", ":"))
             result = conn.execute(
@@ -107,20 +110,10 @@ def _payload(job: NewJob) -> str:
     return json.dumps(job.payload, separators=(",", ":"))
 
 
-def _pg_arrays(cluster: str, channel: str, rows: Sequence[NewJob]) -> dict[str, Any]:
-    return {
-        "cluster": cluster,
-        "channel": channel,
-        "task": [j.task for j in rows],
-        "key": [j.key for j in rows],
-        "part": [j.partition for j in rows],
-        "payload": [_payload(j) for j in rows],
-        "priority": [j.priority for j in rows],
-        "run_at": [None if j.run_at is None else as_utc(j.run_at) for j in rows],
-        "max_attempts": [j.max_attempts for j in rows],
-        "ordered": [j.ordered for j in rows],
-        "dedupe_key": [j.dedupe_key for j in rows],
-    }
+def _pg_row(j: NewJob) -> list[Any]:
+    run_at = None if j.run_at is None else as_utc(j.run_at).isoformat()
+    return [j.task, j.key, j.partition, j.payload, j.priority, run_at, j.max_attempts, j.ordered,
+            j.dedupe_key]
 
 
 def _sqlite_row(j: NewJob) -> list[Any]:
