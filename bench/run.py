@@ -384,6 +384,21 @@ def summarize(doc: dict[str, Any]) -> str:
                     notes.append(f"{name} {w}: {tb} traceback(s) in worker logs")
                 if run.get("stalls"):
                     notes.append(f"{name} {w}: stalls {json.dumps(run['stalls'])[:300]}")
+        w3 = d.get("w3", {})
+        if w3.get("finished_in_killed_worker_but_rerun"):
+            notes.append(f"{name} w3: {w3['finished_in_killed_worker_but_rerun']} job(s) had "
+                         "ended in the killed worker (handler returned) and still ran again "
+                         "(completion not yet committed at the kill)")
+        w6 = d.get("w6", {})
+        if w6.get("jobs_enqueued"):
+            span = w6.get("stream_s")
+            rate = (f"{w6['jobs_enqueued'] / span:.0f} jobs/s over {span:.1f} s" if span
+                    else "rate n/a")
+            whole = w6.get("enqueue_to_start_ms_p50_p99_max", [None])[0]
+            pre = w6.get("enqueue_to_start_ms_before_kill_p50_p99_max", [None])[0]
+            notes.append(f"{name} w6: {w6['jobs_enqueued']} jobs enqueued; enqueue->start p50 "
+                         f"{whole} ms over the whole stream vs {pre} ms before the kill "
+                         f"(stream {rate}, target {w6.get('rate_per_s')})")
     out += ["## Anomalies", ""] + ([f"- {n}" for n in notes] or ["- none recorded"]) + [""]
     return "\n".join(out)
 

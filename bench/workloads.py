@@ -570,6 +570,7 @@ def w6_leader_kill(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, An
             time.sleep(0.05)
         stop.set()
         th.join(timeout=10)
+        stream_s = (enq[-1][1] - enq[0][1]) if len(enq) > 1 else None
         # let the backlog finish
         seqs = {s for s, _ in enq}
         deadline = time.time() + 30
@@ -609,7 +610,7 @@ def w6_leader_kill(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, An
             "p50": r(statistics.median(delays) if delays else None, 3),
             "max": r(delays[-1] if delays else None, 3),
             "partitions_seen": len(delays)},
-        "jobs_enqueued": len(enq), "enqueue_errors": len(enq_err),
+        "jobs_enqueued": len(enq), "stream_s": r(stream_s, 2), "enqueue_errors": len(enq_err),
         "enqueue_error_sample": enq_err[:3],
         "jobs_never_completed": sum(1 for s, _ in enq if s not in rd.ends),
         "jobs_run_more_than_once": sum(1 for s, _ in enq if len(rd.starts.get(s, [])) > 1),
