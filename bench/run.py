@@ -222,7 +222,8 @@ def summarize(doc: dict[str, Any]) -> str:
             f"{' '.join(d['loadavg_before_after'][1])}"
             for n, d in rw.items() if "loadavg_before_after" in d),
         "- concurrency: 4 jobs in flight per worker process for every system (ringwork "
-        "`--concurrency 4`), except the *default concurrency* rows (ringwork 16)", "",
+        "`--concurrency 4`), except the *default concurrency* rows: "
+        f"{pg.get('w1d', {}).get('concurrency_setting', '—')}", "",
         "## Ratios (ringwork / best peer, same machine)", "",
         "| metric | ringwork | best peer | ratio | target (issue 5) |",
         "|---|---|---|---|---|",
@@ -318,7 +319,7 @@ def summarize(doc: dict[str, Any]) -> str:
             rss = {x["procs"]: x for x in d.get("w7", {}).get(w, [])}
             for run in d.get(w, {}).get("runs", []):
                 rr = rss.get(run["procs"], {})
-                conc = d[w].get("concurrency_per_process") or "default 16"
+                conc = d[w].get("concurrency_per_process") or "library default"
                 out.append(
                     f"| {name} | {w} P={run['procs']} ({conc} in flight) | "
                     f"{fmt(run.get('drain_jobs_per_s'))} | "

@@ -184,9 +184,12 @@ class RingworkPeer(common.Peer):
         return v
 
     def concurrency_note(self, concurrency: int) -> str:
+        from ringwork.settings import Settings
+
+        default = Settings().concurrency
         if concurrency == 0:
-            return "`ringwork worker` with no --concurrency (ringwork default: 16)"
-        return f"`ringwork worker --concurrency {concurrency}` (ringwork default would be 16)"
+            return f"`ringwork worker` with no --concurrency (ringwork default: {default})"
+        return f"`ringwork worker --concurrency {concurrency}` (ringwork default: {default})"
 
     # -- enqueue / count ------------------------------------------------------------------------
     def enqueue_noop_bulk(self, items: list[tuple[int, int]], batch: int) -> str:
