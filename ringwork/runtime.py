@@ -127,6 +127,7 @@ class Worker:
         self._completed: list[Job] = []
         self._failed: list[tuple[Job, str, float | None]] = []
         self._maybe_more = True  # claimable jobs may exist (cleared by a short claim)
+        self._hint: set[int] | None = None  # ...in these partitions only (None: any we own)
         self._unsure_claims = False  # a claiming round failed: it may have committed anyway
         self._revoking: set[int] = set()
         self._flushing_partitions: set[int] = set()
@@ -239,6 +240,10 @@ class Worker:
             done = self._completed
             free = limit - len(self._inflight)
             owned = {} if self._stopping else self._owned_now()
+            if self._hint is not None and self._maybe_more:
+                # Woken only by enqueue nudges: look where the new jobs are, not everywhere
+                # (a claim costs an index probe per partition it looks at).
+                owned = {p: e for p, e in owned.items() if p in self._hint}
             want = free if owned and (self._maybe_more or not done) else 0
             if not done and (want <= 0 or not self._maybe_more):
                 if self._stopping and (not self._inflight or time.monotonic() > grace_deadline):
@@ -249,7 +254,7 @@ class Worker:
                 if self._stopping:
                     timeout = min(timeout, max(0.0, grace_deadline - time.monotonic()))
                 if not await self._wait_kick(timeout) and not self._stopping:
-                    self._maybe_more = True  # the poll backstop: look again
+                    self._want_more()  # the poll backstop: look again, everywhere
                 continue
             if done and self._inflight and len(done) < limit // 2 and not self._stopping:
                 # Jobs are finishing one by one: give the others a moment to join this round,
@@ -269,7 +274,7 @@ class Worker:
                 fenced, jobs = await self._db(self.store.exchange, self.node_id, pairs, owned, want)
             except DatabaseError as exc:
                 self._completed[:0] = done  # keep every outcome: written only once it commits
-                self._maybe_more = True
+                self._want_more()
                 # The round may have committed before the error reached us: then it claimed
                 # jobs we never heard of. Find them before claiming again.
                 self._unsure_claims = self._unsure_claims or want > 0
@@ -283,14 +288,14 @@ class Worker:
                 self.stats.succeeded += len(done) - len(fenced)
                 self._count_fenced(len(fenced))
                 if any(self._is_ordered(job) for job in done):
-                    self._maybe_more = True  # the key's next job may be runnable now
+                    self._want_more()  # the key's next job may be runnable now
             if jobs:
                 self.stats.claim_batches += 1
                 self.stats.claimed += len(jobs)
                 for job in jobs:
                     self._start(job)
             if want and len(jobs) == want:
-                self._maybe_more = True  # a full batch: there may be more behind it
+                self._want_more()  # a full batch: there may be more behind it
 
     def _owned_now(self) -> dict[int, int]:
         return {p: e for p, e in self.coordinator.claimable().items() if p not in self._revoking}
@@ -299,9 +304,19 @@ class Worker:
         task = self.app.tasks.get(job.task)
         return task is not None and task.ordered
 
-    def _wake_up(self) -> None:
-        """New jobs may be claimable (an enqueue nudge, new partitions, a retry coming due)."""
+    def _want_more(self, partitions: set[int] | None = None) -> None:
+        """Claimable jobs may exist: in ``partitions`` only, or anywhere we own (``None``)."""
+        if not partitions:
+            self._hint = None
+        elif not self._maybe_more:
+            self._hint = set(partitions)
+        elif self._hint is not None:
+            self._hint |= partitions
         self._maybe_more = True
+
+    def _wake_up(self, partitions: set[int] | None = None) -> None:
+        """New jobs may be claimable (an enqueue nudge, new partitions, a retry coming due)."""
+        self._want_more(partitions)
         self._kick.set()
 
     async def _wait_kick(self, timeout: float) -> bool:
@@ -414,7 +429,7 @@ class Worker:
                 else:
                     self._count_fenced(1)
                 if self._is_ordered(job):
-                    self._maybe_more = True
+                    self._want_more()
         except DatabaseError as exc:
             self._failed[:0] = failed
             await self._outage("fail", exc)
@@ -499,8 +514,9 @@ class Worker:
     # -- wake-ups, housekeeping, signals -------------------------------------------------------
 
     def _on_datagram(self, receiver: WakeReceiver) -> None:
-        if receiver.drain() is not None:
-            self._wake_up()
+        partitions = receiver.drain()
+        if partitions is not None:
+            self._wake_up(partitions)  # an empty set means "all"
 
     def _listen_notifications(self, stop: threading.Event) -> None:
         """PostgreSQL LISTEN/NOTIFY on its own thread; reconnects after an outage."""
@@ -513,8 +529,9 @@ class Worker:
                 try:
                     failures = 0
                     while not stop.is_set():
-                        if listener.wait(0.5) and self._loop is not None:
-                            self._loop.call_soon_threadsafe(self._wake_up)
+                        notified = listener.wait(0.5)
+                        if notified and self._loop is not None:
+                            self._loop.call_soon_threadsafe(self._wake_up, notified)
                 finally:
                     listener.close()
             except Exception as exc:
