@@ -83,6 +83,7 @@ def run(kind: str, jobs: int, concurrency: int, batch: int) -> dict[str, object]
                     raise RuntimeError(f"worker exited or timed out with {done}/{jobs} done")
                 time.sleep(0.1)
             cpu_s = _cpu_seconds(proc.pid)
+            peak_mb = _peak_rss_mb(proc.pid)
         finally:
             os.killpg(proc.pid, signal.SIGTERM)
             proc.wait(timeout=30)
@@ -95,6 +96,7 @@ def run(kind: str, jobs: int, concurrency: int, batch: int) -> dict[str, object]
             "drain_jobs_per_s_after_first": round((jobs - first[1]) / max(now - first[0], 1e-9), 1),
             "first_done_after_s": round(first[0] - t_start, 3),
             "worker_cpu_us_per_job": round(cpu_s / jobs * 1e6, 1),
+            "worker_peak_rss_mb": peak_mb,
         }
     finally:
         app.close()
@@ -105,6 +107,13 @@ def _cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
 
 
 def main() -> None:

@@ -20,11 +20,11 @@ Connections set ``jit=off`` and ``plan_cache_mode=force_generic_plan`` (:data:`P
 from __future__ import annotations
 
 import sqlite3
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy import event, exc
 from sqlalchemy.engine import URL, Engine
@@ -79,9 +79,6 @@ def _cache_long_statements() -> None:
         _queries.MAX_CACHED_STATEMENT_PARAMS = max(_queries.MAX_CACHED_STATEMENT_PARAMS, 512)
 
 
-_cache_long_statements()
-
-
 def normalize_url(url: str | URL) -> URL:
     """Parse and check a database URL, rewriting PostgreSQL spellings to psycopg 3.
 
@@ -125,6 +122,7 @@ def create_engine(url: str | URL) -> Engine:
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
+    _cache_long_statements()
     options = " ".join(filter(None, [str(parsed.query.get("options", "")), PG_SESSION_OPTIONS]))
     return sa.create_engine(
         parsed,
@@ -169,13 +167,22 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-_TRANSIENT = (
+_TRANSIENT: tuple[type[BaseException], ...] = (
     exc.OperationalError,
     exc.InterfaceError,
     exc.TimeoutError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
 )
+
+
+def _psycopg_errors() -> tuple[tuple[type[BaseException], ...], tuple[type[BaseException], ...]]:
+    """(all psycopg errors, its transient ones) -- empty while psycopg is not loaded.
+
+    psycopg is imported only by PostgreSQL engines; a SQLite worker never pays its ~20 MB.
+    """
+    pg = sys.modules.get("psycopg")
+    if pg is None:
+        return (), ()
+    return (pg.Error,), (pg.OperationalError, pg.InterfaceError)
 # sqlite3 raises OperationalError for "no such table" and syntax errors too; only these pass.
 _SQLITE_TRANSIENT = ("locked", "busy", "unable to open", "disk i/o", "readonly", "full")
 
@@ -189,7 +196,7 @@ def _is_transient(error: BaseException) -> bool:
         )
     if isinstance(error, exc.DBAPIError) and error.connection_invalidated:
         return True
-    return isinstance(error, _TRANSIENT)
+    return isinstance(error, _TRANSIENT + _psycopg_errors()[1])
 
 
 def translate(error: BaseException, where: str = "") -> RingworkError:
@@ -206,5 +213,9 @@ def translated(where: str = "") -> Iterator[None]:
     """Re-raise driver errors as :class:`ringwork.errors.DatabaseError` subclasses."""
     try:
         yield
-    except (exc.SQLAlchemyError, sqlite3.Error, psycopg.Error) as e:
+    except (exc.SQLAlchemyError, sqlite3.Error) as e:
         raise translate(e, where) from e
+    except Exception as e:
+        if isinstance(e, _psycopg_errors()[0]):
+            raise translate(e, where) from e
+        raise

@@ -12,11 +12,12 @@ The channel is derived from a hash of the cluster name: a channel is an identifi
 from __future__ import annotations
 
 import hashlib
-
-import psycopg
-from psycopg import sql
+from typing import TYPE_CHECKING
 
 from ringwork.store.engine import translated
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def channel_for(cluster: str) -> str:
@@ -30,6 +31,8 @@ class Listener:
         self._conn = conn
         self._partitions = partitions
         self.channel = channel
+        from psycopg import sql
+
         with translated("LISTEN"):
             conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(channel)))
 

@@ -15,17 +15,17 @@ from __future__ import annotations
 import functools
 from importlib import resources
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy.engine import URL, Engine
 
 from ringwork.errors import SchemaError
 from ringwork.store.engine import SQLITE_IMMEDIATE, create_engine, translated
-from ringwork.store.schema import VERSION_TABLE
+from ringwork.store.schema import HEAD_REVISION, VERSION_TABLE
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 #: pg_advisory_xact_lock key for migrations: the bytes of "ringwork" as a signed bigint.
 MIGRATION_LOCK_KEY = int.from_bytes(b"ringwork", "big", signed=True)
@@ -41,6 +41,8 @@ def migrations_dir() -> Path:
 
 
 def _config(connection: sa.Connection | None = None) -> Config:
+    from alembic.config import Config
+
     cfg = Config()
     cfg.set_main_option("script_location", str(migrations_dir()))
     cfg.attributes["connection"] = connection
@@ -49,24 +51,30 @@ def _config(connection: sa.Connection | None = None) -> Config:
 
 @functools.lru_cache(maxsize=1)
 def head() -> str:
-    """The newest revision this code knows."""
+    """The newest revision in the migration scripts (Alembic's view)."""
+    from alembic.script import ScriptDirectory
+
     rev = ScriptDirectory.from_config(_config()).get_current_head()
     assert rev is not None, "no migrations found"
     return rev
 
 
 def _current(conn: sa.Connection) -> str | None:
-    ctx = MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE})
-    return ctx.get_current_revision()
+    """The database's revision, read without Alembic (``None``: no version table yet)."""
+    if not sa.inspect(conn).has_table(VERSION_TABLE):
+        return None
+    return conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar()
 
 
 def upgrade_engine(engine: Engine) -> str:
     """Bring the schema to head under the migration lock; cheap when already there."""
     with engine.connect() as conn:
-        if _current(conn) == head():
+        if _current(conn) == HEAD_REVISION:
             conn.rollback()
-            return head()
+            return HEAD_REVISION
         conn.rollback()
+        from alembic import command
+
         conn = conn.execution_options(**{SQLITE_IMMEDIATE: True})
         with conn.begin():
             if engine.dialect.name == "postgresql":
@@ -79,10 +87,10 @@ def check_engine(engine: Engine) -> None:
     """Raise :class:`SchemaError` unless the schema is exactly at head (``migrate=False``)."""
     with engine.connect() as conn:
         rev = _current(conn)
-    if rev != head():
+    if rev != HEAD_REVISION:
         have = "empty" if rev is None else f"at revision {rev}"
         raise SchemaError(
-            f"database schema is {have}, this ringwork needs {head()}; "
+            f"database schema is {have}, this ringwork needs {HEAD_REVISION}; "
             "run `ringwork db upgrade` (or start without --no-migrate)"
         )
 

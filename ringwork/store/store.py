@@ -14,7 +14,6 @@ import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
-import psycopg
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
@@ -266,6 +265,8 @@ class Store:
         engine = self.engine
         if engine.dialect.name != "postgresql":
             return None
+        import psycopg
+
         cargs, cparams = engine.dialect.create_connect_args(engine.url)
         with translated("LISTEN connection"):
             conn = psycopg.connect(*cargs, **cparams, autocommit=True)

@@ -107,3 +107,11 @@ def test_migrations_ship_as_a_package() -> None:
     assert root.joinpath("script.py.mako").is_file()
     assert any(p.name.startswith("0001_") for p in root.joinpath("versions").iterdir())
     assert migrations_dir() == Path(str(root))
+
+
+def test_head_constant_matches_alembic() -> None:
+    """Workers check the schema against HEAD_REVISION without importing Alembic."""
+    from ringwork.store.migrate import head
+    from ringwork.store.schema import HEAD_REVISION
+
+    assert head() == HEAD_REVISION
