@@ -214,9 +214,6 @@ class Node:
     def revoke_done(self, partitions: frozenset[int]) -> None:
         self._inbox.put(ev.RevokeConfirmed(partitions=partitions))
 
-    def check(self) -> None:
-        """Nothing to do: the protocol thread keeps the registry row and ownership current."""
-
     def begin_leave(self) -> None:
         """Ask the leader to move our partitions now (the runtime drains them meanwhile)."""
         self._inbox.put(ev.LeaveRequested())

@@ -37,7 +37,6 @@ from ringwork.wakeup import WakeReceiver
 
 T = TypeVar("T")
 
-HOUSEKEEPING_INTERVAL = 1.0  # seconds between ownership checks / registry touches
 #: Longest wait for more finished jobs before a round is sent while others are still running.
 BATCH_WINDOW = 0.002
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
@@ -195,9 +194,7 @@ class Worker:
                 dialect=self.store.dialect,
             )
             self._ready.set()
-            housekeeping = asyncio.create_task(self._housekeeping())
             await self._pump()
-            housekeeping.cancel()
         finally:
             listener_stop.set()
             loop.remove_reader(receiver.sock.fileno())
@@ -511,7 +508,7 @@ class Worker:
         except Exception as exc:  # a user callback must never take the worker down
             log_event("callback_failed", node=self.node_id, kind=kind, error=repr(exc))
 
-    # -- wake-ups, housekeeping, signals -------------------------------------------------------
+    # -- wake-ups and signals -----------------------------------------------------------------
 
     def _on_datagram(self, receiver: WakeReceiver) -> None:
         partitions = receiver.drain()
@@ -538,14 +535,6 @@ class Worker:
                 failures += 1
                 log_event("listen_failed", node=self.node_id, error=repr(exc))
                 stop.wait(min(self.settings.db_backoff_max, 0.1 * 2**failures))
-
-    async def _housekeeping(self) -> None:
-        while True:
-            await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-            try:
-                await self._db(self.coordinator.check)
-            except DatabaseError as exc:
-                log_event("housekeeping_failed", node=self.node_id, error=exc)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1
