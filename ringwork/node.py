@@ -53,6 +53,7 @@ MAX_POLL = 0.05
 SNDHWM = 100
 #: How long a message to a peer we cannot reach yet is held, how many, and how often retried.
 HOLD_FOR = 1.0
+NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
 HOLD_MAX = 20
 HELD_POLL = 0.002
 RCVHWM = 10_000
@@ -154,7 +155,9 @@ class Node:
         self._bind = bind
         self._advertise = advertise
         self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
-        self.counters: Counter[str] = Counter()
+        self.codec.dropped["spoofed"] += 0
+        # Every key exists from the start: the metrics thread reads these while we count.
+        self.counters: Counter[str] = Counter(dict.fromkeys(NODE_COUNTERS, 0))
         self.role = "idle"
         self.endpoint = ""
         self.pub_endpoint = ""
@@ -177,17 +180,13 @@ class Node:
     # -- Coordinator interface -----------------------------------------------------------------
 
     def start(self, listener: PartitionListener, wake_endpoint: str | None) -> None:
-        """Bind, register in the database, and start the protocol thread."""
+        """Bind, register in the database, and start the protocol thread.
+
+        The runtime retries this while the database is unreachable; the sockets are made once.
+        """
         self._listener = listener
-        self._router = self._socket(zmq.ROUTER, server=True)
-        self._router.setsockopt(zmq.RCVHWM, RCVHWM)
-        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
-        self._pub = self._socket(zmq.PUB, server=True)
-        self._sub = self._socket(zmq.SUB, server=False)
-        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
-        self.endpoint = self._bind_socket(self._router)
-        self.pub_endpoint = self._bind_socket(self._pub)
+        if not self.endpoint:
+            self._open_sockets()
         self._registry = SqlRegistry(self.store, self.pub_endpoint, wake_endpoint)
         seq = self._registry.register(self.node_id, self.endpoint)
         core = Core(self.node_id, self.config, incarnation=seq)
@@ -204,6 +203,17 @@ class Node:
         self._feed(time.monotonic(), ev.Start())
         self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
         self._thread.start()
+
+    def _open_sockets(self) -> None:
+        self._router = self._socket(zmq.ROUTER, server=True)
+        self._router.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self._pub = self._socket(zmq.PUB, server=True)
+        self._sub = self._socket(zmq.SUB, server=False)
+        self._sub.setsockopt(zmq.SUBSCRIBE, b"")
+        self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self.pub_endpoint = self._bind_socket(self._pub)
+        self.endpoint = self._bind_socket(self._router)
 
     def claimable(self) -> Mapping[int, int]:
         with self._core_lock:

@@ -227,6 +227,12 @@ class Worker:
             self._kick.clear()
             if self._stopping and grace_deadline == math.inf:
                 grace_deadline = time.monotonic() + self.settings.shutdown_grace
+            if self._stopping and time.monotonic() > grace_deadline + self.settings.db_backoff_max:
+                # The database stayed away past the grace period: leave the outcomes unwritten
+                # (their jobs run again elsewhere: at-least-once) rather than hang forever.
+                log_event("outcomes_abandoned", node=self.node_id, inflight=len(self._inflight),
+                          unwritten=len(self._completed) + len(self._failed))
+                return
             if self._failed:
                 await self._write_failures()
                 continue
@@ -352,7 +358,7 @@ class Worker:
         of them, not once per job (a wake-up crosses threads through a pipe: it is not free)."""
         try:
             handler(job)
-        except Exception as exc:
+        except BaseException as exc:  # even SystemExit: it cannot end the process from here
             self._outbox.append((job, exc))
         else:
             self._outbox.append((job, None))

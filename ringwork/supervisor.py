@@ -15,7 +15,9 @@ from types import FrameType
 
 
 def supervise(argv: list[str], processes: int) -> int:
-    children = [subprocess.Popen(argv) for _ in range(processes)]
+    # Each child in its own session: a Ctrl-C in the terminal reaches only the supervisor, which
+    # forwards it once (a worker takes a second signal as "exit now").
+    children = [subprocess.Popen(argv, start_new_session=True) for _ in range(processes)]
     print(
         f"ringwork run: started {processes} workers: " + ", ".join(str(c.pid) for c in children),
         file=sys.stderr,

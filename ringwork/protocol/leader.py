@@ -144,13 +144,19 @@ class Leadership:
             self._unversioned = False
         return self.version
 
-    def _membership_changed(self, now: float) -> None:
-        """Debounce: fold changes closer than join_debounce into one rebalance (bounded)."""
+    def _membership_changed(self, now: float, *, at_once: bool = False) -> None:
+        """Debounce joins: fold changes closer than join_debounce into one rebalance (bounded).
+
+        A member that died or left is not waited for (``at_once``): its partitions are orphaned
+        and every moment they wait is a moment nobody processes them.
+        """
         if self.first_change is None:
             self.first_change = now
         self.rebalance_due = min(
             now + self.config.join_debounce, self.first_change + self.config.max_debounce
         )
+        if at_once:
+            self.rebalance_due = now
         self._unversioned = self._publish = True
 
     def grant_for(self, node: str) -> Pairs:
@@ -180,7 +186,7 @@ class Leadership:
         self.core.notice(why, node=node)
         self.members.pop(node, None)
         self._orphan(list(self.owned_by.get(node, ())))
-        self._membership_changed(now)
+        self._membership_changed(now, at_once=True)
 
     # ------------------------------------------------------------------------------ joining
 
