@@ -29,7 +29,8 @@ def _record(kind: str, job: Job) -> None:
     if _log_fd is None:
         path = os.path.join(_LOG_DIR, f"events-{os.getpid()}.log")
         _log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    line = f"{kind} {job.id} {job.key} {job.partition} {job.attempt} {os.getpid()} {time.time():.6f}\n"
+    fields = (kind, job.id, job.key, job.partition, job.attempt, os.getpid(), f"{time.time():.6f}")
+    line = " ".join(map(str, fields)) + "\n"
     os.write(_log_fd, line.encode())
 
 
