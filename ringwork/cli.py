@@ -142,7 +142,8 @@ def cli(log_level: str) -> None:
     "--metrics-port",
     type=click.IntRange(min=0),
     envvar="RINGWORK_METRICS_PORT",
-    help="Serve Prometheus metrics on this port of the bind host.",
+    help="Serve Prometheus metrics on this port of the bind host (0: any free port, logged as "
+    "event=metrics_serving).",
 )
 def worker(
     app_spec: str,

@@ -184,7 +184,7 @@ class Worker:
                     name="ringwork-listen",
                     daemon=True,
                 ).start()
-            if self.settings.metrics_port:
+            if self.settings.metrics_port >= 0:
                 self._serve_metrics()
             log_event(
                 "worker_started",

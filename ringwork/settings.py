@@ -54,8 +54,9 @@ class Settings:
     #: address other processes use to reach it (needed when binding to all interfaces).
     bind: str = "tcp://127.0.0.1:*"
     advertise: str = ""
-    #: Serve Prometheus metrics on this port (0: off) of the bind host.
-    metrics_port: int = 0
+    #: Serve Prometheus metrics on this port of the bind host (-1: off; 0: any free port, logged
+    #: as ``event=metrics_serving port=N``).
+    metrics_port: int = -1
     #: A key file from ``ringwork keys``: encrypt and authenticate every cluster socket (CURVE).
     curve_key_file: str = ""
 

@@ -1,8 +1,7 @@
-"""Helpers shared by test tiers: waiting for conditions, running workers, free ports."""
+"""Helpers shared by test tiers: waiting for conditions, running workers."""
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,9 +43,3 @@ def running_worker(app: App, **kwargs: object) -> Iterator[Worker]:
         thread.join(60)
         assert not thread.is_alive(), "worker did not stop"
     assert result == [0]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 from ringwork import App
 from ringwork.status import collect
 from tests.acceptance.cluster_app import build
-from tests.support import free_port, wait_for
+from tests.support import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
 APP_SPEC = "tests.acceptance.cluster_app:app"
@@ -32,11 +33,17 @@ APP_SPEC = "tests.acceptance.cluster_app:app"
 class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
-    metrics_port: int
 
     @property
     def pid(self) -> int:
         return self.popen.pid
+
+    @property
+    def metrics_port(self) -> int:
+        """The port the worker chose (``--metrics-port 0``), from its log line."""
+        found = wait_for(lambda: re.search(r"event=metrics_serving .*port=(\d+)",
+                                           self.log.read_text()), 30, 0.05, "metrics port")
+        return int(found.group(1))
 
     def metrics(self) -> dict[str, float]:
         """Scrape ``/metrics``: ``{'name{labels}': value}``."""
@@ -78,17 +85,16 @@ class Cluster:
                "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO"}
         started = []
         for _ in range(n):
-            port = free_port()
             log = self.workdir / f"worker-{len(self.procs)}.log"
             with open(log, "ab") as out:
                 popen = subprocess.Popen(
                     [sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
-                     "--metrics-port", str(port), "--session-timeout", str(self.session_timeout),
+                     "--metrics-port", "0", "--session-timeout", str(self.session_timeout),
                      *extra],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            proc = Proc(popen, log, port)
+            proc = Proc(popen, log)
             self.procs.append(proc)
             started.append(proc)
         return started
