@@ -149,15 +149,8 @@ class Cluster:
             return None
         return doc
 
-    def wait_balanced(self, procs: list[Proc], timeout: float = 30.0) -> dict[str, Any]:
-        try:
-            return wait_for(lambda: self.balanced(procs), timeout, 0.1,
-                            f"{len(procs)} nodes balanced")
-        except AssertionError:
-            raise AssertionError(f"not balanced: {self.status()}\n{self.logs()}") from None
-
-    def wait_balanced_among(self, procs: list[Proc], extra_live: list[Proc],
-                            timeout: float = 30.0) -> dict[str, Any]:
+    def wait_balanced(self, procs: list[Proc], timeout: float = 30.0,
+                      extra_live: Sequence[Proc] = ()) -> dict[str, Any]:
         try:
             return wait_for(lambda: self.balanced(procs, extra_live), timeout, 0.1,
                             f"{len(procs)} nodes balanced")

@@ -247,7 +247,7 @@ def test_curve_keys_keep_out_a_node_without_them(cluster: Cluster, tmp_path: Pat
     [outsider] = cluster.start(1)
     [member] = cluster.start(1, "--curve-key-file", str(keyfile))
     # The keyed newcomer joins and shares the partitions; the outsider is never heard.
-    doc = cluster.wait_balanced_among([leader, member], extra_live=[outsider], timeout=30)
+    doc = cluster.wait_balanced([leader, member], timeout=30, extra_live=[outsider])
     stranger = cluster.node_of(outsider, doc)
     assert stranger is not None and stranger["partitions"] == []
     assert outsider.popen.poll() is None
