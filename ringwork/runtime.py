@@ -502,7 +502,7 @@ class Worker:
             if free:
                 pending -= free
                 self._revoking -= free
-                await self._db(self.coordinator.revoke_done, free)
+                self.coordinator.revoke_done(free)  # a queue put: no need for a thread
             if pending:
                 await asyncio.sleep(0.005)
 
