@@ -172,18 +172,9 @@ def worker(
         session_timeout=session_timeout,
         metrics_port=metrics_port,
     )
-    settings = app.settings
-    wake_advertise = _host_of(settings.advertise) if settings.advertise else None
-    code = Worker(app, wake_host=_host_of(settings.bind), wake_advertise=wake_advertise).run()
+    code = Worker(app).run()
     app.close()
     sys.exit(code)
-
-
-def _host_of(address: str) -> str:
-    """``tcp://HOST:PORT`` -> ``HOST`` (``*`` means all interfaces)."""
-    rest = address.split("://", 1)[-1]
-    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
-    return "0.0.0.0" if host in ("*", "") else host.strip("[]")
 
 
 @cli.command()

@@ -44,6 +44,7 @@ from ringwork.protocol.core import Core
 from ringwork.protocol.messages import Codec, MessageTooLarge
 from ringwork.protocol.operations import perform
 from ringwork.protocol.referee import NodeRecord
+from ringwork.settings import host_of
 
 if TYPE_CHECKING:
     from ringwork.store import Store
@@ -289,8 +290,7 @@ class Node:
         except zmq.ZMQError as exc:
             raise ConfigurationError(f"cannot bind {self._bind}: {exc}") from None
         if self._advertise:
-            host = self._advertise.split("://", 1)[-1].rsplit(":", 1)[0]
-            bound = f"tcp://{host}:{bound.rsplit(':', 1)[1]}"
+            bound = f"tcp://{host_of(self._advertise)}:{bound.rsplit(':', 1)[1]}"
         elif "://0.0.0.0:" in bound or "://*:" in bound:
             raise ConfigurationError("--bind on all interfaces needs --advertise HOST")
         return bound

@@ -107,9 +107,6 @@ class Worker:
         self,
         app: App,
         coordinator: Coordinator | None = None,
-        *,
-        wake_host: str = "127.0.0.1",
-        wake_advertise: str | None = None,
     ) -> None:
         self.app = app
         self.settings = app.settings
@@ -117,8 +114,6 @@ class Worker:
         self.coordinator: Coordinator = coordinator or cluster_node(app)
         self.node_id = self.coordinator.node_id
         self.stats = Stats()
-        self._wake_host = wake_host
-        self._wake_advertise = wake_advertise
         self._rng = random.Random()
         self._inflight: dict[int, Job] = {}
         self._outbox: collections.deque[tuple[Job, BaseException | None]] = collections.deque()
@@ -129,6 +124,7 @@ class Worker:
         self._hint: set[int] | None = None  # ...in these partitions only (None: any we own)
         self._unsure_claims = False  # a claiming round failed: it may have committed anyway
         self._revoking: set[int] = set()
+        self._db_failures = 0  # consecutive failed database calls: sets the backoff
         self._flushing_partitions: set[int] = set()
         self._background: set[asyncio.Task[None]] = set()
         self._lost: dict[int, int] = {}  # partition -> epoch at which it was lost
@@ -168,7 +164,9 @@ class Worker:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
-        receiver = WakeReceiver(self.store.cluster, self._wake_host, self._wake_advertise)
+        receiver = WakeReceiver(
+            self.store.cluster, self.settings.bind_host, self.settings.advertise_host
+        )
         loop.add_reader(receiver.sock.fileno(), self._on_datagram, receiver)
         listener_stop = threading.Event()
         try:
@@ -570,12 +568,11 @@ class Worker:
                     "fenced": s.fenced, "dropped": s.dropped, "claimed": s.claimed}
 
         view = getattr(self.coordinator, "view", dict)
-        port = serve(self.settings.metrics_port, self._wake_host, WorkerCollector(stats, view))
+        port = serve(self.settings.metrics_port, self.settings.bind_host,
+                     WorkerCollector(stats, view))
         log_event("metrics_serving", node=self.node_id, port=port)
 
     # -- database helpers ----------------------------------------------------------------------
-
-    _db_failures = 0
 
     async def _db(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         loop = asyncio.get_running_loop()

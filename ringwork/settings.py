@@ -60,6 +60,16 @@ class Settings:
     #: A key file from ``ringwork keys``: encrypt and authenticate every cluster socket (CURVE).
     curve_key_file: str = ""
 
+    @property
+    def bind_host(self) -> str:
+        """The host of ``bind`` (``0.0.0.0`` for ``*``): wake-ups and metrics listen there too."""
+        return host_of(self.bind)
+
+    @property
+    def advertise_host(self) -> str | None:
+        """The host other processes reach this worker at, if set apart from ``bind``."""
+        return host_of(self.advertise) if self.advertise else None
+
     def replace(self, **changes: Any) -> Settings:
         """A copy with ``changes`` applied; ``None`` values mean "not given" and are ignored."""
         given = {k: v for k, v in changes.items() if v is not None}
@@ -87,6 +97,13 @@ class Settings:
                 continue
             changes[field.name] = _parse(field.name, raw, getattr(self, field.name))
         return self.replace(**changes)
+
+
+def host_of(address: str) -> str:
+    """``tcp://HOST:PORT`` (or ``HOST:PORT``, or ``HOST``) -> ``HOST``; ``*`` -> ``0.0.0.0``."""
+    rest = address.split("://", 1)[-1]
+    host = rest.rsplit(":", 1)[0] if ":" in rest else rest
+    return "0.0.0.0" if host in ("*", "") else host.strip("[]")
 
 
 def _parse(name: str, raw: str, current: Any) -> Any:

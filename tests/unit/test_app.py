@@ -74,3 +74,15 @@ def test_bad_environment_value_is_a_clear_error(monkeypatch: pytest.MonkeyPatch)
 def test_invalid_settings_rejected() -> None:
     with pytest.raises(ConfigurationError):
         App(partitions=0)
+
+
+def test_bind_and_advertise_hosts_are_derived_from_addresses() -> None:
+    from ringwork.settings import Settings, host_of
+
+    assert host_of("tcp://127.0.0.1:*") == "127.0.0.1"
+    assert host_of("tcp://*:5555") == "0.0.0.0"
+    assert host_of("tcp://[::1]:5555") == "::1"
+    assert host_of("10.0.0.7") == "10.0.0.7"
+    settings = Settings(bind="tcp://0.0.0.0:*", advertise="tcp://worker-3:7000")
+    assert settings.bind_host == "0.0.0.0" and settings.advertise_host == "worker-3"
+    assert Settings().advertise_host is None
