@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -58,8 +59,17 @@ def test_run_supervises_a_local_cluster_and_status_shows_it(
             if run.poll() is None:
                 os.killpg(run.pid, signal.SIGKILL)
                 run.wait(10)
+            _kill_registered_workers(cluster)  # each child has its own session: kill by PID
     finally:
         cluster.close()
+
+
+def _kill_registered_workers(cluster: Cluster) -> None:
+    for node in cluster.app.store.list_nodes():
+        pid = int(node.node_id.split("-")[-2])
+        with contextlib.suppress(OSError):  # gone already, or the pid is no longer a worker
+            if b"ringwork.cli" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                os.kill(pid, signal.SIGKILL)
 
 
 def _balanced_status(cluster: Cluster, n: int) -> dict | None:  # type: ignore[type-arg]
