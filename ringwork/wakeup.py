@@ -2,8 +2,8 @@
 
 A nudge is one UDP datagram to each worker's ``wake_endpoint`` from the node registry, sent after
 the enqueue has committed. It is fire-and-forget on purpose: losing one costs at most a poll
-interval (the backstop), and it never blocks or fails an enqueue. It works the same on SQLite and
-PostgreSQL and across machines (PostgreSQL additionally has LISTEN/NOTIFY, see the store).
+interval (the backstop), and it never blocks or fails an enqueue. It serves SQLite; PostgreSQL
+workers are woken by the NOTIFY the enqueue statement sends (see the store), not by both.
 
 Datagram format: ``RWK1 <cluster> <p1,p2,...>`` in ASCII. Anything else is ignored.
 """
