@@ -69,22 +69,23 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> fl
 
 
 def protocol_config(settings: Settings) -> ProtocolConfig:
-    """Protocol timings derived from the two a user sets; the rest keep their proportions.
+    """Protocol timings derived from the ones a user sets; the rest keep their proportions.
 
-    The defaults (0.5 s heartbeat, 3 s session timeout) are the protocol's own; a different
-    session timeout scales the lease margin, the leader's lease and the registry poll with it so
-    the safety relations in :mod:`ringwork.protocol.config` keep holding.
+    A session timeout other than the protocol's default scales the lease margin, the leader's
+    lease, the registry poll and the election backoff with it, so the safety relations checked
+    in :mod:`ringwork.protocol.config` keep holding.
     """
-    scale = settings.session_timeout / 3.0
+    base = ProtocolConfig()
+    scale = settings.session_timeout / base.session_timeout
     return ProtocolConfig(
         cluster=settings.cluster,
         partitions=settings.partitions,
         heartbeat_interval=settings.heartbeat_interval,
         session_timeout=settings.session_timeout,
-        lease_margin=0.5 * scale,
-        leader_lease=2.5 * scale,
-        poll_interval=1.0 * scale,
-        election_backoff=1.0 * scale,
+        lease_margin=base.lease_margin * scale,
+        leader_lease=base.leader_lease * scale,
+        poll_interval=base.poll_interval * scale,
+        election_backoff=base.election_backoff * scale,
         revoke_timeout=settings.revoke_timeout,
     )
 

@@ -86,3 +86,12 @@ def test_bind_and_advertise_hosts_are_derived_from_addresses() -> None:
     settings = Settings(bind="tcp://0.0.0.0:*", advertise="tcp://worker-3:7000")
     assert settings.bind_host == "0.0.0.0" and settings.advertise_host == "worker-3"
     assert Settings().advertise_host is None
+
+
+def test_default_settings_give_the_protocols_default_timings() -> None:
+    """Settings repeats three protocol defaults (layering keeps it from importing them)."""
+    from ringwork.protocol.config import ProtocolConfig
+    from ringwork.runtime import protocol_config
+    from ringwork.settings import Settings
+
+    assert protocol_config(Settings()) == ProtocolConfig()
