@@ -90,6 +90,7 @@ class Core(Elections):
         self.term_record = TermRecord(term=0, leader=None)
         self.nodes: dict[str, NodeRecord] = {}
         self.next_poll = math.inf
+        self.last_poll_issued = -math.inf
         self._ops: dict[int, tuple[str, float]] = {}
         self._op_seq = 0
         self.election_since: float | None = None
@@ -186,6 +187,7 @@ class Core(Elections):
         self._out.append(ev.Notice(event=event, detail={"term": self.term, **detail}))
 
     def poll(self) -> int:
+        self.last_poll_issued = self._now
         return self.referee_op(lambda op: ev.Poll(op_id=op))
 
     def _pending(self, kind: str) -> bool:
@@ -416,7 +418,11 @@ class Core(Elections):
             self._leave_tick(now)
             if self.role == STOPPED:
                 return
-        if now >= self.next_poll and not self._pending("Poll"):
+        # The moment the leader falls silent for session_timeout, look at the referee at once
+        # rather than at the next slow poll: a failover should not wait for a timer's phase.
+        suspect_at = self.last_contact + cfg.session_timeout if self.leader else math.inf
+        fresh_suspicion = now >= suspect_at and self.last_poll_issued < suspect_at
+        if (now >= self.next_poll or fresh_suspicion) and not self._pending("Poll"):
             self.poll()
             fast = self._suspicious(now) or not self.joined
             self.next_poll = now + (cfg.heartbeat_interval if fast else cfg.poll_interval)

@@ -148,6 +148,7 @@ class Elections:
             takeover,
             result.partitions,
             alive,
+            takeover=previous is not None,
         )
         self._out.append(ev.RoleChanged(role=LEADER, term=result.term, leader=self.node_id))
         self.notice("leader_elected", takeover_wait=round(takeover - now, 3))
@@ -179,7 +180,13 @@ class Elections:
             suspect is None or not self._alive(suspect) or self.resigned == (record.term, suspect)
         )
         if not leader_gone:
-            return  # it is alive (it touches the referee): keep trying it, stay suspended
+            # It touched the referee lately: keep trying it, stay suspended, and look again the
+            # moment its row would be stale (not a whole poll interval later).
+            row = self.nodes.get(suspect) if suspect is not None else None
+            if row is not None:
+                stale_in = self.config.session_timeout - row.age
+                self.next_poll = min(self.next_poll, now + max(stale_in, 0.01))
+            return
         candidates = sorted(
             (n for n in self.nodes.values() if self._alive(n.node_id) and n.node_id != suspect),
             key=lambda n: (n.registered_seq, n.node_id),

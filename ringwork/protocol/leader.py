@@ -83,6 +83,8 @@ class Leadership:
         takeover_until: float,
         ownership: Mapping[int, Ownership],
         alive: Iterable[str],
+        *,
+        takeover: bool = False,
     ) -> None:
         self.core = core
         self.config = core.config
@@ -92,6 +94,11 @@ class Leadership:
         # Owners the registry shows alive get until join_deadline to join and confirm; the
         # partitions of the others are orphaned as soon as the takeover wait is over.
         self.alive_at_takeover = set(alive)
+        # Taking over a working cluster, every moment before the first rebalance is a moment
+        # the dead leader's partitions go unprocessed, and the members are already known: the
+        # first rebalance runs as soon as all of them have joined instead of after a debounce.
+        # (At genesis nobody knows who else is starting, so joins are debounced as usual.)
+        self.awaiting_joins: set[str] | None = self.alive_at_takeover if takeover else None
         self.join_deadline: float | None = max(takeover_until, now + self.config.session_timeout)
         self.members: dict[str, Member] = {}
         self._dirty: set[str] = set()
@@ -215,6 +222,9 @@ class Leadership:
                     self._orphan([p])  # it does not claim it (any more): fence and reassign
             self._changed(msg.sender)
             self._membership_changed(now)
+            if self.awaiting_joins is not None and self.awaiting_joins <= self.members.keys():
+                self.awaiting_joins = None  # everyone known at takeover is here: no debounce
+                self.rebalance_due = now
         self.members[msg.sender].last_heard = now
         self._ack(now, msg.sender, msg.incarnation, msg.seq, msg.sent_at)
 
