@@ -6,6 +6,8 @@ importing a module that defines an app is free. The store is created lazily, onc
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import inspect
 import json
 import threading
@@ -15,7 +17,7 @@ from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ringwork.errors import ConfigurationError, PayloadError, UnknownTaskError
-from ringwork.job import Job, JobRecord, NewJob
+from ringwork.job import Job, JobRecord, NewJob, payload_encoder
 from ringwork.partitioner import partition_for
 from ringwork.settings import Settings
 from ringwork.wakeup import WakeSender
@@ -175,25 +177,48 @@ class App:
         dedupe_key: str | None = None,
     ) -> NewJob:
         """Validate one job and compute its partition (no database access)."""
-        spec = self.get_task(task)
+        job = self._build(
+            json.dumps, task, key, payload,
+            run_at=run_at, delay=delay, priority=priority, dedupe_key=dedupe_key,
+        )
+        # A plain NewJob: the caller may still change the payload before enqueueing it.
+        return dataclasses.replace(job)
+
+    def _build(
+        self,
+        encode: Callable[[Any], str],
+        task: str,
+        key: str,
+        payload: Any = None,
+        *,
+        run_at: datetime | None = None,
+        delay: float | None = None,
+        priority: int | None = None,
+        dedupe_key: str | None = None,
+    ) -> NewJob:
+        """:meth:`build_job`, keeping the encoded payload for the store (encoded once)."""
+        spec = self.tasks.get(task)
+        if spec is None:
+            spec = self.get_task(task)  # raises UnknownTaskError
         if not isinstance(key, str):
             raise PayloadError(f"job key must be a string, not {type(key).__name__}")
         try:
-            json.dumps(payload)
+            payload_json = encode(payload)
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload of task {task!r} is not JSON: {exc}") from None
         if delay is not None:
             run_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
-        return NewJob(
-            task=task,
-            key=key,
-            partition=self.partition_for(key),
-            payload=payload,
-            priority=spec.priority if priority is None else priority,
-            run_at=run_at,
-            max_attempts=spec.max_attempts,
-            ordered=spec.ordered,
-            dedupe_key=dedupe_key,
+        return NewJob.prepared(
+            task,
+            key,
+            partition_for(key, self.settings.partitions),
+            payload,
+            payload_json,
+            spec.priority if priority is None else priority,
+            run_at,
+            spec.max_attempts,
+            spec.ordered,
+            dedupe_key,
         )
 
     def enqueue(self, task: str, key: str, payload: Any = None, **options: Any) -> int:
@@ -206,7 +231,10 @@ class App:
         Each item is a :class:`NewJob` or a mapping with ``task``, ``key`` and optionally
         ``payload``, ``run_at``, ``delay``, ``priority``, ``dedupe_key``.
         """
-        built = [j if isinstance(j, NewJob) else self.build_job(**j) for j in jobs]
+        # One JSON encoder for the batch; each payload is encoded once, here, and the store
+        # writes that text (a NewJob passed in is encoded by the store).
+        build = functools.partial(self._build, payload_encoder())
+        built = [j if isinstance(j, NewJob) else build(**j) for j in jobs]
         if not built:
             return []
         ids = self.store.enqueue(built)
