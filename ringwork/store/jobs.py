@@ -9,14 +9,15 @@ is bound in instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
+from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
 
 import sqlalchemy as sa
 
 from ringwork.errors import InvalidJobState, JobNotFound
-from ringwork.job import Job, JobRecord, NewJob, Outcome
+from ringwork.job import Job, JobRecord, NewJob, Outcome, encoded_payload, payload_encoder
 from ringwork.store import queries
 from ringwork.store.schema import JOB_STATES, UTCDateTime, jobs
 
@@ -71,28 +72,40 @@ def enqueue(
                 continue
             first[k] = i
         send.append(i)
+    encode: Callable[[Any], str] | None = None
     for start in range(0, len(send), ENQUEUE_CHUNK):
         chunk = send[start : start + ENQUEUE_CHUNK]
         rows = [new[i] for i in chunk]
-        if dialect == "postgresql":
-            rows_json = json.dumps([_pg_row(j) for j in rows], separators=(",", ":"))
-            result = conn.execute(
-                queries.ENQUEUE_PG, {"cluster": cluster, "channel": channel, "rows": rows_json}
-            )
-        else:
-            payload = json.dumps([_sqlite_row(j) for j in rows], separators=(",", ":"))
-            result = conn.execute(
-                queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": payload, "now": utcnow()}
-            )
+        payloads: list[str] = []
+        for j in rows:
+            text = encoded_payload(j)
+            if text is None:  # a NewJob built by the caller: encode it here
+                encode = encode or payload_encoder()
+                text = encode(j.payload)
+            payloads.append(text)
         by_dedupe: dict[tuple[str, str], int] = {}
-        fresh: list[int] = []
-        for job_id, task, dedupe_key in result:
-            if dedupe_key is None:
-                fresh.append(job_id)
+        if dialect == "postgresql" and all(j.dedupe_key is None for j in rows):
+            fresh = _copy_pg(conn, cluster, channel, rows, payloads)
+        else:
+            if dialect == "postgresql":
+                result = conn.execute(
+                    queries.ENQUEUE_PG,
+                    {"cluster": cluster, "channel": channel, "rows": _pg_rows(rows, payloads)},
+                )
             else:
-                by_dedupe[(task, dedupe_key)] = job_id
-        # Rows without a dedupe key are always new, and ids are assigned in input order.
-        fresh.sort()
+                sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
+                doc = json.dumps(sqlite_rows, separators=(",", ":"))
+                result = conn.execute(
+                    queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": doc, "now": utcnow()}
+                )
+            fresh = []
+            for job_id, task, dedupe_key in result:
+                if dedupe_key is None:
+                    fresh.append(job_id)
+                else:
+                    by_dedupe[(task, dedupe_key)] = job_id
+            # Rows without a dedupe key are always new, and ids are assigned in input order.
+            fresh.sort()
         fresh_iter = iter(fresh)
         for i in chunk:
             job = new[i]
@@ -106,23 +119,90 @@ def enqueue(
     return ids
 
 
-def _payload(job: NewJob) -> str:
-    return json.dumps(job.payload, separators=(",", ":"))
+def _wake_payload(partitions: set[int]) -> str:
+    """The NOTIFY payload: the partitions that got due jobs, ``*`` when there are very many."""
+    if len(partitions) > 1000:
+        return "*"
+    return ",".join(map(str, sorted(partitions)))
 
 
-def _pg_row(j: NewJob) -> list[Any]:
-    run_at = None if j.run_at is None else as_utc(j.run_at).isoformat()
-    return [j.task, j.key, j.partition, j.payload, j.priority, run_at, j.max_attempts, j.ordered,
-            j.dedupe_key]
+# COPY's text format: backslash escapes for the four characters that would break a row.
+_COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
 
-def _sqlite_row(j: NewJob) -> list[Any]:
+def _copy_text(value: str) -> str:
+    if "\\" in value or "\t" in value or "\n" in value or "\r" in value:
+        return value.translate(_COPY_ESCAPES)
+    return value
+
+
+def _copy_json(text: str) -> str:
+    """JSON text from ``json.dumps`` has no raw tab, newline or CR: only backslashes to double."""
+    if "\\" in text:
+        return text.replace("\\", "\\\\")
+    return text
+
+
+def _copy_pg(
+    conn: sa.Connection, cluster: str, channel: str, rows: Sequence[NewJob], payloads: list[str]
+) -> list[int]:
+    """Insert a chunk without dedupe keys with COPY; the new ids, ascending (= input order).
+
+    About half the server time of ``INSERT .. SELECT`` from a JSON document: no per-row JSON
+    extraction, no ``ON CONFLICT`` speculative insertion (which only dedupe keys need). The ids
+    come first, from the sequence in one statement that also queues the NOTIFY when every job
+    is due now (the common case); timestamps are the transaction's ``now()``, exactly what the
+    ``INSERT`` would store. NOTIFY and rows commit (or roll back) together.
+    """
+    timed = any(j.run_at is not None for j in rows)
+    wake = None if timed else _wake_payload({j.partition for j in rows})
+    now, new_ids, _ = conn.execute(
+        queries.ENQUEUE_PG_IDS, {"n": len(rows), "channel": channel, "wake": wake}
+    ).one()
+    ts = now.isoformat()
+    head = f"\t{_copy_text(cluster)}\t"
+    tasks = {task: _copy_text(task) for task in {j.task for j in rows}}
+    data = "".join(
+        [
+            f"{job_id}{head}{tasks[j.task]}\t{_copy_text(j.key)}\t{j.partition}\t"
+            f"{_copy_json(payload)}\t{j.priority}\tqueued\t"
+            f"{ts if j.run_at is None else as_utc(j.run_at).isoformat()}\t0\t"
+            f"{j.max_attempts}\t{'t' if j.ordered else 'f'}\t{ts}\n"
+            for job_id, j, payload in zip(new_ids, rows, payloads, strict=True)
+        ]
+    )
+    raw = conn.connection.driver_connection
+    assert raw is not None
+    with raw.cursor() as cursor, cursor.copy(queries.ENQUEUE_PG_COPY) as copy:
+        copy.write(data)
+    if timed:
+        due = {j.partition for j in rows if j.run_at is None or as_utc(j.run_at) <= now}
+        if due:
+            conn.execute(queries.NOTIFY_PG, {"channel": channel, "wake": _wake_payload(due)})
+    return sorted(new_ids)
+
+
+def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
+    """The chunk as one JSON array of rows, the payloads spliced in as already encoded."""
+    body = ",".join(
+        [
+            f"[{_json_str(j.task)},{_json_str(j.key)},{j.partition},{payload},{j.priority},"
+            f"{'null' if j.run_at is None else _json_str(as_utc(j.run_at).isoformat())},"
+            f"{j.max_attempts},{'true' if j.ordered else 'false'},"
+            f"{'null' if j.dedupe_key is None else _json_str(j.dedupe_key)}]"
+            for j, payload in zip(rows, payloads, strict=True)
+        ]
+    )
+    return f"[{body}]"
+
+
+def _sqlite_row(j: NewJob, payload: str) -> list[Any]:
     run_at = None if j.run_at is None else _sqlite_ts(j.run_at)
     return [
         j.task,
         j.key,
         j.partition,
-        _payload(j),
+        payload,
         j.priority,
         run_at,
         j.max_attempts,

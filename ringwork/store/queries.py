@@ -77,6 +77,24 @@ wake AS (
 SELECT ins.id, ins.task, ins.dedupe_key FROM ins, (SELECT count(*) FROM wake) AS woke
 """).columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
 
+# A chunk without dedupe keys is COPYed instead (``jobs._copy_pg``): this statement hands out its
+# ids in ascending order (nextval over generate_series, one round trip) together with the
+# transaction's now() for the timestamps, and queues the NOTIFY when :wake is given (it is
+# delivered at commit, with the rows). ``ON CONFLICT`` is not needed: a NULL dedupe key never
+# enters the partial unique index, and a queued row never enters the running one.
+ENQUEUE_PG_IDS = sa.text("""
+SELECT now() AS now,
+       ARRAY(SELECT nextval('ringwork_jobs_id_seq')
+             FROM generate_series(1, CAST(:n AS integer))) AS ids,
+       CASE WHEN CAST(:wake AS text) IS NOT NULL
+            THEN pg_notify(:channel, CAST(:wake AS text)) END AS woke
+""").columns(now=UTCDateTime)
+
+ENQUEUE_PG_COPY = """COPY ringwork_jobs (id, cluster, task, "key", "partition", payload, priority,
+    state, run_at, attempts, max_attempts, ordered, enqueued_at) FROM STDIN"""
+
+NOTIFY_PG = sa.text("SELECT pg_notify(:channel, :wake)")
+
 _OWNED_PG = """
 WITH owned AS MATERIALIZED (
     SELECT p."partition", p.epoch
