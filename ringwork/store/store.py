@@ -116,6 +116,23 @@ class Store:
         with translated(), self._begin_on(engine, write=write) as conn:
             yield conn
 
+    @contextmanager
+    def _one_statement(self) -> Iterator[sa.Connection]:
+        """A write that is a single statement: its own transaction, without BEGIN and COMMIT.
+
+        On PostgreSQL the statement runs in autocommit, which is still one atomic, durable
+        transaction (it returns only once its commit is flushed), but one round trip instead of
+        three (psycopg sends BEGIN, the statement and COMMIT separately). SQLite has no round
+        trips to save and keeps ``BEGIN IMMEDIATE`` (a deferred write could fail to upgrade).
+        """
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            with self._tx(write=True) as conn:
+                yield conn
+            return
+        with translated(), engine.connect() as conn:
+            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+
     # -- jobs -----------------------------------------------------------------------------------
 
     def enqueue(self, jobs_: Sequence[NewJob]) -> list[int]:
@@ -132,7 +149,7 @@ class Store:
         """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
         if limit <= 0 or not owned:
             return []
-        with self._tx(write=True) as conn:
+        with self._one_statement() as conn:
             return jobs.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
 
     def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
@@ -153,6 +170,8 @@ class Store:
         claiming = limit > 0 and bool(owned)
         if not done and not claiming:
             return [], []
+        if not done:  # a claim alone: one statement (an idle worker woken by an enqueue)
+            return [], self.claim(node_id, owned, limit)
         with self._tx(write=True) as conn:
             fenced = jobs.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
             claimed = (
