@@ -33,6 +33,7 @@ from ringwork.job import Job, Outcome
 from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
+from ringwork.store.listen import Listener
 from ringwork.wakeup import WakeReceiver
 
 T = TypeVar("T")
@@ -88,6 +89,54 @@ def protocol_config(settings: Settings) -> ProtocolConfig:
         election_backoff=base.election_backoff * scale,
         revoke_timeout=settings.revoke_timeout,
     )
+
+
+class Kick:
+    """An :class:`asyncio.Event` with a timeout for one waiter, that wakes it in one loop step.
+
+    ``asyncio.wait_for(event.wait(), t)`` wraps the wait in a task, and a ``set()`` reaches the
+    waiter only three loop iterations later; on the enqueue-to-start path every step counts.
+    """
+
+    def __init__(self) -> None:
+        self._set = False
+        self._waiter: asyncio.Future[bool] | None = None
+
+    def set(self) -> None:
+        self._set = True
+        if self._waiter is not None and not self._waiter.done():
+            self._waiter.set_result(True)
+
+    def clear(self) -> None:
+        self._set = False
+
+    def is_set(self) -> bool:
+        return self._set
+
+    async def wait(self, timeout: float) -> bool:
+        """True once set (at once if already), False after ``timeout`` seconds."""
+        if self._set:
+            return True
+        loop = asyncio.get_running_loop()
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_later(max(0.0, timeout), _resolve, waiter, False)
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+
+def _resolve(waiter: asyncio.Future[bool], value: bool) -> None:
+    if not waiter.done():
+        waiter.set_result(value)
+
+
+def _close_listener(connecting: asyncio.Future[Listener | None]) -> None:
+    if not connecting.cancelled() and connecting.exception() is None:
+        listener = connecting.result()
+        if listener is not None:
+            listener.close()
 
 
 def cluster_node(app: App) -> Coordinator:
@@ -161,7 +210,7 @@ class Worker:
 
     async def _main(self, install_signals: bool) -> int:
         loop = self._loop = asyncio.get_running_loop()
-        self._kick = asyncio.Event()  # something for the pump to do
+        self._kick = Kick()  # something for the pump to do
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
@@ -169,7 +218,7 @@ class Worker:
             self.store.cluster, self.settings.bind_host, self.settings.advertise_host
         )
         loop.add_reader(receiver.sock.fileno(), self._on_datagram, receiver)
-        listener_stop = threading.Event()
+        listening: asyncio.Task[None] | None = None
         try:
             await self._with_db_retry(
                 "start", self.coordinator.start, self._on_partitions, receiver.endpoint
@@ -177,12 +226,7 @@ class Worker:
             if self._stopping:
                 return 0
             if self.store.dialect == "postgresql":
-                threading.Thread(
-                    target=self._listen_notifications,
-                    args=(listener_stop,),
-                    name="ringwork-listen",
-                    daemon=True,
-                ).start()
+                listening = asyncio.create_task(self._listen_notifications())
             if self.settings.metrics_port >= 0:
                 self._serve_metrics()
             log_event(
@@ -195,7 +239,8 @@ class Worker:
             self._ready.set()
             await self._pump()
         finally:
-            listener_stop.set()
+            if listening is not None:
+                listening.cancel()
             loop.remove_reader(receiver.sock.fileno())
             receiver.close()
             await loop.run_in_executor(self._db_pool, self.coordinator.stop)
@@ -322,11 +367,7 @@ class Worker:
         self._kick.set()
 
     async def _wait_kick(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._kick.wait(), timeout)
-        except asyncio.TimeoutError:
-            return False
-        return True
+        return await self._kick.wait(timeout)
 
     # -- executing jobs ------------------------------------------------------------------------
 
@@ -520,26 +561,61 @@ class Worker:
         if partitions is not None:
             self._wake_up(partitions)  # an empty set means "all"
 
-    def _listen_notifications(self, stop: threading.Event) -> None:
-        """PostgreSQL LISTEN/NOTIFY on its own thread; reconnects after an outage."""
+    async def _listen_notifications(self) -> None:
+        """PostgreSQL LISTEN/NOTIFY, read on the loop; reconnects after an outage.
+
+        The LISTEN socket is registered with the loop, so a notification wakes the pump directly
+        (a listener thread handing it over with ``call_soon_threadsafe`` cost ~0.3 ms here).
+        """
+        loop = asyncio.get_running_loop()
         failures = 0
-        while not stop.is_set():
+        while not self._stopping:
             try:
-                listener = self.store.listen()
+                listener = await self._connect_listener()
                 if listener is None:
                     return
                 try:
                     failures = 0
-                    while not stop.is_set():
-                        notified = listener.wait(0.5)
-                        if notified and self._loop is not None:
-                            self._loop.call_soon_threadsafe(self._wake_up, notified)
+                    await self._read_notifications(listener)
                 finally:
                     listener.close()
             except Exception as exc:
                 failures += 1
                 log_event("listen_failed", node=self.node_id, error=repr(exc))
-                stop.wait(min(self.settings.db_backoff_max, 0.1 * 2**failures))
+                await asyncio.sleep(min(self.settings.db_backoff_max, 0.1 * 2**failures))
+            # Notifications sent while we were away are gone: look everywhere once.
+            loop.call_soon(self._wake_up)
+
+    async def _connect_listener(self) -> Listener | None:
+        connecting = asyncio.get_running_loop().run_in_executor(None, self.store.listen)
+        try:
+            return await asyncio.shield(connecting)
+        except asyncio.CancelledError:  # stopping: close the connection once it is made
+            connecting.add_done_callback(_close_listener)
+            raise
+
+    async def _read_notifications(self, listener: Listener) -> None:
+        """Wake the pump on every notification until the connection fails (then raise)."""
+        loop = asyncio.get_running_loop()
+        lost: asyncio.Future[DatabaseError] = loop.create_future()
+        fd = listener.fileno()
+
+        def readable() -> None:
+            try:
+                notified = listener.poll()
+            except DatabaseError as exc:
+                loop.remove_reader(fd)
+                if not lost.done():
+                    lost.set_result(exc)
+                return
+            if notified:
+                self._wake_up(notified)
+
+        loop.add_reader(fd, readable)
+        try:
+            raise await lost
+        finally:
+            loop.remove_reader(fd)
 
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals += 1

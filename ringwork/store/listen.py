@@ -25,7 +25,11 @@ def channel_for(cluster: str) -> str:
 
 
 class Listener:
-    """A LISTEN connection. Not thread-safe: one thread waits on it; any thread may close it."""
+    """A LISTEN connection. Not thread-safe: one thread waits on it; any thread may close it.
+
+    Either block in :meth:`wait`, or register :meth:`fileno` with an event loop and call
+    :meth:`poll` when it is readable (what the worker does: no thread hand-off per wake-up).
+    """
 
     def __init__(self, conn: psycopg.Connection, channel: str, partitions: int) -> None:
         self._conn = conn
@@ -42,11 +46,27 @@ class Listener:
         Returns as soon as one notification arrives, with any others already pending.
         Raises :class:`ringwork.errors.DatabaseUnavailable` if the connection is lost.
         """
-        found: set[int] = set()
         with translated("waiting for notifications"):
             received = list(self._conn.notifies(timeout=max(0.0, timeout), stop_after=1))
             if received:
                 received += list(self._conn.notifies(timeout=0))
+        return self._partitions_of(received)
+
+    def fileno(self) -> int:
+        """The connection's socket: readable when a notification (or an error) arrives."""
+        return self._conn.fileno()
+
+    def poll(self) -> set[int]:
+        """Partitions notified so far, without waiting (for an event loop's reader callback).
+
+        Raises :class:`ringwork.errors.DatabaseUnavailable` if the connection is lost.
+        """
+        with translated("reading notifications"):
+            received = list(self._conn.notifies(timeout=0))
+        return self._partitions_of(received)
+
+    def _partitions_of(self, received: list[psycopg.Notify]) -> set[int]:
+        found: set[int] = set()
         for note in received:
             if note.payload == "*":
                 found.update(range(self._partitions))

@@ -1,6 +1,8 @@
+import asyncio
 import random
+import time
 
-from ringwork.runtime import describe_exception, retry_delay
+from ringwork.runtime import Kick, describe_exception, retry_delay
 from ringwork.wakeup import decode, encode, parse_endpoint
 
 
@@ -39,3 +41,18 @@ def test_parse_endpoint() -> None:
     assert parse_endpoint("udp://127.0.0.1:5000") == ("127.0.0.1", 5000)
     assert parse_endpoint("tcp://127.0.0.1:5000") is None
     assert parse_endpoint("") is None
+
+
+def test_kick_wakes_its_waiter_times_out_and_stays_set_until_cleared() -> None:
+    async def run() -> None:
+        kick = Kick()
+        started = time.monotonic()
+        assert await kick.wait(0.02) is False
+        assert time.monotonic() - started >= 0.015
+        asyncio.get_running_loop().call_later(0.01, kick.set)
+        assert await kick.wait(5) is True and kick.is_set()
+        assert await kick.wait(5) is True  # still set: no wait
+        kick.clear()
+        assert await kick.wait(0) is False
+
+    asyncio.run(run())
