@@ -33,6 +33,7 @@ from ringwork.job import Job, Outcome
 from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
+from ringwork.store.aclaim import AsyncClaimer
 from ringwork.store.listen import Listener
 from ringwork.wakeup import WakeReceiver
 
@@ -182,6 +183,7 @@ class Worker:
         self._signals = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._claimer: AsyncClaimer | None = None
         self._handlers = ThreadPoolExecutor(
             max_workers=self.settings.concurrency, thread_name_prefix="ringwork-job"
         )
@@ -227,6 +229,7 @@ class Worker:
                 return 0
             if self.store.dialect == "postgresql":
                 listening = asyncio.create_task(self._listen_notifications())
+                self._claimer = self.store.claimer()
             if self.settings.metrics_port >= 0:
                 self._serve_metrics()
             log_event(
@@ -241,6 +244,8 @@ class Worker:
         finally:
             if listening is not None:
                 listening.cancel()
+            if self._claimer is not None:
+                await self._claimer.close()
             loop.remove_reader(receiver.sock.fileno())
             receiver.close()
             await loop.run_in_executor(self._db_pool, self.coordinator.stop)
@@ -317,8 +322,13 @@ class Worker:
             self._completed = []
             self._flushing_partitions = {job.partition for job in done}
             try:
-                pairs = [(job.id, job.token) for job in done]
-                fenced, jobs = await self._db(self.store.exchange, self.node_id, pairs, owned, want)
+                if done or self._claimer is None:
+                    pairs = [(job.id, job.token) for job in done]
+                    fenced, jobs = await self._db(
+                        self.store.exchange, self.node_id, pairs, owned, want
+                    )
+                else:  # a claim alone (an idle worker woken up): straight from the loop
+                    fenced, jobs = [], await self._claimer.claim(self.node_id, owned, want)
             except DatabaseError as exc:
                 self._completed[:0] = done  # keep every outcome: written only once it commits
                 self._want_more()

@@ -21,7 +21,9 @@ from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import Ownership, TermRecord
 from ringwork.store import jobs, migrate, referee
+from ringwork.store.aclaim import AsyncClaimer
 from ringwork.store.engine import (
+    PG_SESSION_OPTIONS,
     SQLITE_IMMEDIATE,
     create_engine,
     describe,
@@ -278,6 +280,20 @@ class Store:
             return referee.list_nodes(conn, self.dialect, self.cluster)
 
     # -- wake-ups -------------------------------------------------------------------------------
+
+    def claimer(self) -> AsyncClaimer | None:
+        """A claim that runs on an asyncio loop (PostgreSQL; ``None`` on SQLite).
+
+        Its own connection, with the pool's session options; it connects on first use.
+        """
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            return None
+        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        options = " ".join(filter(None, [cparams.get("options"), PG_SESSION_OPTIONS]))
+        kwargs = {**cparams, "conninfo": cargs[0] if cargs else "", "options": options,
+                  "connect_timeout": 10, "application_name": "ringwork"}
+        return AsyncClaimer(engine.dialect, kwargs, self.cluster)
 
     def listen(self) -> Listener | None:
         """A LISTEN connection for this cluster's enqueue notifications (``None`` on SQLite)."""
