@@ -80,14 +80,17 @@ class WakeSender:
             return self._targets
 
     def nudge(self, partitions: Iterable[int]) -> None:
-        targets = self._refresh()
-        if not targets:
-            return
-        datagram = encode(self._store.cluster, partitions)
-        for target in targets:
-            # Unreachable or gone: the registry forgets it and polling covers the gap.
-            with contextlib.suppress(OSError):
-                self._sock.sendto(datagram, target)
+        # The registry is read (a database round trip) only after the datagrams are out, once
+        # there is a view to send by: a stale view costs a new worker one nudge, not every
+        # nudge a read on the enqueue-to-start path.
+        targets = self._targets if self._fetched_at > float("-inf") else self._refresh()
+        if targets:
+            datagram = encode(self._store.cluster, partitions)
+            for target in targets:
+                # Unreachable or gone: the registry forgets it and polling covers the gap.
+                with contextlib.suppress(OSError):
+                    self._sock.sendto(datagram, target)
+        self._refresh()
 
     def close(self) -> None:
         self._sock.close()
