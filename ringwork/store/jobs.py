@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ringwork.errors import InvalidJobState, JobNotFound
+from ringwork.errors import DatabaseError, InvalidJobState, JobNotFound
 from ringwork.job import Job, JobRecord, NewJob, Outcome, encoded_payload, payload_encoder
 from ringwork.store import queries
 from ringwork.store.schema import JOB_STATES, UTCDateTime, jobs
@@ -173,8 +173,12 @@ def _copy_pg(
     )
     raw = conn.connection.driver_connection
     assert raw is not None
+    try:
+        encoded = data.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate; the INSERT path fails in the server
+        raise DatabaseError(f"job text is not valid UTF-8: {exc}") from None
     with raw.cursor() as cursor, cursor.copy(queries.ENQUEUE_PG_COPY) as copy:
-        copy.write(data)
+        copy.write(encoded)
     if timed:
         due = {j.partition for j in rows if j.run_at is None or as_utc(j.run_at) <= now}
         if due:

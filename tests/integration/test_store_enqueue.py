@@ -137,6 +137,17 @@ def test_failed_copy_rolls_back_rows_and_notify(pg_database_url: str) -> None:
 
 
 @pytest.mark.postgres
+def test_text_that_is_not_utf8_is_a_database_error(pg_database_url: str) -> None:
+    store = Store(pg_database_url, cluster="enqueue-surrogate", partitions=8)
+    for job in (NewJob(task="t", key="a\ud800", partition=1),
+                NewJob(task="t", key="a\ud800", partition=1, dedupe_key="d")):
+        with pytest.raises(DatabaseError):
+            store.enqueue([job])
+    assert store.counts_by_state()["queued"] == 0
+    store.close()
+
+
+@pytest.mark.postgres
 def test_notify_names_only_partitions_with_due_jobs(pg_database_url: str) -> None:
     later = datetime.now(timezone.utc) + timedelta(hours=1)
     with Store(pg_database_url, cluster="enqueue-notify", partitions=8) as s:
