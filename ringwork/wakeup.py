@@ -80,17 +80,19 @@ class WakeSender:
             return self._targets
 
     def nudge(self, partitions: Iterable[int]) -> None:
-        # The registry is read (a database round trip) only after the datagrams are out, once
-        # there is a view to send by: a stale view costs a new worker one nudge, not every
-        # nudge a read on the enqueue-to-start path.
-        targets = self._targets if self._fetched_at > float("-inf") else self._refresh()
-        if targets:
-            datagram = encode(self._store.cluster, partitions)
-            for target in targets:
-                # Unreachable or gone: the registry forgets it and polling covers the gap.
-                with contextlib.suppress(OSError):
-                    self._sock.sendto(datagram, target)
-        self._refresh()
+        # The known workers are nudged first; only then is a stale view of the registry re-read
+        # (a database round trip), and workers it newly lists are nudged too. So the read never
+        # sits between an enqueue's commit and the datagrams of workers we already knew.
+        datagram = encode(self._store.cluster, partitions)
+        known = self._targets
+        self._send(datagram, known)
+        self._send(datagram, [t for t in self._refresh() if t not in known])
+
+    def _send(self, datagram: bytes, targets: list[tuple[str, int]]) -> None:
+        for target in targets:
+            # Unreachable or gone: the registry forgets it and polling covers the gap.
+            with contextlib.suppress(OSError):
+                self._sock.sendto(datagram, target)
 
     def close(self) -> None:
         self._sock.close()

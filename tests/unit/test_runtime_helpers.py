@@ -56,3 +56,34 @@ def test_kick_wakes_its_waiter_times_out_and_stays_set_until_cleared() -> None:
         assert await kick.wait(0) is False
 
     asyncio.run(run())
+
+
+def test_nudges_reach_known_workers_before_the_registry_is_read_again(monkeypatch) -> None:
+    import types
+
+    from ringwork import wakeup
+
+    monkeypatch.setattr(wakeup, "REGISTRY_TTL", 0.0)  # every nudge finds the view stale
+    a, b = wakeup.WakeReceiver("c"), wakeup.WakeReceiver("c")
+    listed = [[a], [a, b]]
+    pending_at_read: list[set[int] | None] = []
+
+    class Registry:
+        cluster = "c"
+
+        def list_nodes(self) -> list[types.SimpleNamespace]:
+            pending_at_read.append(a.drain())
+            return [types.SimpleNamespace(wake_endpoint=r.endpoint) for r in listed.pop(0)]
+
+    sender = wakeup.WakeSender(Registry())  # type: ignore[arg-type]
+    try:
+        sender.nudge([1])  # nobody known yet: the first read finds a, who is nudged after it
+        assert pending_at_read == [None]
+        assert a.drain() == {1}
+        sender.nudge([2])  # a is nudged before the read; b, new, right after it
+        assert pending_at_read == [None, {2}]
+        assert b.drain() == {2} and a.drain() is None
+    finally:
+        sender.close()
+        a.close()
+        b.close()
