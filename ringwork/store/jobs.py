@@ -24,6 +24,10 @@ from ringwork.store.schema import JOB_STATES, UTCDateTime, jobs
 #: Rows per enqueue statement (bounded to stay well inside SQLite's bound-variable/JSON limits
 #: and to keep one statement's lock footprint modest).
 ENQUEUE_CHUNK = 1000
+#: PostgreSQL chunks at least this big go in by COPY. COPY saves server time per row but costs
+#: two more round trips (ids, then the data) than the one INSERT statement, which therefore wins
+#: for a few jobs -- above all for the single job of ``App.enqueue``, on the latency path.
+COPY_MIN_ROWS = 64
 #: last_error is capped so a huge traceback cannot bloat the row.
 MAX_ERROR_CHARS = 8000
 
@@ -84,7 +88,8 @@ def enqueue(
                 text = encode(j.payload)
             payloads.append(text)
         by_dedupe: dict[tuple[str, str], int] = {}
-        if dialect == "postgresql" and all(j.dedupe_key is None for j in rows):
+        copy = len(rows) >= COPY_MIN_ROWS and all(j.dedupe_key is None for j in rows)
+        if dialect == "postgresql" and copy:
             fresh = _copy_pg(conn, cluster, channel, rows, payloads)
         else:
             if dialect == "postgresql":

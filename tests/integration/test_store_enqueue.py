@@ -1,5 +1,7 @@
-"""Bulk enqueue on both databases: PostgreSQL COPYs chunks without dedupe keys, the rest (and
-SQLite) go through one INSERT .. SELECT per chunk. Both must store exactly the same rows."""
+"""Bulk enqueue on both databases: PostgreSQL COPYs big chunks without dedupe keys, the rest (and
+SQLite) go through one INSERT .. SELECT per chunk. Both must store exactly the same rows, so
+every test here runs twice: with COPY taking every chunk it may, and with the default size
+threshold (small batches, as most of these are, then take the INSERT)."""
 
 from __future__ import annotations
 
@@ -12,10 +14,18 @@ from ringwork import App
 from ringwork.errors import DatabaseError
 from ringwork.job import NewJob
 from ringwork.store import Store
+from ringwork.store import jobs as store_jobs
 
 NODE = "node-a"
 # Every character the COPY text format or JSON must escape, plus non-ASCII.
 AWKWARD = ["tab\there", "new\nline", "cr\rhere", "back\\slash", 'qu"ote', "\\N", "ключ", "😀", ""]
+
+
+@pytest.fixture(autouse=True, params=["copy", "insert"])
+def enqueue_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    if request.param == "copy":
+        monkeypatch.setattr(store_jobs, "COPY_MIN_ROWS", 1)
+    return str(request.param)
 
 
 def own_all(store: Store) -> dict[int, int]:
@@ -120,8 +130,8 @@ def test_ordered_jobs_keep_fifo(store: Store) -> None:
 
 
 @pytest.mark.postgres
-def test_failed_copy_rolls_back_rows_and_notify(pg_database_url: str) -> None:
-    with Store(pg_database_url, cluster="enqueue-rollback", partitions=8) as s:
+def test_failed_copy_rolls_back_rows_and_notify(pg_database_url: str, enqueue_path: str) -> None:
+    with Store(pg_database_url, cluster=f"enqueue-rollback-{enqueue_path}", partitions=8) as s:
         listener = s.listen()
         assert listener is not None
         try:
@@ -137,8 +147,8 @@ def test_failed_copy_rolls_back_rows_and_notify(pg_database_url: str) -> None:
 
 
 @pytest.mark.postgres
-def test_text_that_is_not_utf8_is_a_database_error(pg_database_url: str) -> None:
-    store = Store(pg_database_url, cluster="enqueue-surrogate", partitions=8)
+def test_text_that_is_not_utf8_is_a_database_error(pg_database_url: str, enqueue_path: str) -> None:
+    store = Store(pg_database_url, cluster=f"enqueue-surrogate-{enqueue_path}", partitions=8)
     for job in (NewJob(task="t", key="a\ud800", partition=1),
                 NewJob(task="t", key="a\ud800", partition=1, dedupe_key="d")):
         with pytest.raises(DatabaseError):
@@ -148,9 +158,11 @@ def test_text_that_is_not_utf8_is_a_database_error(pg_database_url: str) -> None
 
 
 @pytest.mark.postgres
-def test_notify_names_only_partitions_with_due_jobs(pg_database_url: str) -> None:
+def test_notify_names_only_partitions_with_due_jobs(
+    pg_database_url: str, enqueue_path: str
+) -> None:
     later = datetime.now(timezone.utc) + timedelta(hours=1)
-    with Store(pg_database_url, cluster="enqueue-notify", partitions=8) as s:
+    with Store(pg_database_url, cluster=f"enqueue-notify-{enqueue_path}", partitions=8) as s:
         listener = s.listen()
         assert listener is not None
         try:
