@@ -99,6 +99,12 @@ class Leadership:
         # first rebalance runs as soon as all of them have joined instead of after a debounce.
         # (At genesis nobody knows who else is starting, so joins are debounced as usual.)
         self.awaiting_joins: set[str] | None = self.alive_at_takeover if takeover else None
+        # At genesis the members are not known in advance: the first rebalance waits until a
+        # registry poll issued after the last join shows every live node joined (or the
+        # debounce runs out). Processes started together are then balanced in one rebalance,
+        # without the fixed wait; one that registers later joins as usual (debounced).
+        self.forming = not takeover
+        self.formed_check_after = math.inf  # a poll issued at or after this confirms formation
         self.join_deadline: float | None = max(takeover_until, now + self.config.session_timeout)
         self.members: dict[str, Member] = {}
         self._dirty: set[str] = set()
@@ -225,6 +231,7 @@ class Leadership:
             if self.awaiting_joins is not None and self.awaiting_joins <= self.members.keys():
                 self.awaiting_joins = None  # everyone known at takeover is here: no debounce
                 self.rebalance_due = now
+            self._check_formation(now)
         self.members[msg.sender].last_heard = now
         self._ack(now, msg.sender, msg.incarnation, msg.seq, msg.sent_at)
 
@@ -336,6 +343,18 @@ class Leadership:
         times += [r.started + wait for r in self.revoking.values() if not r.released]
         return times
 
+    def _unjoined_live_nodes(self) -> bool:
+        core = self.core
+        return any(core._alive(n) and n not in self.members for n in core.nodes)
+
+    def _check_formation(self, now: float) -> None:
+        """Genesis: once every live node we know of has joined, confirm with a fresh poll."""
+        if not self.forming or self._unjoined_live_nodes():
+            return
+        self.formed_check_after = now
+        if self.poll_op is None:
+            self.next_poll = now  # issued by this very tick
+
     def poll_result(self, now: float, op_id: int, term: int, leader: str | None) -> bool:
         """Renew authority if the referee still names us; ``False`` means step down."""
         if op_id != self.poll_op:
@@ -343,6 +362,13 @@ class Leadership:
         self.poll_op = None
         if term != self.term or leader != self.core.node_id:
             return False
+        if self.forming and self.formed_check_after < math.inf:
+            if self.poll_issued < self.formed_check_after:
+                self.next_poll = now  # it was out before the last join: look once more
+            elif not self._unjoined_live_nodes():
+                self.forming = False  # the registry shows nobody else starting: balance now
+                self.rebalance_due = now
+            # else: someone registered and has not joined yet; its join checks again
         if self.poll_issued < self.authority_until:  # a lapsed authority is never renewed
             self.authority_until = max(
                 self.authority_until, self.poll_issued + self.config.leader_lease
@@ -357,6 +383,7 @@ class Leadership:
 
     def _rebalance(self, now: float) -> None:
         self.rebalance_due = self.first_change = None
+        self.forming = False  # formed or not, later joins are debounced
         live = self.live_members()
         previous: dict[int, str | None] = {}
         for p, (owner, _) in self.owners.items():

@@ -116,6 +116,73 @@ def test_winning_announces_and_the_first_rebalance_writes_after_the_debounce() -
     assert core.claimable(0.0 + CFG.leader_lease) == {}
 
 
+def _genesis_leader(registered: tuple[NodeRecord, ...]) -> tuple[Core, int | None]:
+    """Leader "a" of a brand-new cluster; returns it and its formation poll's op id, if any
+    (there is one when no other live node is registered: it alone has joined)."""
+    core = Core("a", CFG)
+    core.handle(0.0, ev.Start())
+    out = core.handle(0.0, ev.PollResult(op_id=1, term=TermRecord(term=0, leader=None),
+                                         nodes=registered))
+    claim = of(out, ev.ClaimLeadership)[0]
+    out = core.handle(0.01, ev.LeadershipResult(op_id=claim.op_id, term=1, nodes=registered,
+                                                partitions={}))
+    polls = of(out, ev.Poll)
+    return core, polls[0].op_id if polls else None
+
+
+def join(sender: str, incarnation: int) -> ev.MessageReceived:
+    return ev.MessageReceived(
+        message=m.Join(sender=sender, term=1, incarnation=incarnation, seq=1, sent_at=0.0)
+    )
+
+
+def test_genesis_balances_once_a_fresh_poll_shows_every_live_node_joined() -> None:
+    registered = (node("a", 1), node("b", 2))
+    core, formation_poll = _genesis_leader(registered)
+    assert formation_poll is None  # b is registered and has not joined: nothing to confirm
+    out = core.handle(0.02, join("b", 2))
+    confirm = of(out, ev.Poll)[0]  # everyone known has joined: confirm with a fresh poll
+    out = core.handle(0.03, ev.PollResult(op_id=confirm.op_id, term=TermRecord(term=1, leader="a"),
+                                          nodes=registered))
+    write = of(out, ev.WriteAssignment)[0]  # well before join_debounce
+    assert sorted(set(write.owners.values())) == ["a", "b"]
+
+
+def test_genesis_looks_again_when_a_join_arrives_while_its_poll_is_out() -> None:
+    core, formation_poll = _genesis_leader((node("a", 1),))
+    assert formation_poll is not None
+    core.handle(0.02, join("b", 2))  # b registered and joined after that poll was sent
+    out = core.handle(0.03, ev.PollResult(op_id=formation_poll, term=TermRecord(term=1, leader="a"),
+                                          nodes=(node("a", 1), node("b", 2))))
+    assert not of(out, ev.WriteAssignment)
+    confirm = of(out, ev.Poll)[0]
+    out = core.handle(0.04, ev.PollResult(op_id=confirm.op_id, term=TermRecord(term=1, leader="a"),
+                                          nodes=(node("a", 1), node("b", 2))))
+    assert sorted(set(of(out, ev.WriteAssignment)[0].owners.values())) == ["a", "b"]
+
+
+def test_genesis_waits_for_a_node_the_registry_shows_starting() -> None:
+    core, formation_poll = _genesis_leader((node("a", 1),))
+    starting = (node("a", 1), node("c", 2))  # c registered after the election poll
+    out = core.handle(0.02, ev.PollResult(op_id=formation_poll, term=TermRecord(term=1, leader="a"),
+                                          nodes=starting))
+    assert not of(out, ev.WriteAssignment) and not of(out, ev.Poll)
+    out = core.handle(0.05, join("c", 2))
+    confirm = of(out, ev.Poll)[0]
+    out = core.handle(0.06, ev.PollResult(op_id=confirm.op_id, term=TermRecord(term=1, leader="a"),
+                                          nodes=starting))
+    write = of(out, ev.WriteAssignment)[0]
+    assert sorted(set(write.owners.values())) == ["a", "c"]
+
+
+def test_genesis_falls_back_to_the_debounce_for_a_node_that_never_joins() -> None:
+    core, formation_poll = _genesis_leader((node("a", 1), node("z", 2)))
+    assert formation_poll is None
+    assert not of(core.handle(0.4, ev.Tick()), ev.WriteAssignment)
+    write = of(core.handle(0.01 + CFG.join_debounce, ev.Tick()), ev.WriteAssignment)[0]
+    assert set(write.owners.values()) == {"a"}
+
+
 def test_a_follower_lease_runs_from_the_send_time_of_the_acknowledged_heartbeat() -> None:
     core = following(now=10.0)
     assert core.claimable(10.0) == {2: 5}
@@ -224,11 +291,11 @@ def leader_with_member(now: float = 0.0) -> Core:
 
 def test_the_leader_declares_a_silent_member_dead_after_session_timeout() -> None:
     core = leader_with_member()
-    poll = 0
-    for t in (0.5, 1.0, 1.5, 2.0, 2.5):  # keep its authority alive
-        for a in of(core.handle(t, ev.Tick()), ev.Poll):
-            poll = a.op_id
-        core.handle(t, ev.PollResult(op_id=poll, term=TermRecord(term=1, leader="a"), nodes=()))
+    for t in (0.5, 1.0, 1.5, 2.0, 2.5):  # keep its authority alive: answer every poll it made
+        core.handle(t, ev.Tick())
+        for poll in [op for op, (kind, _) in core._ops.items() if kind == "Poll"]:
+            result = ev.PollResult(op_id=poll, term=TermRecord(term=1, leader="a"), nodes=())
+            core.handle(t, result)
     assert "b" in core.leadership.members  # type: ignore[union-attr]
     out = core.handle(CFG.session_timeout, ev.Tick())
     assert "b" not in core.leadership.members  # type: ignore[union-attr]
