@@ -56,9 +56,8 @@ class AsyncClaimer:
         if limit <= 0 or not owned:
             return []
         parts = sorted(owned)
-        params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
-        params.update(parts=parts, epochs=[owned[p] for p in parts], cluster=self._cluster,
-                      node=node_id, limit=limit)
+        params: dict[str, Any] = {"parts": parts, "epochs": [owned[p] for p in parts],
+                                  "cluster": self._cluster, "node": node_id, "limit": limit}
         sql = _compiled(self._dialect, len(parts))
         try:
             with translated("claim"):

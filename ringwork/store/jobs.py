@@ -232,11 +232,12 @@ def claim(
     if limit <= 0 or not owned:
         return []
     parts = sorted(owned)
-    params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
+    params: dict[str, Any]
     if dialect == "postgresql":
-        params.update(parts=parts, epochs=[owned[p] for p in parts])
+        params = {"parts": parts, "epochs": [owned[p] for p in parts]}
         stmt = queries.claim_pg(len(parts))
     else:
+        params = {f"p{i}": p for i, p in enumerate(parts)}
         params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
         params.update(owned=json.dumps([[p, owned[p]] for p in parts]), now=utcnow())
         stmt = queries.claim_sqlite(len(parts))

@@ -25,8 +25,8 @@ import sqlalchemy as sa
 
 from ringwork.store.schema import UTCDateTime
 
-#: Above this many owned partitions the claim uses one correlated scan per partition instead of
-#: a merged UNION ALL (statement size, planning time; SQLite allows at most 500 compound terms).
+#: SQLite: above this many owned partitions the claim uses one correlated scan per partition
+#: instead of a merged UNION ALL (statement size; SQLite allows at most 500 compound terms).
 MERGE_MAX_PARTITIONS = 200
 
 # A job whose predecessor of the same ordered key is unfinished is not runnable (strict FIFO).
@@ -107,8 +107,8 @@ WITH owned AS MATERIALIZED (
     FOR SHARE OF p
 ),"""
 
-# Wide fallback: one LATERAL index scan per owned partition, each up to :limit rows.
-_TOP_PG_WIDE = f"""
+# One LATERAL index scan per owned partition, each up to :limit rows (see claim_pg).
+_TOP_PG = f"""
 top AS MATERIALIZED (
     SELECT c.id FROM owned AS o
     CROSS JOIN LATERAL (
@@ -123,13 +123,6 @@ top AS MATERIALIZED (
     LIMIT :limit
 ),"""
 
-_ARM_PG = f"""    (SELECT c.id, c.priority FROM ringwork_jobs AS c
-     WHERE c.cluster = :cluster AND c."partition" = CAST(:p{{i}} AS integer)
-       AND c.state = 'queued' AND c.run_at <= now()
-       AND EXISTS (SELECT 1 FROM owned WHERE owned."partition" = CAST(:p{{i}} AS integer))
-       AND {_ORDERED_HEAD.format(j="c")}
-     ORDER BY c.priority DESC, c.id
-     LIMIT :limit)"""
 
 _CLAIM_PG_TAIL = """
 picked AS MATERIALIZED (
@@ -148,28 +141,23 @@ RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_att
 """
 
 
-@functools.lru_cache(maxsize=256)
-def claim_pg(owned: int) -> Any:
-    """The claim for ``owned`` partitions (bound as ``:p0``.. in ascending order).
+_CLAIM_PG = sa.text(_OWNED_PG + _TOP_PG + _CLAIM_PG_TAIL).columns(**_CLAIM_COLUMNS)
 
-    Up to :data:`MERGE_MAX_PARTITIONS`, one ordered, limited index scan per partition under a
-    ``MERGE APPEND``: rows are pulled lazily, so a claim reads about ``limit + owned`` index
-    entries however deep the backlog. (A LATERAL join would read ``limit`` rows from *every*
-    partition before sorting; PostgreSQL does not merge-append a LATERAL.)
+
+def claim_pg(owned: int) -> Any:
+    """The claim for ``owned`` partitions (the pairs bound as the ``:parts``/``:epochs`` arrays).
+
+    One limited index scan per owned partition, driven by a LATERAL join from the locked
+    ``owned`` rows: it reads up to ``limit`` entries of each partition before the final sort.
+    The alternative, a ``UNION ALL`` of one arm per partition under a lazy ``Merge Append``,
+    reads fewer entries but pays executor start-up for every arm on every execution and is a
+    different statement for every partition count (each prepared and planned on its own; 20 ms
+    to plan for 64 partitions). Measured interleaved on the same data (40,000 queued, limit
+    4): 16 partitions 3.6 -> 2.8 ms, 32: 5.9 -> 3.9 ms, 64: 24 -> 5.1 ms per claim; with limit
+    32 the LATERAL form still wins (64 partitions 25.6 -> 9.2 ms). The text is the same for any
+    partition count, so one prepared statement serves every claim, narrowed or not.
     """
-    if owned > MERGE_MAX_PARTITIONS:
-        top = _TOP_PG_WIDE
-    else:
-        arms = "\n    UNION ALL\n".join(_ARM_PG.format(i=i) for i in range(owned))
-        top = f"""
-top AS MATERIALIZED (
-    SELECT id FROM (
-{arms}
-    ) AS c
-    ORDER BY c.priority DESC, c.id
-    LIMIT :limit
-),"""
-    return sa.text(_OWNED_PG + top + _CLAIM_PG_TAIL).columns(**_CLAIM_COLUMNS)
+    return _CLAIM_PG
 
 
 COMPLETE_PG = sa.text("""
