@@ -10,8 +10,18 @@ from typing import TypeVar
 
 from ringwork import App
 from ringwork.runtime import Worker
+from ringwork.store import Store
 
 T = TypeVar("T")
+
+
+def own_all(store: Store, node: str = "node-a") -> dict[int, int]:
+    """Make ``node`` leader and owner of every partition; its {partition: epoch}."""
+    term = store.claim_leadership(node, store.read_term().term)
+    assert term is not None
+    epochs = store.assign(node, term, dict.fromkeys(range(store.partitions), node))
+    assert epochs is not None
+    return epochs
 
 
 def wait_for(condition: Callable[[], T], timeout: float = 10.0, interval: float = 0.02,

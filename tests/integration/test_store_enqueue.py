@@ -15,6 +15,7 @@ from ringwork.errors import DatabaseError
 from ringwork.job import NewJob
 from ringwork.store import Store
 from ringwork.store import jobs as store_jobs
+from tests.support import own_all
 
 NODE = "node-a"
 # Every character the COPY text format or JSON must escape, plus non-ASCII.
@@ -26,14 +27,6 @@ def enqueue_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
     if request.param == "copy":
         monkeypatch.setattr(store_jobs, "COPY_MIN_ROWS", 1)
     return str(request.param)
-
-
-def own_all(store: Store) -> dict[int, int]:
-    term = store.claim_leadership(NODE, store.read_term().term)
-    assert term is not None
-    epochs = store.assign(NODE, term, dict.fromkeys(range(store.partitions), NODE))
-    assert epochs is not None
-    return epochs
 
 
 def test_awkward_keys_tasks_and_payloads_round_trip(store: Store) -> None:

@@ -11,6 +11,7 @@ from ringwork.errors import InvalidJobState, JobNotFound
 from ringwork.job import JobState, NewJob, Outcome
 from ringwork.store import Store
 from ringwork.store.schema import jobs as jobs_table
+from tests.support import own_all
 
 NODE = "node-a"
 
@@ -18,15 +19,6 @@ NODE = "node-a"
 def new(key: str = "k", partition: int = 0, **kw: object) -> NewJob:
     kw.setdefault("task", "t")
     return NewJob(key=key, partition=partition, **kw)  # type: ignore[arg-type]
-
-
-def own_all(store: Store, node: str = NODE) -> dict[int, int]:
-    """Make ``node`` leader and owner of every partition; its {partition: epoch}."""
-    term = store.claim_leadership(node, store.read_term().term)
-    assert term is not None
-    epochs = store.assign(node, term, dict.fromkeys(range(store.partitions), node))
-    assert epochs is not None
-    return epochs
 
 
 def test_enqueue_one_and_many_returns_ids_in_order(store: Store) -> None:

@@ -14,16 +14,9 @@ import pytest
 from ringwork.errors import DatabaseUnavailable
 from ringwork.job import Job, JobState, NewJob
 from ringwork.store import Store
+from tests.support import own_all
 
 NODE = "node-a"
-
-
-def own_all(store: Store, node: str = NODE) -> dict[int, int]:
-    term = store.claim_leadership(node, store.read_term().term)
-    assert term is not None
-    epochs = store.assign(node, term, dict.fromkeys(range(store.partitions), node))
-    assert epochs is not None
-    return epochs
 
 
 def test_no_loop_claimer_on_sqlite(tmp_path: Path) -> None:
