@@ -3,8 +3,8 @@
 An idle worker woken by a NOTIFY claims from the partitions the notification names, and that
 claim is on the enqueue-to-start path. Through the store's thread pool it costs two thread
 hand-offs (loop -> database thread -> loop, 0.2-0.5 ms each on a busy machine) and SQLAlchemy's
-per-statement work. :class:`AsyncClaimer` runs the very same statement (``queries.claim_pg``,
-compiled once per partition count by SQLAlchemy's psycopg dialect) on its own psycopg
+per-statement work. :class:`AsyncClaimer` runs the very same statement (``queries.CLAIM_PG``,
+compiled once by SQLAlchemy's psycopg dialect) on its own psycopg
 ``AsyncConnection`` in autocommit: the statement is its own transaction, and its reply -- the
 claimed jobs -- arrives only after the commit is flushed, so a handler never starts before its
 claim is durable. Fencing is the statement's, unchanged (see ``queries.py``).
@@ -16,24 +16,17 @@ claiming in one transaction is what lets an ordered key's next job go in the sam
 from __future__ import annotations
 
 import contextlib
-import functools
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy.engine import Dialect
 
 from ringwork.job import Job
-from ringwork.store import queries
+from ringwork.store import jobs, queries
 from ringwork.store.engine import translated
 
 if TYPE_CHECKING:
     import psycopg
-
-
-@functools.lru_cache(maxsize=256)
-def _compiled(dialect: Dialect, owned: int) -> str:
-    """``queries.claim_pg(owned)`` as psycopg SQL (``%(name)s`` placeholders)."""
-    return str(queries.claim_pg(owned).compile(dialect=dialect))
 
 
 class AsyncClaimer:
@@ -46,7 +39,7 @@ class AsyncClaimer:
     def __init__(
         self, dialect: Dialect, connect_kwargs: Mapping[str, Any], cluster: str
     ) -> None:
-        self._dialect = dialect
+        self._sql = str(queries.CLAIM_PG.compile(dialect=dialect))  # %(name)s placeholders
         self._connect_kwargs = dict(connect_kwargs)
         self._cluster = cluster
         self._conn: psycopg.AsyncConnection[Any] | None = None
@@ -55,25 +48,17 @@ class AsyncClaimer:
         """Claim up to ``limit`` runnable jobs of partitions ``node_id`` owns at those epochs."""
         if limit <= 0 or not owned:
             return []
-        parts = sorted(owned)
-        params: dict[str, Any] = {"parts": parts, "epochs": [owned[p] for p in parts],
-                                  "cluster": self._cluster, "node": node_id, "limit": limit}
-        sql = _compiled(self._dialect, len(parts))
+        params = jobs.claim_params_pg(self._cluster, node_id, owned, limit)
         try:
             with translated("claim"):
                 conn = self._conn or await self._connect()
-                cursor = await conn.execute(sql, params)
+                cursor = await conn.execute(self._sql, params)
                 rows = await cursor.fetchall()
         except BaseException:
             # Errors and cancellation alike leave the connection in an unknown state.
             await self.close()
             raise
-        rows.sort(key=lambda r: (-r[8], r[0]))
-        return [
-            Job(id=r[0], task=r[1], key=r[2], partition=r[3], payload=r[4], attempt=r[5],
-                max_attempts=r[6], token=r[7])
-            for r in rows
-        ]
+        return jobs.claimed_jobs(rows)
 
     async def _connect(self) -> psycopg.AsyncConnection[Any]:
         import psycopg

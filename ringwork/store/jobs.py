@@ -9,7 +9,7 @@ is bound in instead.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
@@ -231,30 +231,34 @@ def claim(
     """Claim up to ``limit`` runnable jobs of the partitions ``node_id`` owns at those epochs."""
     if limit <= 0 or not owned:
         return []
-    parts = sorted(owned)
-    params: dict[str, Any]
     if dialect == "postgresql":
-        params = {"parts": parts, "epochs": [owned[p] for p in parts]}
-        stmt = queries.claim_pg(len(parts))
-    else:
-        params = {f"p{i}": p for i, p in enumerate(parts)}
-        params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
-        params.update(owned=json.dumps([[p, owned[p]] for p in parts]), now=utcnow())
-        stmt = queries.claim_sqlite(len(parts))
-    params.update(cluster=cluster, node=node_id, limit=limit)
-    rows = sorted(conn.execute(stmt, params), key=lambda r: (-r.priority, r.id))
+        return claimed_jobs(conn.execute(queries.CLAIM_PG,
+                                         claim_params_pg(cluster, node_id, owned, limit)))
+    parts = sorted(owned)
+    params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
+    params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
+    params.update(owned=json.dumps([[p, owned[p]] for p in parts]), now=utcnow(),
+                  cluster=cluster, node=node_id, limit=limit)
+    return claimed_jobs(conn.execute(queries.claim_sqlite(len(parts)), params))
+
+
+def claim_params_pg(
+    cluster: str, node_id: str, owned: Mapping[int, int], limit: int
+) -> dict[str, Any]:
+    """The parameters of :data:`queries.CLAIM_PG` (also run by the worker's loop claimer)."""
+    parts = sorted(owned)
+    return {"parts": parts, "epochs": [owned[p] for p in parts], "cluster": cluster,
+            "node": node_id, "limit": limit}
+
+
+def claimed_jobs(rows: Iterable[Sequence[Any]]) -> list[Job]:
+    """Jobs from a claim's rows (the columns of ``queries._CLAIM_COLUMNS``, in that order),
+    highest priority first, then oldest."""
+    ordered = sorted(rows, key=lambda r: (-r[8], r[0]))
     return [
-        Job(
-            id=r.id,
-            task=r.task,
-            key=r.key,
-            partition=r.partition,
-            payload=r.payload,
-            attempt=r.attempts,
-            max_attempts=r.max_attempts,
-            token=r.claim_epoch,
-        )
-        for r in rows
+        Job(id=r[0], task=r[1], key=r[2], partition=r[3], payload=r[4], attempt=r[5],
+            max_attempts=r[6], token=r[7])
+        for r in ordered
     ]
 
 

@@ -107,7 +107,7 @@ WITH owned AS MATERIALIZED (
     FOR SHARE OF p
 ),"""
 
-# One LATERAL index scan per owned partition, each up to :limit rows (see claim_pg).
+# One LATERAL index scan per owned partition, each up to :limit rows (see CLAIM_PG).
 _TOP_PG = f"""
 top AS MATERIALIZED (
     SELECT c.id FROM owned AS o
@@ -141,23 +141,18 @@ RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_att
 """
 
 
-_CLAIM_PG = sa.text(_OWNED_PG + _TOP_PG + _CLAIM_PG_TAIL).columns(**_CLAIM_COLUMNS)
-
-
-def claim_pg(owned: int) -> Any:
-    """The claim for ``owned`` partitions (the pairs bound as the ``:parts``/``:epochs`` arrays).
-
-    One limited index scan per owned partition, driven by a LATERAL join from the locked
-    ``owned`` rows: it reads up to ``limit`` entries of each partition before the final sort.
-    The alternative, a ``UNION ALL`` of one arm per partition under a lazy ``Merge Append``,
-    reads fewer entries but pays executor start-up for every arm on every execution and is a
-    different statement for every partition count (each prepared and planned on its own; 20 ms
-    to plan for 64 partitions). Measured interleaved on the same data (40,000 queued, limit
-    4): 16 partitions 3.6 -> 2.8 ms, 32: 5.9 -> 3.9 ms, 64: 24 -> 5.1 ms per claim; with limit
-    32 the LATERAL form still wins (64 partitions 25.6 -> 9.2 ms). The text is the same for any
-    partition count, so one prepared statement serves every claim, narrowed or not.
-    """
-    return _CLAIM_PG
+#: The claim for the partitions bound as the ``:parts``/``:epochs`` arrays.
+#:
+#: One limited index scan per owned partition, driven by a LATERAL join from the locked
+#: ``owned`` rows: it reads up to ``limit`` entries of each partition before the final sort.
+#: The alternative, a ``UNION ALL`` of one arm per partition under a lazy ``Merge Append``,
+#: reads fewer entries but pays executor start-up for every arm on every execution and is a
+#: different statement for every partition count (each prepared and planned on its own; 20 ms
+#: to plan for 64 partitions). Measured interleaved on the same data (40,000 queued, limit
+#: 4): 16 partitions 3.6 -> 2.8 ms, 32: 5.9 -> 3.9 ms, 64: 24 -> 5.1 ms per claim; with limit
+#: 32 the LATERAL form still wins (64 partitions 25.6 -> 9.2 ms). The text is the same for any
+#: partition count, so one prepared statement serves every claim, narrowed or not.
+CLAIM_PG = sa.text(_OWNED_PG + _TOP_PG + _CLAIM_PG_TAIL).columns(**_CLAIM_COLUMNS)
 
 
 COMPLETE_PG = sa.text("""

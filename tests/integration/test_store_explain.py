@@ -82,7 +82,7 @@ def claim_plan(store: Store, *, generic: bool = False) -> str:
     params |= {f"p{i}": p for i, p in enumerate(parts)}
     if store.dialect == "postgresql":
         params |= {"parts": parts, "epochs": [OWNED[p] for p in parts]}
-        return explain(store, queries.claim_pg(len(parts)), params, generic=generic)
+        return explain(store, queries.CLAIM_PG, params, generic=generic)
     params |= {f"e{i}": OWNED[p] for i, p in enumerate(parts)}
     params |= {"owned": json.dumps(list(OWNED.items())), "now": "2100-01-01 00:00:00.000000"}
     return explain(store, queries.claim_sqlite(len(parts)), params)
