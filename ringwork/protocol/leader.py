@@ -94,15 +94,15 @@ class Leadership:
         # Owners the registry shows alive get until join_deadline to join and confirm; the
         # partitions of the others are orphaned as soon as the takeover wait is over.
         self.alive_at_takeover = set(alive)
-        # Taking over a working cluster, every moment before the first rebalance is a moment
-        # the dead leader's partitions go unprocessed, and the members are already known: the
-        # first rebalance runs as soon as all of them have joined instead of after a debounce.
-        # (At genesis nobody knows who else is starting, so joins are debounced as usual.)
+        # The first rebalance does not wait out the join debounce when it can know that
+        # everyone has joined (the debounce stays its upper bound):
+        # * taking over a working cluster, the members are the nodes alive at takeover, and
+        #   every moment before the rebalance the dead leader's partitions go unprocessed: it
+        #   runs as soon as all of them have joined;
+        # * at genesis nobody knows who else is starting: it runs once a registry poll issued
+        #   after the last join shows every live node joined. Processes started together are
+        #   balanced in one step; one that registers later joins as usual (debounced).
         self.awaiting_joins: set[str] | None = self.alive_at_takeover if takeover else None
-        # At genesis the members are not known in advance: the first rebalance waits until a
-        # registry poll issued after the last join shows every live node joined (or the
-        # debounce runs out). Processes started together are then balanced in one rebalance,
-        # without the fixed wait; one that registers later joins as usual (debounced).
         self.forming = not takeover
         self.formed_check_after = math.inf  # a poll issued at or after this confirms formation
         self.join_deadline: float | None = max(takeover_until, now + self.config.session_timeout)
@@ -165,11 +165,9 @@ class Leadership:
         """
         if self.first_change is None:
             self.first_change = now
-        self.rebalance_due = min(
+        self.rebalance_due = now if at_once else min(
             now + self.config.join_debounce, self.first_change + self.config.max_debounce
         )
-        if at_once:
-            self.rebalance_due = now
         self._unversioned = self._publish = True
 
     def grant_for(self, node: str) -> Pairs:
@@ -343,13 +341,14 @@ class Leadership:
         times += [r.started + wait for r in self.revoking.values() if not r.released]
         return times
 
-    def _unjoined_live_nodes(self) -> bool:
+    def _live_node_not_joined(self) -> bool:
+        """Whether the registry, as last polled, lists a live node that is not a member."""
         core = self.core
         return any(core._alive(n) and n not in self.members for n in core.nodes)
 
     def _check_formation(self, now: float) -> None:
         """Genesis: once every live node we know of has joined, confirm with a fresh poll."""
-        if not self.forming or self._unjoined_live_nodes():
+        if not self.forming or self._live_node_not_joined():
             return
         self.formed_check_after = now
         if self.poll_op is None:
@@ -365,7 +364,7 @@ class Leadership:
         if self.forming and self.formed_check_after < math.inf:
             if self.poll_issued < self.formed_check_after:
                 self.next_poll = now  # it was out before the last join: look once more
-            elif not self._unjoined_live_nodes():
+            elif not self._live_node_not_joined():
                 self.forming = False  # the registry shows nobody else starting: balance now
                 self.rebalance_due = now
             # else: someone registered and has not joined yet; its join checks again
