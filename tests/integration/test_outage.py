@@ -23,7 +23,7 @@ import sqlite3
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psycopg
@@ -198,6 +198,27 @@ def stop_gracefully(cluster: Cluster, proc: Proc) -> None:
     assert code == 0, f"exit code {code}\n{cluster.logs()}"
 
 
+def through_outage(
+    cluster: Cluster, proc: Proc, outage: Callable[[], None], recovered: str | None
+) -> tuple[Feeder, int, dict[int, int], str]:
+    """Feed jobs, run ``outage`` once the worker makes progress, wait for progress after it
+    (``recovered`` names that wait; ``None``: the outage checks progress itself), then wait
+    until every job enqueued succeeded exactly as fed. Returns the feeder, the number of jobs,
+    {job id: handler runs} and the worker's log."""
+    feeder = Feeder(cluster)
+    feeder.start()
+    try:
+        wait_progress(cluster, proc, 30, 30, "before the outage")
+        outage()
+        if recovered is not None:
+            wait_progress(cluster, proc, 30, 60, recovered)
+    finally:
+        n = feeder.stop()
+    records = wait_all_succeeded(cluster, proc, feeder, n)
+    runs = check_nothing_lost(cluster, feeder, n, records)
+    return feeder, n, runs, proc.log.read_text()
+
+
 # -- PostgreSQL --------------------------------------------------------------------------------
 
 
@@ -253,22 +274,17 @@ def test_worker_survives_repeated_connection_kills(
         worker_cluster(db_url, cluster_name, tmp_path) as (cluster, proc),
         pg_admin(db_url) as admin,
     ):
-        feeder = Feeder(cluster)
-        feeder.start()
-        try:
-            wait_progress(cluster, proc, 30, 30, "before the outage")
-            killed = []
+        killed: list[int] = []
+
+        def bursts() -> None:
             for burst in range(6):
                 killed.append(admin.terminate_all())
                 # The next burst hits a worker that has recovered and is working again.
                 wait_progress(cluster, proc, 20, 30, f"after burst {burst}")
             assert all(k > 0 for k in killed), killed
-        finally:
-            n = feeder.stop()
-        records = wait_all_succeeded(cluster, proc, feeder, n)
-        runs = check_nothing_lost(cluster, feeder, n, records)
+
+        feeder, n, runs, log = through_outage(cluster, proc, bursts, None)
         assert proc.popen.poll() is None
-        log = proc.log.read_text()
         # The worker's own connections were cut (its LISTEN connection is always open).
         assert "event=listen_failed" in log or "event=database_unavailable" in log, log
         assert "Traceback" not in log, cluster.logs()
@@ -286,10 +302,7 @@ def test_worker_survives_a_two_second_outage(
         worker_cluster(db_url, cluster_name, tmp_path) as (cluster, proc),
         pg_admin(db_url) as admin,
     ):
-        feeder = Feeder(cluster)
-        feeder.start()
-        try:
-            wait_progress(cluster, proc, 30, 30, "before the outage")
+        def refuse_connections_for_two_seconds() -> None:
             try:
                 admin.allow_connections(False)
                 killed = 0
@@ -300,12 +313,10 @@ def test_worker_survives_a_two_second_outage(
                 assert killed > 0
             finally:
                 admin.allow_connections(True)
-            wait_progress(cluster, proc, 30, 60, "after the outage")
-        finally:
-            n = feeder.stop()
-        records = wait_all_succeeded(cluster, proc, feeder, n)
-        runs = check_nothing_lost(cluster, feeder, n, records)
-        log = proc.log.read_text()
+
+        feeder, n, runs, log = through_outage(
+            cluster, proc, refuse_connections_for_two_seconds, "after the outage"
+        )
         assert "event=database_unavailable" in log, cluster.logs()
         assert "Traceback" not in log, cluster.logs()
         stop_gracefully(cluster, proc)
@@ -324,10 +335,7 @@ def test_worker_survives_a_write_lock_held_past_the_busy_timeout(
     path = sa.make_url(db_url).database
     assert path
     with worker_cluster(db_url, cluster_name, tmp_path) as (cluster, proc):
-        feeder = Feeder(cluster)
-        feeder.start()
-        try:
-            wait_progress(cluster, proc, 30, 30, "before the outage")
+        def hold_the_write_lock() -> None:
             blocker = sqlite3.connect(path, timeout=30, isolation_level=None)
             try:
                 blocker.execute("BEGIN IMMEDIATE")
@@ -340,12 +348,10 @@ def test_worker_survives_a_write_lock_held_past_the_busy_timeout(
                     blocker.execute("ROLLBACK")
             finally:
                 blocker.close()
-            wait_progress(cluster, proc, 30, 60, "after the lock was released")
-        finally:
-            n = feeder.stop()
-        records = wait_all_succeeded(cluster, proc, feeder, n)
-        runs = check_nothing_lost(cluster, feeder, n, records)
-        log = proc.log.read_text()
+
+        feeder, n, runs, log = through_outage(
+            cluster, proc, hold_the_write_lock, "after the lock was released"
+        )
         assert "event=database_unavailable" in log, cluster.logs()
         assert "Traceback" not in log, cluster.logs()
         stop_gracefully(cluster, proc)
