@@ -197,9 +197,7 @@ class App:
         dedupe_key: str | None = None,
     ) -> NewJob:
         """:meth:`build_job`, keeping the encoded payload for the store (encoded once)."""
-        spec = self.tasks.get(task)
-        if spec is None:
-            spec = self.get_task(task)  # raises UnknownTaskError
+        spec = self.get_task(task)
         if not isinstance(key, str):
             raise PayloadError(f"job key must be a string, not {type(key).__name__}")
         try:
@@ -211,7 +209,7 @@ class App:
         return NewJob.prepared(
             task,
             key,
-            partition_for(key, self.settings.partitions),
+            self.partition_for(key),
             payload,
             payload_json,
             spec.priority if priority is None else priority,
