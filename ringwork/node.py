@@ -175,6 +175,8 @@ class Node:
         self._listener: PartitionListener | None = None
         self._thread: threading.Thread | None = None
         self._running = threading.Event()
+        self._awake = threading.Event()  # cleared while frozen (see freeze)
+        self._awake.set()
         self._left = threading.Event()
         self._registry: SqlRegistry | None = None
 
@@ -222,6 +224,22 @@ class Node:
                 return {}
             return self._core.claimable(time.monotonic())
 
+    def claimable_snapshot(self) -> tuple[dict[int, int], float]:
+        """What we hold and until when (monotonic) we may claim it: ``claimable()`` for a
+        process that asks from afar (see :mod:`ringwork.node_process`)."""
+        with self._core_lock:
+            if self._core is None:
+                return {}, -1.0
+            return dict(self._core.held), self._core.claim_deadline()
+
+    def freeze(self) -> None:
+        """Stop acting at all (no heartbeat, no poll) until :meth:`thaw`: what a paused process
+        does. The node process uses it when the worker it serves is stopped."""
+        self._awake.clear()
+
+    def thaw(self) -> None:
+        self._awake.set()
+
     def revoke_done(self, partitions: frozenset[int]) -> None:
         self._inbox.put(ev.RevokeConfirmed(partitions=partitions))
 
@@ -237,6 +255,7 @@ class Node:
             if not self._left.wait(budget):
                 log_event("leave_timed_out", node=self.node_id)
         self._running.clear()
+        self._awake.set()
         if self._thread is not None:
             self._thread.join(5)
         self._referee_pool.shutdown(wait=True, cancel_futures=True)
@@ -359,6 +378,7 @@ class Node:
         poller.register(self._sub, zmq.POLLIN)
         try:
             while self._running.is_set():
+                self._awake.wait()
                 now = time.monotonic()
                 with self._core_lock:
                     assert self._core is not None

@@ -141,13 +141,23 @@ def _close_listener(connecting: asyncio.Future[Listener | None]) -> None:
 
 
 def cluster_node(app: App) -> Coordinator:
-    """The ZeroMQ cluster member for ``app``, configured from its settings."""
-    from ringwork.node import CurveKeys, Node
+    """The ZeroMQ cluster member for ``app``, configured from its settings.
+
+    It runs in a process of its own (:mod:`ringwork.node_process`): no handler, however
+    CPU-bound, can then keep the protocol from the interpreter.
+    """
+    from ringwork.node import CurveKeys
+    from ringwork.node_process import NodeProcess
 
     s = app.settings
-    curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None
-    return Node(
-        app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None, curve=curve
+    if s.curve_key_file:
+        CurveKeys.load(s.curve_key_file)  # a bad key file is an error here, not in the child
+    return NodeProcess(
+        app.store,
+        protocol_config(s),
+        bind=s.bind,
+        advertise=s.advertise or None,
+        curve_key_file=s.curve_key_file or None,
     )
 
 
