@@ -12,9 +12,17 @@ connection -- and nothing else, and stays responsive however busy the parent is.
 The two talk over one :func:`multiprocessing.Pipe`:
 
 * parent -> child: ``start``, ``revoke_done``, ``leave``, ``stop``;
+* parent -> child: the worker's job writes (``exchange``, ``fail``, ``release_unknown``), run
+  by the child on its own connection and answered by id;
 * child -> parent: the reply to ``start``, partition events, the claimable snapshot
   ``(partition -> epoch, deadline)`` (pushed before every event and whenever it changes), the
   node's view for metrics (once a second), and ``failed`` when the node can no longer work.
+
+Why the job writes cross too: a transaction run by a thread that waits for the GIL behind 32
+busy handlers holds its locks for seconds (each step of it waits for the interpreter again). On
+SQLite that lock is the whole database's, so the node's own registry touch waited behind it and
+the leader's authority lapsed all the same. Run by the child, a transaction takes as long as the
+database needs; the parent's part is one message each way.
 
 ``claimable()`` in the parent answers from the last snapshot: the deadline is the lease (or the
 leader's authority) on ``CLOCK_MONOTONIC``, which every process of the machine shares, so a
@@ -40,6 +48,7 @@ main thread serves the pipe and watches the parent; the node has its own threads
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import queue
@@ -50,13 +59,14 @@ import sys
 import threading
 import time
 from collections.abc import Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ringwork import errors
 from ringwork.coordinator import PartitionListener, new_node_id
-from ringwork.errors import RingworkError
+from ringwork.errors import DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 
@@ -69,6 +79,8 @@ WATCH_INTERVAL = 0.02
 VIEW_INTERVAL = 1.0
 #: Exit code of a child whose node loop died (and of a worker that loses its node).
 EXIT_NODE_FAILED = 70
+#: The store methods the worker may run in the child (its job writes).
+REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown"})
 
 
 @dataclass(frozen=True)
@@ -125,6 +137,9 @@ class NodeProcess:
         self._failure: str | None = None
         self._stopping = False
         self._reader: threading.Thread | None = None
+        self._calls: dict[int, Future[Any]] = {}
+        self._call_ids = itertools.count()
+        self.store_proxy = RemoteStore(self)
         if _may_fork():
             self._spawn()  # now, while the worker runs no thread of its own yet
 
@@ -185,6 +200,17 @@ class NodeProcess:
     def view(self) -> dict[str, object]:
         """The node's last reported view (role, term, drop counters) for status and metrics."""
         return dict(self._view)
+
+    def call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        """Run ``store.name(*args, **kwargs)`` in the child; blocks (call it off the loop)."""
+        future: Future[Any] = Future()
+        call_id = next(self._call_ids)
+        self._calls[call_id] = future
+        if self._failure is not None:
+            self._calls.pop(call_id, None)
+            raise DatabaseUnavailable(f"cluster node process is gone: {self._failure}")
+        self._send("call", call_id, name, args, kwargs)
+        return future.result()
 
     # -- the parent's side of the pipe ---------------------------------------------------------
 
@@ -253,6 +279,14 @@ class NodeProcess:
                 self._snapshot = (message[3], message[4])
                 if self._listener is not None:
                     self._listener(message[1], message[2])
+            elif kind == "result":
+                future = self._calls.pop(message[1], None)
+                if future is not None:
+                    future.set_result(message[2])
+            elif kind == "error":
+                future = self._calls.pop(message[1], None)
+                if future is not None:
+                    future.set_exception(_error(message[2], message[3]))
             elif kind == "view":
                 self._view = message[1]
             elif kind == "failed":
@@ -269,9 +303,29 @@ class NodeProcess:
             return
         self._failure = reason
         self._snapshot = ({}, -1.0)
+        for call_id in list(self._calls):
+            future = self._calls.pop(call_id, None)
+            if future is not None:
+                future.set_exception(DatabaseUnavailable(f"cluster node process is gone: {reason}"))
         log_event("node_failed", logging.ERROR, node=self.node_id, reason=reason)
         if self._listener is not None:
             self._listener("lost", frozenset(range(self._spec.partitions)))
+
+
+class RemoteStore:
+    """The worker's job writes, run by the node process (see the module docstring for why)."""
+
+    def __init__(self, node: NodeProcess) -> None:
+        self._node = node
+
+    def exchange(self, *args: Any, **kwargs: Any) -> Any:
+        return self._node.call("exchange", *args, **kwargs)
+
+    def fail(self, *args: Any, **kwargs: Any) -> Any:
+        return self._node.call("fail", *args, **kwargs)
+
+    def release_unknown(self, *args: Any, **kwargs: Any) -> Any:
+        return self._node.call("release_unknown", *args, **kwargs)
 
 
 def _may_fork() -> bool:
@@ -383,6 +437,7 @@ class _Child:
         self.revoking: set[int] = set()
         self._last_snapshot: tuple[dict[int, int], float] | None = None
         self._stopper: threading.Thread | None = None
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ringwork-store")
 
     def serve(self) -> int:
         next_view = 0.0
@@ -414,6 +469,7 @@ class _Child:
             self._push("failed", f"{type(exc).__name__}: {exc}")
             return EXIT_NODE_FAILED
         finally:
+            self._writer.shutdown(wait=True)
             self.store.close()
 
     def _handle(self, message: tuple[Any, ...]) -> None:
@@ -427,6 +483,8 @@ class _Child:
             else:
                 self.started = True
                 self._push("started", self.node.endpoint, self.node.pub_endpoint)
+        elif kind == "call":
+            self._writer.submit(self._call, *message[1:])
         elif kind == "revoke_done":
             self.revoking -= message[1]
             self.node.revoke_done(message[1])
@@ -436,6 +494,21 @@ class _Child:
             # On a thread: the leave needs revoke confirmations that arrive on this pipe.
             self._stopper = threading.Thread(target=self.node.stop, name="ringwork-node-stop")
             self._stopper.start()
+
+    def _call(self, call_id: int, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """On the store thread: one job write for the parent, answered by ``call_id``."""
+        if name not in REMOTE_CALLS:
+            self._push("error", call_id, "RingworkError", f"not a remote store call: {name}")
+            return
+        try:
+            result = getattr(self.store, name)(*args, **kwargs)
+        except RingworkError as exc:
+            self._push("error", call_id, type(exc).__name__, str(exc))
+        except Exception as exc:  # a bug: the parent must hear of it rather than wait forever
+            logging.getLogger("ringwork").exception("store call %s failed", name)
+            self._push("error", call_id, "RingworkError", f"{type(exc).__name__}: {exc}")
+        else:
+            self._push("result", call_id, result)
 
     def _on_partitions(self, kind: str, partitions: frozenset[int]) -> None:
         """The node's listener (on its thread): forward, with the snapshot the event implies."""

@@ -174,6 +174,9 @@ class Worker:
         self.store = app.store
         self.coordinator: Coordinator = coordinator or cluster_node(app)
         self.node_id = self.coordinator.node_id
+        #: Where job outcomes and claims are written: the node process when there is one (its
+        #: transactions never wait for the GIL behind our handlers), else the app's store.
+        self.writes: Any = getattr(self.coordinator, "store_proxy", None) or self.store
         self.stats = Stats()
         self._rng = random.Random()
         self._inflight: dict[int, Job] = {}
@@ -335,7 +338,7 @@ class Worker:
                 if done or self._claimer is None:
                     pairs = [(job.id, job.token) for job in done]
                     fenced, jobs = await self._db(
-                        self.store.exchange, self.node_id, pairs, owned, want
+                        self.writes.exchange, self.node_id, pairs, owned, want
                     )
                 else:  # a claim alone (an idle worker woken up): straight from the loop
                     fenced, jobs = [], await self._claimer.claim(self.node_id, owned, want)
@@ -456,7 +459,7 @@ class Worker:
         known = [*self._inflight, *(j.id for j in self._completed),
                  *(job.id for job, _, _ in self._failed)]
         try:
-            released = await self._db(self.store.release_unknown, self.node_id, known)
+            released = await self._db(self.writes.release_unknown, self.node_id, known)
         except DatabaseError as exc:
             await self._outage("release", exc)
             return
@@ -473,7 +476,7 @@ class Worker:
             while failed:
                 job, error, delay = failed[0]
                 outcome = await self._db(
-                    self.store.fail, self.node_id, job.id, job.token, error, retry_delay=delay
+                    self.writes.fail, self.node_id, job.id, job.token, error, retry_delay=delay
                 )
                 failed.pop(0)
                 if outcome is Outcome.RETRY:

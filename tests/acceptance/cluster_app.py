@@ -41,6 +41,15 @@ def build(app: App) -> App:
         time.sleep((job.payload or {}).get("ms", 5) / 1000)
         record("E", job)
 
+    @app.task("busy")
+    def busy(job: Job) -> None:
+        # Pure Python holding the GIL until this thread has used ``ms`` milliseconds of CPU: a
+        # CPU-bound handler (a wall-clock deadline would finish early when threads share it).
+        until = time.thread_time() + (job.payload or {}).get("ms", 50) / 1000
+        n = 0
+        while time.thread_time() < until:
+            n += 1
+
     return app
 
 
