@@ -140,18 +140,21 @@ def _close_listener(connecting: asyncio.Future[Listener | None]) -> None:
             listener.close()
 
 
-def cluster_node(app: App) -> Coordinator:
+def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     """The ZeroMQ cluster member for ``app``, configured from its settings.
 
-    It runs in a process of its own (:mod:`ringwork.node_process`): no handler, however
-    CPU-bound, can then keep the protocol from the interpreter.
+    By default it runs in a process of its own (:mod:`ringwork.node_process`), so that no
+    handler, however CPU-bound, can keep the protocol from the interpreter. ``process=False``
+    keeps it on a thread of this process (tests that inject faults into the app's store).
     """
-    from ringwork.node import CurveKeys
+    from ringwork.node import CurveKeys, Node
     from ringwork.node_process import NodeProcess
 
     s = app.settings
-    if s.curve_key_file:
-        CurveKeys.load(s.curve_key_file)  # a bad key file is an error here, not in the child
+    curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
+    if not process:
+        return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
+                    curve=curve)
     return NodeProcess(
         app.store,
         protocol_config(s),

@@ -13,6 +13,7 @@ import pytest
 from ringwork import App, Job
 from ringwork.errors import DatabaseUnavailable
 from ringwork.job import NewJob
+from ringwork.runtime import cluster_node
 from tests.support import running_worker, wait_for
 
 
@@ -207,7 +208,8 @@ def test_database_errors_are_retried_without_losing_outcomes(
 
     monkeypatch.setattr(store, "exchange", flaky_exchange)
     ids = app.enqueue_many([{"task": "t", "key": f"k{i}"} for i in range(10)])
-    with running_worker(app):
+    # The node on a thread: the worker then writes through the store patched here.
+    with running_worker(app, coordinator=cluster_node(app, process=False)):
         wait_for(lambda: all_in(app, ids, "succeeded"), 30, message="jobs after outage")
     assert failures == {"exchange": 0}
     assert sorted(done) == sorted(ids)  # each ran exactly once: outcomes were kept, not re-run
@@ -265,7 +267,7 @@ def test_claims_of_a_round_whose_commit_reply_was_lost_are_run(
 
     monkeypatch.setattr(store, "exchange", exchange)
     ids = app.enqueue_many([{"task": "t", "key": f"k{i}"} for i in range(8)])
-    with running_worker(app):
+    with running_worker(app, coordinator=cluster_node(app, process=False)):
         wait_for(lambda: all_in(app, ids, "succeeded"), 30, message="every job ran")
     assert lost_round and set(lost_round[0]) <= set(ran)
     assert sorted(ran) == sorted(ids)
