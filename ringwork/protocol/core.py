@@ -34,6 +34,8 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   found the referee still naming it. A lapsed authority is never renewed: it steps down;
 * a new leader keeps its hands off partitions whose owners have not joined it until the previous
   leader's authority has ended (it learns the previous leader's last registry touch with the CAS);
+  right after a referee silence longer than session_timeout it waits, up to session_timeout, for
+  every node that was alive when the silence began (only liveness: waiting is never unsafe);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
   claim (revoked and released, timed out past every lease, or orphaned).
 

@@ -21,6 +21,8 @@ enqueued twice, and "one row per job" can be checked strictly.
 from __future__ import annotations
 
 import re
+import signal
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -133,6 +135,16 @@ def events_after(cluster: Cluster, kind: str, t: float) -> list[float]:
                 if ts > t:
                     out.append(ts)
     return sorted(out)
+
+
+def first_start_per_worker(cluster: Cluster, since: float) -> list[float]:
+    """For each worker, seconds from ``since`` to its first handler start after it."""
+    first: dict[int, float] = {}
+    for starts in cluster.events().starts.values():
+        for pid, ts in starts:
+            if ts > since:
+                first[pid] = min(first.get(pid, ts), ts)
+    return sorted(round(ts - since, 2) for ts in first.values())
 
 
 def assert_alive(cluster: Cluster) -> None:
@@ -249,6 +261,19 @@ def test_cluster_rides_out_postgres_restarts(server: PrivatePostgres, cluster: C
           "database_unavailable; " + "; ".join(figures))
 
 
+def stop_all_gracefully(cluster: Cluster) -> None:
+    """After the outage every worker still obeys SIGTERM and exits 0 (no hang)."""
+    for proc in cluster.procs:
+        cluster.signal(proc, signal.SIGTERM)
+    for proc in cluster.procs:
+        try:
+            code = proc.popen.wait(45)
+        except subprocess.TimeoutExpired:
+            hang = f"worker {proc.pid} hangs after SIGTERM\n{cluster.logs()}"
+            raise AssertionError(hang) from None
+        assert code == 0, f"worker {proc.pid} exited {code}\n{cluster.logs()}"
+
+
 def log_lines_after(proc: Proc, event: str, t: float) -> list[str]:
     """``event=...`` lines of ``proc``'s log stamped later than wall-clock ``t``."""
     out = []
@@ -290,6 +315,7 @@ def test_cluster_rides_out_postgres_stopped_past_the_session_timeout(
         doc = cluster.wait_balanced(cluster.procs, timeout=60)
         balanced = time.time() - back
         wait_started(cluster, len(events_after(cluster, "E", 0)) + 100)
+        per_worker = first_start_per_worker(cluster, back)
     finally:
         n = feeder.stop()
     wait_all_succeeded(cluster, n)
@@ -301,8 +327,10 @@ def test_cluster_rides_out_postgres_stopped_past_the_session_timeout(
     # would drop the outcomes it finished during the outage and run those jobs again).
     assert "event=partition_lost" not in logs, cluster.logs()
     assert reruns == 0
+    stop_all_gracefully(cluster)
     print(f"{n} jobs, {reruns} ran twice, {feeder.failures} enqueue failures, "
           f"terms {terms(cluster)}, stepped_down: {logs.count('event=stepped_down')}, "
           f"{logs.count('event=database_unavailable')} database_unavailable; stopped "
           f"{back - down:.1f} s; jobs flowing {flowing:.2f} s after the server accepted "
-          f"connections, balanced after {balanced:.2f} s")
+          f"connections (first job per worker after {per_worker} s), balanced after "
+          f"{balanced:.2f} s")
