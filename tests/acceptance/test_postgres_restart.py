@@ -67,6 +67,7 @@ class Feeder(threading.Thread):
         self.failures = 0
         self.unexpected: list[str] = []
         self._halt = threading.Event()
+        self._give_up_at = float("inf")
 
     def _jobs(self, seqs: range) -> list[dict[str, object]]:
         return [{"task": "rec", "key": f"key-{s % 16}", "dedupe_key": f"seq-{s}",
@@ -105,7 +106,8 @@ class Feeder(threading.Thread):
                         self.unexpected.append(repr(exc))
                     self.failures += 1
                     while True:  # was it committed anyway? Ask once the database answers.
-                        if self._halt.wait(0.1) and self.failures > 10_000:
+                        if self._halt.wait(0.1) and time.monotonic() > self._give_up_at:
+                            self.unexpected.append("database unreachable 30 s after stop()")
                             return
                         try:
                             todo = self._missing(seqs)
@@ -117,6 +119,7 @@ class Feeder(threading.Thread):
                 return
 
     def stop(self) -> int:
+        self._give_up_at = time.monotonic() + 30
         self._halt.set()
         self.join(60)
         assert not self.is_alive(), "feeder did not stop"
