@@ -34,6 +34,8 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   found the referee still naming it. A lapsed authority is never renewed: it steps down;
 * a new leader keeps its hands off partitions whose owners have not joined it until the previous
   leader's authority has ended (it learns the previous leader's last registry touch with the CAS);
+  right after a referee silence longer than session_timeout it waits, up to session_timeout, for
+  every node that was alive when the silence began (only liveness: waiting is never unsafe);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
   claim (revoked and released, timed out past every lease, or orphaned).
 
@@ -91,6 +93,11 @@ class Core(Elections):
         self.nodes: dict[str, NodeRecord] = {}
         self.next_poll = math.inf
         self.last_poll_issued = -math.inf
+        # When the referee last answered, and the last silence of it longer than session_timeout
+        # (start, end): during such a silence nobody could touch a registry row, so a stale row
+        # says nothing about whether its node is alive (see _become_leader).
+        self.referee_answered_at = -math.inf
+        self.referee_silence = (-math.inf, -math.inf)
         self._ops: dict[int, tuple[str, float]] = {}
         self._op_seq = 0
         self.election_since: float | None = None
@@ -241,9 +248,16 @@ class Core(Elections):
         if self.role == IDLE:
             self.role = FOLLOWER
             self.next_poll = now
+            self.referee_answered_at = now
+
+    def _referee_answered(self, now: float) -> None:
+        if now - self.referee_answered_at > self.config.session_timeout:
+            self.referee_silence = (self.referee_answered_at, now)
+        self.referee_answered_at = now
 
     def _on_poll(self, now: float, result: ev.PollResult) -> None:
         self._ops.pop(result.op_id, None)
+        self._referee_answered(now)
         self.nodes = {n.node_id: n for n in result.nodes}
         record = result.term
         if self.leadership is not None:
@@ -256,6 +270,7 @@ class Core(Elections):
 
     def _on_assign(self, now: float, result: ev.AssignResult) -> None:
         self._ops.pop(result.op_id, None)
+        self._referee_answered(now)
         lead = self.leadership
         if lead is None or not lead.pending_write(result.op_id):
             return

@@ -224,3 +224,24 @@ def test_referee_outage_fences_everyone_then_recovers(seed: int) -> None:
     assert all(partitions_of(sim, n) == {} for n in sim.live_names())
     sim.referee_model = RefereeModel()
     settle(sim, 8.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_referee_outage_past_the_session_timeout_loses_no_live_node(seed: int) -> None:
+    """The database away for 15 s: every registry row goes stale, because nobody could touch
+    it, not because anybody died. When it returns, the first node to get through wins the term
+    before the others have touched their rows again; it must still wait for them to join
+    rather than take their partitions (a live node losing its partitions drops the outcomes it
+    finished during the outage, and those jobs run again)."""
+    from ringwork.testing.simulator import RefereeModel
+
+    sim = started(seed)
+    sim.referee_model = RefereeModel(fail=1.0)
+    sim.run_for(15.0)
+    assert all(partitions_of(sim, n) == {} for n in sim.live_names())
+    back = sim.now
+    sim.referee_model = RefereeModel()
+    settle(sim, 8.0)
+    assert not events(sim, ev.Lost, back), events(sim, ev.Lost, back)
+    assert not sim.notices("member_dead", back)
+    assert sim.referee.term > 1
