@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING
 
 import zmq
 
+from ringwork.addresses import NEXT_PORT, BindAddress, bind_error, socket_ports
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import ConfigurationError, RingworkError
 from ringwork.log import log_event
@@ -76,14 +77,29 @@ class CurveKeys:
     def load(cls, path: str | Path) -> CurveKeys:
         """Read a file written by ``ringwork keys`` (``public=...`` and ``secret=...`` lines)."""
         try:
-            fields = dict(
-                line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line
-            )
-            keys = cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
-        except (OSError, KeyError, ValueError) as exc:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"CURVE key file {path} does not exist: fix --curve-key-file, or make the "
+                "cluster's key with `ringwork keys -o FILE` and give every worker that file"
+            ) from None
+        except PermissionError:
+            raise ConfigurationError(
+                f"cannot read CURVE key file {path}: permission denied (let this user read it)"
+            ) from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"{path} is a directory: name the CURVE key file") from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read CURVE key file {path}: {exc}") from None
-        if len(keys.public) != 40 or len(keys.secret) != 40:
-            raise ConfigurationError(f"CURVE key file {path} does not hold Z85 keys")
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        public = fields.get("public", "").strip().encode()
+        secret = fields.get("secret", "").strip().encode()
+        if len(public) != 40 or len(secret) != 40:
+            raise ConfigurationError(
+                f"{path} is not a CURVE key file (expected public= and secret= lines of 40 "
+                "Z85 characters, as `ringwork keys -o FILE` writes)"
+            )
+        keys = cls(public, secret)
         return keys
 
     def dump(self) -> str:
@@ -148,6 +164,7 @@ class Node:
         advertise: str | None = None,
         curve: CurveKeys | None = None,
         node_id: str | None = None,
+        pub_port: int = NEXT_PORT,
     ) -> None:
         self.store = store
         self.config = config
@@ -155,6 +172,7 @@ class Node:
         self.curve = curve
         self._bind = bind
         self._advertise = advertise
+        self._pub_port = pub_port
         self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
         self.codec.dropped["spoofed"] += 0
         # Every key exists from the start: the metrics thread reads these while we count.
@@ -213,8 +231,12 @@ class Node:
         self._sub = self._socket(zmq.SUB, server=False)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
-        self.pub_endpoint = self._bind_socket(self._pub)
-        self.endpoint = self._bind_socket(self._router)
+        # Both listening ports are predictable (ROUTER on the --bind port, PUB on the next one
+        # or --pub-port), so a firewall can be written before the worker starts.
+        address = BindAddress.parse(self._bind)
+        router_port, pub_port = socket_ports(address, self._pub_port)
+        self.endpoint = self._bind_socket(self._router, address, router_port, "--bind")
+        self.pub_endpoint = self._bind_socket(self._pub, address, pub_port, "PUB, --pub-port")
 
     def claimable(self) -> Mapping[int, int]:
         with self._core_lock:
@@ -273,27 +295,21 @@ class Node:
             (self.curve.server if server else self.curve.client)(sock)
         return sock
 
-    def _bind_socket(self, sock: zmq.Socket) -> str:
+    def _bind_socket(
+        self, sock: zmq.Socket, address: BindAddress, port: int | None, what: str
+    ) -> str:
         try:
-            if self._bind.endswith(":*") or self._bind.endswith(":0"):
-                base = self._bind.rsplit(":", 1)[0]
-                port = sock.bind_to_random_port(base)
-                bound = f"{base}:{port}"
+            if port is None:
+                port = sock.bind_to_random_port(f"tcp://{address.host}")
             else:
-                # A fixed --bind port serves the ROUTER; the PUB takes the next free one.
-                if sock.socket_type == zmq.PUB:
-                    base = self._bind.rsplit(":", 1)[0]
-                    bound = f"{base}:{sock.bind_to_random_port(base)}"
-                else:
-                    sock.bind(self._bind)
-                    bound = self._bind
+                sock.bind(address.url(port))
         except zmq.ZMQError as exc:
-            raise ConfigurationError(f"cannot bind {self._bind}: {exc}") from None
+            raise bind_error(what, address.host, port, exc) from None
         if self._advertise:
-            bound = f"tcp://{host_of(self._advertise)}:{bound.rsplit(':', 1)[1]}"
-        elif "://0.0.0.0:" in bound or "://*:" in bound:
+            return f"tcp://{host_of(self._advertise)}:{port}"
+        if address.socket_host in ("0.0.0.0", "::"):
             raise ConfigurationError("--bind on all interfaces needs --advertise HOST")
-        return bound
+        return address.url(port)
 
     def _peer(self, node_id: str) -> zmq.Socket | None:
         sock = self._peers.get(node_id)
