@@ -34,10 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
 from ringwork.addresses import NEXT_PORT, BindAddress, bind_error, socket_ports
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import ConfigurationError, RingworkError
+from ringwork.joinwatch import JoinWatch, Link
+from ringwork.joinwatch import reason as join_problem
 from ringwork.log import log_event
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
@@ -59,6 +62,18 @@ NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
 HOLD_MAX = 20
 HELD_POLL = 0.002
 RCVHWM = 10_000
+#: How often the protocol thread checks whether this node is (still) a member.
+WATCH_EVERY = 0.25
+#: What the socket monitor of a DEALER to a peer reports (connection and handshake outcomes).
+MONITORED = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True)
@@ -123,6 +138,8 @@ class SqlRegistry:
         self.store = store
         self.pub_endpoint = pub_endpoint
         self.wake_endpoint = wake_endpoint
+        #: Whether the node is a member, recorded with every touch (set by the protocol thread).
+        self.joined = False
         self.pub_endpoints: dict[str, str] = {}
         self.router_endpoints: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -133,7 +150,12 @@ class SqlRegistry:
         )
 
     def touch(self, node_id: str) -> None:
-        self.store.touch_node(node_id)
+        self.store.touch_node(node_id, joined=self.joined)
+
+    def record_joined(self, node_id: str, joined: bool) -> None:
+        """Record a change of membership at once, not at the next touch (for ``status``)."""
+        with contextlib.suppress(RingworkError):  # if it fails, the next touch records it
+            self.store.mark_joined(node_id, joined)
 
     def read_nodes(self) -> list[NodeRecord]:
         rows = self.store.list_nodes()
@@ -195,6 +217,10 @@ class Node:
         self._running = threading.Event()
         self._left = threading.Event()
         self._registry: SqlRegistry | None = None
+        self._watch = JoinWatch(config.session_timeout)
+        self._next_watch = 0.0
+        self._links: dict[str, Link] = {}
+        self._monitors: dict[str, zmq.Socket] = {}
 
     # -- Coordinator interface -----------------------------------------------------------------
 
@@ -267,6 +293,11 @@ class Node:
                 self._registry.unregister(self.node_id)
         except RingworkError as exc:
             log_event("unregister_failed", node=self.node_id, error=exc)
+        for node_id, monitor in self._monitors.items():
+            with contextlib.suppress(zmq.ZMQError):
+                self._peers[node_id].disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
         for sock in [
             *self._peers.values(),
             getattr(self, "_router", None),
@@ -327,9 +358,80 @@ class Node:
         sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        # The monitor tells a node that cannot join why (refused, key mismatch...): see _watch.
+        self._monitors[node_id] = sock.get_monitor_socket(MONITORED)
+        self._links[node_id] = Link(endpoint)
         sock.connect(endpoint)
         self._peers[node_id] = sock
         return sock
+
+    def _read_monitor(self, node_id: str) -> Link | None:
+        """Apply the monitor's pending events for ``node_id`` to its :class:`Link`."""
+        link, monitor = self._links.get(node_id), self._monitors.get(node_id)
+        if link is None or monitor is None:
+            return link
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return link
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_CONNECTED:
+                link.connection_made()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                link.connection_lost()
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                link.retrying()
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.handshake_succeeded()
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == getattr(
+                zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
+            ):
+                link.handshake_failed(
+                    "security mismatch (one side has a CURVE key and the other none: give "
+                    "every worker the same --curve-key-file)"
+                )
+            elif kind & (
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            ):
+                link.handshake_failed(
+                    "CURVE handshake failed (key mismatch? give every worker the same "
+                    "--curve-key-file)"
+                )
+
+    def _watch_membership(self, now: float) -> None:
+        """Record membership changes in the registry and complain while we cannot join."""
+        if now < self._next_watch or self._registry is None:
+            return
+        self._next_watch = now + WATCH_EVERY
+        with self._core_lock:
+            if self._core is None:
+                return
+            member, since = self._core.is_member(), self._core.joining_since
+            leader = self._core.leader
+        verdict = self._watch.update(now, member, since)
+        if verdict is None:
+            return
+        registry = self._registry
+        if member != registry.joined:
+            registry.joined = member
+            self._ops.append(
+                self._referee_pool.submit(registry.record_joined, self.node_id, member)
+            )
+        if verdict == "alarm":
+            link = self._read_monitor(leader) if leader is not None else None
+            log_event(
+                "join_failed",
+                logging.ERROR,
+                node=self.node_id,
+                leader=leader,
+                waited=f"{now - since:.1f}" if since is not None else "?",
+                reason=f"cannot join the cluster: {join_problem(leader, link)}",
+            )
+        elif verdict == "joined":
+            log_event("join_completed", node=self.node_id, leader=leader)
 
     def _send_to(self, node_id: str, data: bytes) -> bool:
         sock = self._peer(node_id)
@@ -390,6 +492,7 @@ class Node:
                 if self._held:
                     self._flush_held()
                 now = time.monotonic()
+                self._watch_membership(now)
                 if now >= deadline:
                     self._feed(now, ev.Tick())
         except Exception as exc:  # the node must never die silently: log and fence ourselves
