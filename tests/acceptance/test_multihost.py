@@ -90,6 +90,7 @@ def test_three_hosts_form_one_cluster_hold_it_and_fail_over(
         time.sleep(1.0)
     cluster.wait_done(ids, timeout=30)
     print(f"{SOAK:.0f}s soak: term {term} kept, 0 partition moves, {len(ids)} jobs done")
+    assert not any("event=join_failed" in p.log.read_text() for p in procs), cluster.logs()
 
     # kill -9 the leader: the survivors re-elect, take its partitions, and run its jobs.
     leader = next(p for p in procs if cluster.node_of(p)["role"] == "leader")  # type: ignore[index]
