@@ -74,25 +74,22 @@ class JoinWatch:
     def __init__(self, session_timeout: float) -> None:
         self.after = ALARM_AFTER * session_timeout
         self.every = ALARM_EVERY * session_timeout
-        self.member = False
         self._next_alarm: float | None = None
         self.alarmed = False
 
     def update(self, now: float, member: bool, joining_since: float | None) -> str | None:
         """``"alarm"`` when an error is due now, ``"joined"`` when a node that alarmed has
-        joined at last, ``"changed"`` when membership flipped otherwise, else ``None``."""
-        changed = member != self.member
-        self.member = member
+        joined at last, else ``None``."""
         if member or joining_since is None:
             self._next_alarm = None
             if self.alarmed and member:
                 self.alarmed = False
                 return "joined"
-            return "changed" if changed else None
+            return None
         if self._next_alarm is None:
             self._next_alarm = joining_since + self.after
         if now >= self._next_alarm:
             self._next_alarm = now + self.every
             self.alarmed = True
             return "alarm"
-        return "changed" if changed else None
+        return None

@@ -365,16 +365,16 @@ class Node:
         self._peers[node_id] = sock
         return sock
 
-    def _read_monitor(self, node_id: str) -> Link | None:
+    def _read_monitor(self, node_id: str) -> None:
         """Apply the monitor's pending events for ``node_id`` to its :class:`Link`."""
         link, monitor = self._links.get(node_id), self._monitors.get(node_id)
         if link is None or monitor is None:
-            return link
+            return
         while True:
             try:
                 event = recv_monitor_message(monitor, zmq.NOBLOCK)
             except zmq.Again:
-                return link
+                return
             kind, value = event["event"], event["value"]
             if kind == zmq.EVENT_CONNECTED:
                 link.connection_made()
@@ -403,25 +403,27 @@ class Node:
 
     def _watch_membership(self, now: float) -> None:
         """Record membership changes in the registry and complain while we cannot join."""
-        if now < self._next_watch or self._registry is None:
+        registry = self._registry
+        if registry is None:
             return
-        self._next_watch = now + WATCH_EVERY
         with self._core_lock:
             if self._core is None:
                 return
             member, since = self._core.is_member(), self._core.joining_since
             leader = self._core.leader
-        verdict = self._watch.update(now, member, since)
-        if verdict is None:
-            return
-        registry = self._registry
-        if member != registry.joined:
+        if member != registry.joined:  # at once, so status does not lag behind the truth
             registry.joined = member
             self._ops.append(
                 self._referee_pool.submit(registry.record_joined, self.node_id, member)
             )
+        if now < self._next_watch:
+            return
+        self._next_watch = now + WATCH_EVERY
+        for node_id in self._monitors:  # keep every link's state current and its queue short
+            self._read_monitor(node_id)
+        verdict = self._watch.update(now, member, since)
         if verdict == "alarm":
-            link = self._read_monitor(leader) if leader is not None else None
+            link = self._links.get(leader) if leader is not None else None
             log_event(
                 "join_failed",
                 logging.ERROR,

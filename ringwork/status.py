@@ -5,7 +5,7 @@ row names the leader, the partitions table the owners and epochs, the registry e
 its last heartbeat (``last_seen`` is refreshed by each node's registry poll). A node whose row is
 older than the session timeout is reported as ``stale``: it is dead or cut off, and the leader
 will (or already did) move its partitions. A live node that is not a member (it registered but
-its join was never acknowledged: a wrong CURVE key, a firewall; also briefly while starting) is
+its join was never acknowledged -- a wrong CURVE key, a firewall -- and it owns nothing) is
 ``not joined``; its own log says why (``event=join_failed``).
 """
 
@@ -42,7 +42,10 @@ def collect(app: App) -> dict[str, Any]:
         elif n.node_id == term.leader:
             role = "leader"
         else:
-            role = "not joined" if n.joined is False else "follower"
+            # Outside the cluster and holding nothing. (Owning partitions means the leader took
+            # it in: its own flag may lag the leader's assignment by a moment.)
+            outside = n.joined is False and not owned.get(n.node_id)
+            role = "not joined" if outside else "follower"
         node_docs.append(
             {
                 "id": n.node_id,

@@ -86,3 +86,20 @@ def test_keys_output_problems(tmp_path: Path) -> None:
     assert ringwork("keys", "-o", str(key), "--force").returncode == 0
     assert key.read_text() != first
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def test_low_port_without_the_privilege(tmp_path: Path) -> None:
+    """Ports below 1024 need CAP_NET_BIND_SERVICE; the tests run as root, so drop it."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")  # util-linux, on every Debian
+    assert setpriv, "setpriv (util-linux) is missing"
+    argv = [sys.executable, "-m", "ringwork.cli", *worker(tmp_path, "--bind", "tcp://127.0.0.1:1")]
+    if os.geteuid() == 0:
+        argv = [setpriv, "--bounding-set", "-net_bind_service", *argv]
+    env = {**os.environ, "RINGWORK_LOG_LEVEL": "WARNING"}
+    result = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=60)
+    assert_one_line_error(result, "permission denied for port 1", "1024 or above")

@@ -15,14 +15,15 @@ def test_alarm_after_a_few_session_timeouts_then_repeated_then_joined() -> None:
     assert watch.update(again, False, 0.0) == "alarm"
     assert watch.update(again + 1, True, None) == "joined"
     assert watch.update(again + 2, True, None) is None
-    assert watch.update(again + 3, False, again + 3) == "changed"  # lost membership: recorded
-    assert watch.update(again + 4, False, again + 3) is None  # ...and a fresh wait begins
+    assert watch.update(again + 3, False, again + 3) is None  # lost membership: a fresh wait
+    assert watch.update(again + 3 + ALARM_AFTER * 2.0, False, again + 3) == "alarm"
 
 
 def test_a_quick_join_never_alarms() -> None:
     watch = JoinWatch(session_timeout=3.0)
     assert watch.update(0.0, False, 0.0) is None
-    assert watch.update(1.0, True, None) == "changed"
+    assert watch.update(1.0, True, None) is None
+    assert watch.update(100.0, True, None) is None
 
 
 def test_reasons() -> None:
