@@ -147,7 +147,12 @@ def cluster_node(app: App) -> Coordinator:
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None
     return Node(
-        app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None, curve=curve
+        app.store,
+        protocol_config(s),
+        bind=s.bind,
+        advertise=s.advertise or None,
+        curve=curve,
+        pub_port=s.pub_port,
     )
 
 
