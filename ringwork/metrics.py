@@ -13,6 +13,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ringwork.addresses import bind_error
+
 
 class WorkerCollector(Collector):
     def __init__(
@@ -53,5 +55,8 @@ def serve(port: int, host: str, collector: Collector) -> int:
     """Serve ``/metrics`` on ``host:port`` (0 = any free port); returns the bound port."""
     registry = CollectorRegistry()
     registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise bind_error("--metrics-port", host, port, exc) from None
     return int(server.server_address[1])

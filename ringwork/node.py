@@ -34,9 +34,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from ringwork.addresses import NEXT_PORT, BindAddress, bind_error, socket_ports
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import ConfigurationError, RingworkError
+from ringwork.joinwatch import JoinWatch, Link
+from ringwork.joinwatch import reason as join_problem
 from ringwork.log import log_event
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
@@ -58,6 +62,18 @@ NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
 HOLD_MAX = 20
 HELD_POLL = 0.002
 RCVHWM = 10_000
+#: How often the protocol thread checks whether this node is (still) a member.
+WATCH_EVERY = 0.25
+#: What the socket monitor of a DEALER to a peer reports (connection and handshake outcomes).
+MONITORED = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True)
@@ -76,14 +92,29 @@ class CurveKeys:
     def load(cls, path: str | Path) -> CurveKeys:
         """Read a file written by ``ringwork keys`` (``public=...`` and ``secret=...`` lines)."""
         try:
-            fields = dict(
-                line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line
-            )
-            keys = cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
-        except (OSError, KeyError, ValueError) as exc:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"CURVE key file {path} does not exist: fix --curve-key-file, or make the "
+                "cluster's key with `ringwork keys -o FILE` and give every worker that file"
+            ) from None
+        except PermissionError:
+            raise ConfigurationError(
+                f"cannot read CURVE key file {path}: permission denied (let this user read it)"
+            ) from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"{path} is a directory: name the CURVE key file") from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read CURVE key file {path}: {exc}") from None
-        if len(keys.public) != 40 or len(keys.secret) != 40:
-            raise ConfigurationError(f"CURVE key file {path} does not hold Z85 keys")
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        public = fields.get("public", "").strip().encode()
+        secret = fields.get("secret", "").strip().encode()
+        if len(public) != 40 or len(secret) != 40:
+            raise ConfigurationError(
+                f"{path} is not a CURVE key file (expected public= and secret= lines of 40 "
+                "Z85 characters, as `ringwork keys -o FILE` writes)"
+            )
+        keys = cls(public, secret)
         return keys
 
     def dump(self) -> str:
@@ -107,6 +138,8 @@ class SqlRegistry:
         self.store = store
         self.pub_endpoint = pub_endpoint
         self.wake_endpoint = wake_endpoint
+        #: Whether the node is a member, recorded with every touch (set by the protocol thread).
+        self.joined = False
         self.pub_endpoints: dict[str, str] = {}
         self.router_endpoints: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -117,7 +150,12 @@ class SqlRegistry:
         )
 
     def touch(self, node_id: str) -> None:
-        self.store.touch_node(node_id)
+        self.store.touch_node(node_id, joined=self.joined)
+
+    def record_joined(self, node_id: str, joined: bool) -> None:
+        """Record a change of membership at once, not at the next touch (for ``status``)."""
+        with contextlib.suppress(RingworkError):  # if it fails, the next touch records it
+            self.store.mark_joined(node_id, joined)
 
     def read_nodes(self) -> list[NodeRecord]:
         rows = self.store.list_nodes()
@@ -148,6 +186,7 @@ class Node:
         advertise: str | None = None,
         curve: CurveKeys | None = None,
         node_id: str | None = None,
+        pub_port: int = NEXT_PORT,
     ) -> None:
         self.store = store
         self.config = config
@@ -155,6 +194,7 @@ class Node:
         self.curve = curve
         self._bind = bind
         self._advertise = advertise
+        self._pub_port = pub_port
         self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
         self.codec.dropped["spoofed"] += 0
         # Every key exists from the start: the metrics thread reads these while we count.
@@ -179,6 +219,10 @@ class Node:
         self._awake.set()
         self._left = threading.Event()
         self._registry: SqlRegistry | None = None
+        self._watch = JoinWatch(config.session_timeout)
+        self._next_watch = 0.0
+        self._links: dict[str, Link] = {}
+        self._monitors: dict[str, zmq.Socket] = {}
 
     # -- Coordinator interface -----------------------------------------------------------------
 
@@ -215,8 +259,12 @@ class Node:
         self._sub = self._socket(zmq.SUB, server=False)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
         self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
-        self.pub_endpoint = self._bind_socket(self._pub)
-        self.endpoint = self._bind_socket(self._router)
+        # Both listening ports are predictable (ROUTER on the --bind port, PUB on the next one
+        # or --pub-port), so a firewall can be written before the worker starts.
+        address = BindAddress.parse(self._bind)
+        router_port, pub_port = socket_ports(address, self._pub_port)
+        self.endpoint = self._bind_socket(self._router, address, router_port, "--bind")
+        self.pub_endpoint = self._bind_socket(self._pub, address, pub_port, "PUB, --pub-port")
 
     def claimable(self) -> Mapping[int, int]:
         with self._core_lock:
@@ -264,6 +312,11 @@ class Node:
                 self._registry.unregister(self.node_id)
         except RingworkError as exc:
             log_event("unregister_failed", node=self.node_id, error=exc)
+        for node_id, monitor in self._monitors.items():
+            with contextlib.suppress(zmq.ZMQError):
+                self._peers[node_id].disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
         for sock in [
             *self._peers.values(),
             getattr(self, "_router", None),
@@ -292,27 +345,21 @@ class Node:
             (self.curve.server if server else self.curve.client)(sock)
         return sock
 
-    def _bind_socket(self, sock: zmq.Socket) -> str:
+    def _bind_socket(
+        self, sock: zmq.Socket, address: BindAddress, port: int | None, what: str
+    ) -> str:
         try:
-            if self._bind.endswith(":*") or self._bind.endswith(":0"):
-                base = self._bind.rsplit(":", 1)[0]
-                port = sock.bind_to_random_port(base)
-                bound = f"{base}:{port}"
+            if port is None:
+                port = sock.bind_to_random_port(f"tcp://{address.host}")
             else:
-                # A fixed --bind port serves the ROUTER; the PUB takes the next free one.
-                if sock.socket_type == zmq.PUB:
-                    base = self._bind.rsplit(":", 1)[0]
-                    bound = f"{base}:{sock.bind_to_random_port(base)}"
-                else:
-                    sock.bind(self._bind)
-                    bound = self._bind
+                sock.bind(address.url(port))
         except zmq.ZMQError as exc:
-            raise ConfigurationError(f"cannot bind {self._bind}: {exc}") from None
+            raise bind_error(what, address.host, port, exc) from None
         if self._advertise:
-            bound = f"tcp://{host_of(self._advertise)}:{bound.rsplit(':', 1)[1]}"
-        elif "://0.0.0.0:" in bound or "://*:" in bound:
+            return f"tcp://{host_of(self._advertise)}:{port}"
+        if address.socket_host in ("0.0.0.0", "::"):
             raise ConfigurationError("--bind on all interfaces needs --advertise HOST")
-        return bound
+        return address.url(port)
 
     def _peer(self, node_id: str) -> zmq.Socket | None:
         sock = self._peers.get(node_id)
@@ -330,9 +377,82 @@ class Node:
         sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        # The monitor tells a node that cannot join why (refused, key mismatch...): see _watch.
+        self._monitors[node_id] = sock.get_monitor_socket(MONITORED)
+        self._links[node_id] = Link(endpoint)
         sock.connect(endpoint)
         self._peers[node_id] = sock
         return sock
+
+    def _read_monitor(self, node_id: str) -> None:
+        """Apply the monitor's pending events for ``node_id`` to its :class:`Link`."""
+        link, monitor = self._links.get(node_id), self._monitors.get(node_id)
+        if link is None or monitor is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_CONNECTED:
+                link.connection_made()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                link.connection_lost()
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                link.retrying()
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.handshake_succeeded()
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == getattr(
+                zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
+            ):
+                link.handshake_failed(
+                    "security mismatch (one side has a CURVE key and the other none: give "
+                    "every worker the same --curve-key-file)"
+                )
+            elif kind & (
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            ):
+                link.handshake_failed(
+                    "CURVE handshake failed (key mismatch? give every worker the same "
+                    "--curve-key-file)"
+                )
+
+    def _watch_membership(self, now: float) -> None:
+        """Record membership changes in the registry and complain while we cannot join."""
+        registry = self._registry
+        if registry is None:
+            return
+        with self._core_lock:
+            if self._core is None:
+                return
+            member, since = self._core.is_member(), self._core.joining_since
+            leader = self._core.leader
+        if member != registry.joined:  # at once, so status does not lag behind the truth
+            registry.joined = member
+            self._ops.append(
+                self._referee_pool.submit(registry.record_joined, self.node_id, member)
+            )
+        if now < self._next_watch:
+            return
+        self._next_watch = now + WATCH_EVERY
+        for node_id in self._monitors:  # keep every link's state current and its queue short
+            self._read_monitor(node_id)
+        verdict = self._watch.update(now, member, since)
+        if verdict == "alarm":
+            link = self._links.get(leader) if leader is not None else None
+            log_event(
+                "join_failed",
+                logging.ERROR,
+                node=self.node_id,
+                leader=leader,
+                waited=f"{now - since:.1f}" if since is not None else "?",
+                reason=f"cannot join the cluster: {join_problem(leader, link)}",
+            )
+        elif verdict == "joined":
+            log_event("join_completed", node=self.node_id, leader=leader)
 
     def _send_to(self, node_id: str, data: bytes) -> bool:
         sock = self._peer(node_id)
@@ -394,6 +514,7 @@ class Node:
                 if self._held:
                     self._flush_held()
                 now = time.monotonic()
+                self._watch_membership(now)
                 if now >= deadline:
                     self._feed(now, ev.Tick())
         except Exception as exc:  # the node must never die silently: log and fence ourselves

@@ -65,6 +65,7 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 from ringwork import errors
+from ringwork.addresses import NEXT_PORT
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
@@ -94,6 +95,7 @@ class NodeSpec:
     bind: str
     advertise: str | None
     curve_key_file: str | None
+    pub_port: int
     node_id: str
     log_level: int
 
@@ -109,6 +111,7 @@ class NodeProcess:
         bind: str = "tcp://127.0.0.1:*",
         advertise: str | None = None,
         curve_key_file: str | None = None,
+        pub_port: int = NEXT_PORT,
         node_id: str | None = None,
     ) -> None:
         self.node_id = node_id or new_node_id()
@@ -124,6 +127,7 @@ class NodeProcess:
             bind=bind,
             advertise=advertise,
             curve_key_file=curve_key_file,
+            pub_port=pub_port,
             node_id=self.node_id,
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
         )
@@ -430,7 +434,7 @@ class _Child:
                       migrate=False)  # the parent migrated before it asked us to start
         curve = CurveKeys.load(spec.curve_key_file) if spec.curve_key_file else None
         self.node = Node(store, spec.config, bind=spec.bind, advertise=spec.advertise,
-                         curve=curve, node_id=spec.node_id)
+                         curve=curve, pub_port=spec.pub_port, node_id=spec.node_id)
         self.store = store
         self.started = False
         self.orphaned = False

@@ -154,13 +154,14 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
     if not process:
         return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
-                    curve=curve)
+                    curve=curve, pub_port=s.pub_port)
     return NodeProcess(
         app.store,
         protocol_config(s),
         bind=s.bind,
         advertise=s.advertise or None,
         curve_key_file=s.curve_key_file or None,
+        pub_port=s.pub_port,
     )
 
 

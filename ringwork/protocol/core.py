@@ -81,6 +81,10 @@ class Core(Elections):
         self.applied_version = -1
         # Follower state.
         self.joined = False
+        #: ``now`` at which this node last became a member that is not joined to a leader (a
+        #: follower waiting for its Join to be acknowledged, or for an election); ``None`` while
+        #: joined or leading. The driver, which owns the clock, decides when that is too long.
+        self.joining_since: float | None = None
         self.lease_until = -math.inf
         self.last_contact = -math.inf
         self.seq = 0
@@ -127,8 +131,16 @@ class Core(Elections):
         self._tick(now)
         if self.leadership is not None:
             self.leadership.flush()
+        if self.is_member():
+            self.joining_since = None
+        elif self.joining_since is None and self.role == FOLLOWER:
+            self.joining_since = now
         out, self._out = self._out, []
         return out
+
+    def is_member(self) -> bool:
+        """Joined to a leader that acknowledged us, or leading: a member of the cluster."""
+        return self.leadership is not None or (self.role == FOLLOWER and self.joined)
 
     def claimable(self, now: float) -> dict[int, int]:
         """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
@@ -171,6 +183,8 @@ class Core(Elections):
             "held": dict(sorted(self.held.items())),
             "draining": sorted(self.draining),
             "lease_until": self.lease_until,
+            "joined": self.is_member(),
+            "joining_since": self.joining_since,
             "members": sorted(lead.members) if lead else None,
             "rebalances": lead.rebalances if lead else None,
         }

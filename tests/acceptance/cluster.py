@@ -80,15 +80,19 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def start(self, n: int = 1, *extra: str) -> list[Proc]:
-        env = {**os.environ, "RINGWORK_DATABASE_URL": self.db_url, "RINGWORK_CLUSTER": self.name,
+    def start(self, n: int = 1, *extra: str, prefix: Sequence[str] = (),
+              db_url: str | None = None) -> list[Proc]:
+        """Start ``n`` workers; ``prefix`` wraps the command (``ip netns exec NS``) and
+        ``db_url`` is the database as the workers reach it (default: as the test does)."""
+        env = {**os.environ, "RINGWORK_DATABASE_URL": db_url or self.db_url,
+               "RINGWORK_CLUSTER": self.name,
                "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO"}
         started = []
         for _ in range(n):
             log = self.workdir / f"worker-{len(self.procs)}.log"
             with open(log, "ab") as out:
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
+                    [*prefix, sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
                      "--metrics-port", "0", "--session-timeout", str(self.session_timeout),
                      *extra],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
