@@ -278,7 +278,10 @@ class Node:
         with self._core_lock:
             if self._core is None:
                 return {}, -1.0
-            return dict(self._core.held), self._core.claim_deadline()
+            now = time.monotonic()
+            # claimable(now) holds until claim_deadline(); past it the core may grant a
+            # different set (or none), which the next snapshot carries.
+            return dict(self._core.claimable(now)), self._core.claim_deadline()
 
     def freeze(self) -> None:
         """Stop acting at all (no heartbeat, no poll) until :meth:`thaw`: what a paused process

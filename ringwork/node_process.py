@@ -543,12 +543,13 @@ class _Child:
     def _orphaned(self) -> int:
         """The parent died: give every partition back now, then leave."""
         self.orphaned = True
+        if not self.started:
+            return 0  # it never asked us to join (it failed before that): nothing to hand over
         log_event("worker_process_gone", logging.WARNING, node=self.spec.node_id,
                   parent=self.parent)
-        if self.started:
-            if self.revoking:
-                self.node.revoke_done(frozenset(self.revoking))
-            self.node.stop()
+        if self.revoking:
+            self.node.revoke_done(frozenset(self.revoking))
+        self.node.stop()
         return 0
 
     def _wait_while_parent_stopped(self) -> None:
