@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -172,7 +173,14 @@ def worker(
         session_timeout=session_timeout,
         metrics_port=metrics_port,
     )
-    code = Worker(app).run()
+    runner = Worker(app)
+    code = runner.run()
+    if runner.failure is not None:
+        # Handler threads may still be running abandoned jobs: do not wait for them (a normal
+        # exit joins them); their partitions' next owner runs those jobs again.
+        click.echo(f"error: {runner.failure}; worker exits with code {code}", err=True)
+        logging.shutdown()
+        os._exit(code)
     app.close()
     sys.exit(code)
 

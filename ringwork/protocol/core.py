@@ -319,7 +319,9 @@ class Core(Elections):
             self.send(m.sender, msgs.Announce(sender=self.node_id, term=lead.term))
             return None
         if m.term > lead.term:
-            self._step_down(now, "newer_term")  # find out who through the referee
+            # A message naming a newer term proves nothing (anyone who reaches our port can
+            # write one): ask the referee now; its answer steps us down if the term moved.
+            lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
             return None
         return lead
 
@@ -349,9 +351,20 @@ class Core(Elections):
         return self.leadership is None and m.sender == self.leader and m.term == self.term
 
     def _msg_announce(self, now: float, m: msgs.Announce) -> None:
+        """A hint that the term moved, checked with the referee before it is believed: a forged
+        Announce (of a term nobody won) would otherwise leave us following a phantom."""
         newer = m.term > self.term or (m.term == self.term and self.leader is None)
         if newer and m.sender != self.node_id:
-            self._follow(now, m.term, m.sender)
+            lead = self.leadership
+            if lead is not None:
+                lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+            else:
+                self.next_poll = min(self.next_poll, self._hinted_poll(self.last_poll_issued, now))
+
+    def _hinted_poll(self, last_issued: float, now: float) -> float:
+        """When to poll for a hint of a newer term: now, but a flood of forged hints costs the
+        referee at most one poll per quarter heartbeat interval."""
+        return max(now, last_issued + self.config.heartbeat_interval / 4)
 
     def _msg_ack(self, now: float, m: msgs.Ack) -> None:
         if not self._from_my_leader(m) or m.incarnation != self.incarnation:
