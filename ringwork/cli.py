@@ -366,7 +366,10 @@ def run(
     database_url: str | None,
     no_migrate: bool,
 ) -> None:
-    """Run a local cluster of N worker processes; signals are forwarded to them."""
+    """Run a local cluster of N worker processes; signals are forwarded to them.
+
+    A worker that dies is restarted, with back-off, at most 5 times a minute per slot.
+    """
     from ringwork.supervisor import supervise
 
     load_app(app_spec, database_url, no_migrate)  # fail here, once, on a bad app or URL
