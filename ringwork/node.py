@@ -71,6 +71,10 @@ HELD_POLL = 0.002
 #: and the loop drains continuously, so a handful is plenty; it bounds what one peer can make us
 #: hold to about ``(RCVHWM + 2) * max_message_bytes`` (docs/operations.md).
 RCVHWM = 4
+#: At most this many frames, or this many seconds, per drain of a socket: a flood on one socket
+#: must not keep the loop from its timers (renewing the leader's authority, the heartcheck).
+DRAIN_FRAMES = 64
+DRAIN_TIME = 0.005
 #: Messages queued per subscriber on our PUB: a subscriber that does not read (or a hostile one)
 #: costs at most this many state messages; a follower that misses one asks again.
 PUB_SNDHWM = 8
@@ -428,7 +432,10 @@ class Node:
         self._left.set()
 
     def _drain_router(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return  # more is waiting: the next round of the loop, after the timers
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
@@ -454,7 +461,10 @@ class Node:
         self._feed(time.monotonic(), ev.MessageReceived(message=message))
 
     def _drain_sub(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return
             try:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:

@@ -56,6 +56,9 @@ from ringwork.protocol.referee import NodeRecord, TermRecord
 
 _A = TypeVar("_A", bound=ev.RefereeAction)
 
+#: Joins held at most at once for a registry check (forged ones beyond this are dropped).
+MAX_HELD_JOINS = 256
+
 __all__ = ["FOLLOWER", "IDLE", "LEADER", "STOPPED", "Core"]
 
 
@@ -89,6 +92,8 @@ class Core(Elections):
         # The referee, as last polled.
         self.term_record = TermRecord(term=0, leader=None)
         self.nodes: dict[str, NodeRecord] = {}
+        #: Leader: Joins from nodes missing from ``nodes``, held until the next poll shows them.
+        self._unregistered_joins: dict[str, tuple[float, msgs.Join]] = {}
         self.next_poll = math.inf
         self.last_poll_issued = -math.inf
         self._ops: dict[int, tuple[str, float]] = {}
@@ -247,10 +252,14 @@ class Core(Elections):
         self.nodes = {n.node_id: n for n in result.nodes}
         record = result.term
         if self.leadership is not None:
+            issued = self.leadership.poll_issued
             if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
+                self._unregistered_joins = {}
                 self.term_record = record
                 self._step_down(now, "term_moved")
                 self._after_poll(now, record)
+            elif self._unregistered_joins:
+                self._admit_held_joins(now, issued)
             return
         self._after_poll(now, record)
 
@@ -327,8 +336,28 @@ class Core(Elections):
 
     def _msg_join(self, now: float, m: msgs.Join) -> None:
         lead = self._leader_for(now, m)
-        if lead is not None and m.sender != self.node_id:
+        if lead is None or m.sender == self.node_id:
+            return
+        if m.sender in self.nodes or m.sender in lead.members:
             lead.admit(now, m)
+            return
+        # Not in the registry as we last read it. A node registers before it joins, so either
+        # our read is older than its registration, or no such node exists (a forged Join must
+        # not win partitions for a phantom). Hold it until a poll issued after it answers.
+        if len(self._unregistered_joins) < MAX_HELD_JOINS or m.sender in self._unregistered_joins:
+            self._unregistered_joins[m.sender] = (now, m)
+        lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+
+    def _admit_held_joins(self, now: float, issued: float) -> None:
+        """After a leader's poll issued at ``issued``: admit the held Joins of nodes it lists,
+        forget those it does not (they arrived before the poll was issued: unregistered)."""
+        lead = self.leadership
+        held, self._unregistered_joins = self._unregistered_joins, {}
+        for sender, (received, m) in held.items():
+            if lead is not None and sender in self.nodes and m.term == lead.term:
+                lead.admit(now, m)
+            elif received >= issued:
+                self._unregistered_joins[sender] = (received, m)  # the next poll decides
 
     def _msg_heartbeat(self, now: float, m: msgs.Heartbeat) -> None:
         lead = self._leader_for(now, m)
