@@ -17,6 +17,7 @@ import dataclasses
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 import time
@@ -75,6 +76,8 @@ def still_fine(
     assert live == {n["id"] for n in before["nodes"]}, (doc, cluster.logs())
     log = proc.log.read_text()
     assert "node_crashed" not in log and "stepped_down" not in log, log[-4000:]
+    joined = set(re.findall(r"event=member_joined node=(\S+)", log))
+    assert joined <= live, f"phantom members: {joined - live}"
 
 
 # -- the fuzzer ----------------------------------------------------------------------------------
