@@ -158,7 +158,10 @@ def worker(
     session_timeout: float | None,
     metrics_port: int | None,
 ) -> None:
-    """Run a worker process for MODULE:APP; it joins the app's cluster."""
+    """Run a worker process for MODULE:APP; it joins the app's cluster.
+
+    Exits 0 after a graceful stop (SIGTERM/SIGINT), 70 if its cluster node fails (restart it).
+    """
     from ringwork.runtime import Worker
 
     app = load_app(

@@ -234,8 +234,9 @@ class Node:
 
     def _open_sockets(self) -> None:
         # MAXMSGSIZE is per frame: zmq disconnects a peer that announces a larger one before
-        # reading it. The codec drops anything larger anyway; this keeps it out of memory.
-        limit = self.config.max_message_bytes
+        # reading it, which keeps it out of memory. 1 KiB over the codec's limit, so a frame just
+        # over it still reaches the codec and is counted as ``oversized``.
+        limit = self.config.max_message_bytes + 1024
         self._router = self._socket(zmq.ROUTER, server=True)
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
         self._router.setsockopt(zmq.MAXMSGSIZE, limit)

@@ -251,14 +251,15 @@ class Core(Elections):
         self._ops.pop(result.op_id, None)
         self.nodes = {n.node_id: n for n in result.nodes}
         record = result.term
-        if self.leadership is not None:
-            issued = self.leadership.poll_issued
-            if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
+        lead = self.leadership
+        if lead is not None:
+            current, issued = result.op_id == lead.poll_op, lead.poll_issued
+            if not lead.poll_result(now, result.op_id, record.term, record.leader):
                 self._unregistered_joins = {}
                 self.term_record = record
                 self._step_down(now, "term_moved")
                 self._after_poll(now, record)
-            elif self._unregistered_joins:
+            elif current and self._unregistered_joins:
                 self._admit_held_joins(now, issued)
             return
         self._after_poll(now, record)
