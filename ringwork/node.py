@@ -418,7 +418,8 @@ class Node:
                     self._feed(now, ev.Tick())
         except BaseException as exc:  # never die silently: fence ourselves and say why
             logging.getLogger("ringwork").exception("node loop crashed")
-            self._fail(f"node loop crashed: {type(exc).__name__}: {exc}"[:500])
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, bounded
+            self._fail(f"node loop crashed: {text}"[:500])
             if not isinstance(exc, Exception):
                 raise
 
