@@ -58,6 +58,9 @@ from ringwork.protocol.referee import NodeRecord, TermRecord
 
 _A = TypeVar("_A", bound=ev.RefereeAction)
 
+#: Joins held at most at once for a registry check (forged ones beyond this are dropped).
+MAX_HELD_JOINS = 256
+
 __all__ = ["FOLLOWER", "IDLE", "LEADER", "STOPPED", "Core"]
 
 
@@ -95,6 +98,8 @@ class Core(Elections):
         # The referee, as last polled.
         self.term_record = TermRecord(term=0, leader=None)
         self.nodes: dict[str, NodeRecord] = {}
+        #: Leader: Joins from nodes missing from ``nodes``, held until the next poll shows them.
+        self._unregistered_joins: dict[str, tuple[float, msgs.Join]] = {}
         self.next_poll = math.inf
         self.last_poll_issued = -math.inf
         # When the referee last answered, and the last silence of it longer than session_timeout
@@ -274,11 +279,16 @@ class Core(Elections):
         self._referee_answered(now)
         self.nodes = {n.node_id: n for n in result.nodes}
         record = result.term
-        if self.leadership is not None:
-            if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
+        lead = self.leadership
+        if lead is not None:
+            current, issued = result.op_id == lead.poll_op, lead.poll_issued
+            if not lead.poll_result(now, result.op_id, record.term, record.leader):
+                self._unregistered_joins = {}
                 self.term_record = record
                 self._step_down(now, "term_moved")
                 self._after_poll(now, record)
+            elif current and self._unregistered_joins:
+                self._admit_held_joins(now, issued)
             return
         self._after_poll(now, record)
 
@@ -348,14 +358,36 @@ class Core(Elections):
             self.send(m.sender, msgs.Announce(sender=self.node_id, term=lead.term))
             return None
         if m.term > lead.term:
-            self._step_down(now, "newer_term")  # find out who through the referee
+            # A message naming a newer term proves nothing (anyone who reaches our port can
+            # write one): ask the referee now; its answer steps us down if the term moved.
+            lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
             return None
         return lead
 
     def _msg_join(self, now: float, m: msgs.Join) -> None:
         lead = self._leader_for(now, m)
-        if lead is not None and m.sender != self.node_id:
+        if lead is None or m.sender == self.node_id:
+            return
+        if m.sender in self.nodes or m.sender in lead.members:
             lead.admit(now, m)
+            return
+        # Not in the registry as we last read it. A node registers before it joins, so either
+        # our read is older than its registration, or no such node exists (a forged Join must
+        # not win partitions for a phantom). Hold it until a poll issued after it answers.
+        if len(self._unregistered_joins) < MAX_HELD_JOINS or m.sender in self._unregistered_joins:
+            self._unregistered_joins[m.sender] = (now, m)
+        lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+
+    def _admit_held_joins(self, now: float, issued: float) -> None:
+        """After a leader's poll issued at ``issued``: admit the held Joins of nodes it lists,
+        forget those it does not (they arrived before the poll was issued: unregistered)."""
+        lead = self.leadership
+        held, self._unregistered_joins = self._unregistered_joins, {}
+        for sender, (received, m) in held.items():
+            if lead is not None and sender in self.nodes and m.term == lead.term:
+                lead.admit(now, m)
+            elif received >= issued:
+                self._unregistered_joins[sender] = (received, m)  # the next poll decides
 
     def _msg_heartbeat(self, now: float, m: msgs.Heartbeat) -> None:
         lead = self._leader_for(now, m)
@@ -378,9 +410,20 @@ class Core(Elections):
         return self.leadership is None and m.sender == self.leader and m.term == self.term
 
     def _msg_announce(self, now: float, m: msgs.Announce) -> None:
+        """A hint that the term moved, checked with the referee before it is believed: a forged
+        Announce (of a term nobody won) would otherwise leave us following a phantom."""
         newer = m.term > self.term or (m.term == self.term and self.leader is None)
         if newer and m.sender != self.node_id:
-            self._follow(now, m.term, m.sender)
+            lead = self.leadership
+            if lead is not None:
+                lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+            else:
+                self.next_poll = min(self.next_poll, self._hinted_poll(self.last_poll_issued, now))
+
+    def _hinted_poll(self, last_issued: float, now: float) -> float:
+        """When to poll for a hint of a newer term: now, but a flood of forged hints costs the
+        referee at most one poll per quarter heartbeat interval."""
+        return max(now, last_issued + self.config.heartbeat_interval / 4)
 
     def _msg_ack(self, now: float, m: msgs.Ack) -> None:
         if not self._from_my_leader(m) or m.incarnation != self.incarnation:
