@@ -9,12 +9,16 @@ Roles::
 
       Start
         │
-        v            Ack (lease)                 lease runs out
-    FOLLOWER ───────────────────> following ──────────────────────> suspended
-    (no leader) <─┐   ^   Join                 (claimable = held)    (claimable = {})
-        │         │   └──────────── Announce / poll names a leader ──────┘   │
-        │ poll: leader dead, my rank's turn       silence >= session_timeout │
-        v         │                               and the referee row of the │
+        v            Ack (lease)                 lease runs out, no Ack, but our own
+    FOLLOWER ───────────────────> following ───────────────────────────> degraded
+    (no leader) <─┐   ^   Join   (claimable = held)   registry touches       (claimable = held
+        │         │   │                               succeed, the leader's   ∩ partitions table)
+        │         │   │<────────────── Ack ───────────row is fresh ──────────────┘  │
+        │         │   │                                                             │ database
+        │         │   └──────────── Announce / poll names a leader ──────┐          │ lease runs
+        │         │                                                      │          v out
+        │ poll: leader dead, my rank's turn       silence >= session_timeout   suspended
+        v         │                               and the referee row of the  (claimable = {})
     ClaimLeadership(seen_term) ──lost──> poll        leader is stale ────────┘
         │ won
         v
@@ -36,6 +40,32 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   leader's authority has ended (it learns the previous leader's last registry touch with the CAS);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
   claim (revoked and released, timed out past every lease, or orphaned).
+
+Degraded mode -- degrade, do not stall. A follower cut off from the leader's Acks (either way)
+that still reaches the database keeps claiming through it: a poll *issued* at ``t`` whose registry
+touch succeeded, that found the same term and leader and the leader's row fresh, extends its lease
+to ``t + session_timeout - lease_margin`` over the part of ``held`` that the poll's read of the
+partitions table shows it owning at the same epochs. The leader, for its part, no longer evicts on
+heartbeat silence alone. Why no one else can be handed such a partition while that lease runs:
+
+* eviction: the leader declares a member dead only when a poll it issued at ``p`` after the
+  member had been silent for ``session_timeout`` (so every Ack lease ended by ``p - margin``)
+  read the member's row ``session_timeout`` old at ``D >= p`` (so every lease from a touch
+  before ``D`` ended by ``D - margin``). A touch landing after ``D`` can only renew a lease if its
+  poll was issued while a lease still ran (before ``D - margin``: a lapsed lease is never renewed)
+  *and* answered within ``degraded_poll_budget <= lease_margin`` -- impossible for a touch after
+  ``D``. So every lease of the evicted member has ended when the leader decides;
+* hand-over: an unreleased revocation is forced through after ``unconfirmed_revoke_wait`` only if
+  the owner's heartbeats report a grant version that includes the revocation (``Heartbeat.
+  version``): it has stopped claiming. An owner that cannot hear us keeps the partition, and
+  works it, until the heal (or its eviction);
+* elections: a degraded lease comes only from a poll that read the old term, so it was issued
+  before any successor's CAS, and ends before the successor's ``join_deadline`` (the CAS plus
+  ``session_timeout``) orphans partitions of owners that did not join it. A follower that has
+  not been acknowledged by the current leader has no degraded lease at all.
+
+What degraded mode costs: a revocation the cut owner cannot hear waits for the heal, and nothing
+reaches the cut node faster than its poll (new grants, wake-ups from the leader).
 
 A follower whose lease runs out keeps ``held`` (kazoo's SUSPENDED): if the next leader confirms
 it at the same epochs it resumes with no event at all; whatever it does not get back is ``Lost``.
@@ -80,6 +110,10 @@ class Core(Elections):
         # Follower state.
         self.joined = False
         self.lease_until = -math.inf
+        # Degraded mode: a lease from our own successful registry touches, over the partitions
+        # of ``held`` that our last read of the partitions table confirmed (partition -> epoch).
+        self.db_lease_until = -math.inf
+        self.db_owned: dict[int, int] = {}
         self.last_contact = -math.inf
         self.seq = 0
         self.next_heartbeat = math.inf
@@ -91,6 +125,7 @@ class Core(Elections):
         self.nodes: dict[str, NodeRecord] = {}
         self.next_poll = math.inf
         self.last_poll_issued = -math.inf
+        self.nodes_polled_at = -math.inf  # when the poll that read ``nodes`` was issued
         self._ops: dict[int, tuple[str, float]] = {}
         self._op_seq = 0
         self.election_since: float | None = None
@@ -124,17 +159,41 @@ class Core(Elections):
         return out
 
     def claimable(self, now: float) -> dict[int, int]:
-        """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
-        return dict(self.held) if now < self.claim_deadline() else {}
+        """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced.
+
+        ``held`` while the leader's authority (or our lease from its Acks) runs; past that, in
+        degraded mode, the part of ``held`` our last read of the partitions table confirmed at
+        the same epochs, while our database-derived lease runs."""
+        if self.leadership is not None:
+            return dict(self.held) if now < self.leadership.authority_until else {}
+        if self.role != FOLLOWER or not self.joined:
+            return {}
+        if now < self.lease_until:
+            return dict(self.held)
+        if now < self.db_lease_until:
+            return {p: e for p, e in self.held.items() if self.db_owned.get(p) == e}
+        return {}
 
     def claim_deadline(self) -> float:
-        """``claimable(now)`` is ``held`` while ``now`` is before this, and empty after: the
-        leader's authority, or the follower's lease (``-inf`` when not joined to a leader)."""
+        """When ``claimable`` next changes by time alone, as of the last ``handle()``: the
+        leader's authority, the follower's lease from Acks (after which it shrinks to the
+        degraded set), or its database-derived lease (``-inf`` when not joined to a leader)."""
         if self.leadership is not None:
             return self.leadership.authority_until
         if self.role == FOLLOWER and self.joined:
-            return self.lease_until
+            if self._now < self.lease_until:
+                return self.lease_until
+            return self.db_lease_until
         return -math.inf
+
+    @property
+    def degraded(self) -> bool:
+        """Claiming on the database-derived lease alone (cut off from the leader's Acks)."""
+        return (
+            self.leadership is None
+            and self.joined
+            and self.lease_until <= self._now < self.db_lease_until
+        )
 
     def next_deadline(self) -> float:
         """The earliest ``now`` at which the core wants a :class:`Tick` (``inf``: none)."""
@@ -148,6 +207,8 @@ class Core(Elections):
                 times.append(self.next_poll)
             if self.leader is not None:
                 times += [self.next_heartbeat, self.last_contact + self.config.session_timeout]
+            if self.joined:
+                times += [self.lease_until, self.db_lease_until]  # claimable() shrinks there
         # Whatever is due now has been acted on by the last handle(); what is still <= now
         # waits for an event (a referee answer), not for time.
         return min((t for t in times if t > self._now), default=math.inf)
@@ -164,6 +225,7 @@ class Core(Elections):
             "held": dict(sorted(self.held.items())),
             "draining": sorted(self.draining),
             "lease_until": self.lease_until,
+            "degraded_until": self.db_lease_until,
             "members": sorted(lead.members) if lead else None,
             "rebalances": lead.rebalances if lead else None,
         }
@@ -188,7 +250,8 @@ class Core(Elections):
 
     def poll(self) -> int:
         self.last_poll_issued = self._now
-        return self.referee_op(lambda op: ev.Poll(op_id=op))
+        follower = self.leadership is None
+        return self.referee_op(lambda op: ev.Poll(op_id=op, partitions=follower))
 
     def _pending(self, kind: str) -> bool:
         return any(k == kind for k, _ in self._ops.values())
@@ -243,8 +306,9 @@ class Core(Elections):
             self.next_poll = now
 
     def _on_poll(self, now: float, result: ev.PollResult) -> None:
-        self._ops.pop(result.op_id, None)
+        _, issued = self._ops.pop(result.op_id, ("", -math.inf))
         self.nodes = {n.node_id: n for n in result.nodes}
+        self.nodes_polled_at = issued
         record = result.term
         if self.leadership is not None:
             if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
@@ -253,6 +317,32 @@ class Core(Elections):
                 self._after_poll(now, record)
             return
         self._after_poll(now, record)
+        self._renew_from_db(now, issued, result)
+
+    def _renew_from_db(self, now: float, issued: float, result: ev.PollResult) -> None:
+        """Degraded mode: extend our lease through the database when the leader's Acks do not
+        reach us but our own registry touches do (see the module docstring for why it is safe).
+
+        Only a follower joined to the leader the referee still names, whose row that leader
+        would see fresh, renews; only from a poll answered within ``degraded_poll_budget``
+        (so its touch is known to be recent), and only while a lease still runs (a lapsed one
+        is never renewed: the leader may have evicted us, and only an Ack says otherwise)."""
+        cfg = self.config
+        if self.leadership is not None or self.role != FOLLOWER or not self.joined:
+            return
+        if self.leaving or now - issued > cfg.degraded_poll_budget:
+            return
+        if issued >= max(self.lease_until, self.db_lease_until):
+            return
+        record = result.term
+        if record.term != self.term or record.leader != self.leader:
+            return
+        if self.node_id not in self.nodes or not self._alive(self.leader):
+            return
+        self.db_owned = {
+            p: row.epoch for p, row in result.partitions.items() if row.owner == self.node_id
+        }
+        self.db_lease_until = max(self.db_lease_until, issued + cfg.follower_lease)
 
     def _on_assign(self, now: float, result: ev.AssignResult) -> None:
         self._ops.pop(result.op_id, None)
@@ -379,7 +469,7 @@ class Core(Elections):
         self._lose_everything()
         self.incarnation += 1
         self.joined = False
-        self.lease_until = -math.inf
+        self.lease_until = self.db_lease_until = -math.inf
         self.applied_version = -1
         self._send_join(now)
 
@@ -444,6 +534,7 @@ class Core(Elections):
                 seq=self.seq,
                 sent_at=now,
                 released=tuple(sorted(self.released.items())),
+                version=self.applied_version,
             ),
         )
         self.next_heartbeat = now + self.config.heartbeat_interval
