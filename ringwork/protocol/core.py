@@ -114,6 +114,7 @@ class Core(Elections):
         # of ``held`` that our last read of the partitions table confirmed (partition -> epoch).
         self.db_lease_until = -math.inf
         self.db_owned: dict[int, int] = {}
+        self._degraded_noted = False
         self.last_contact = -math.inf
         self.seq = 0
         self.next_heartbeat = math.inf
@@ -521,6 +522,17 @@ class Core(Elections):
                 self._heartbeat(now)
             elif not self.leaving:
                 self._send_join(now)
+        self._note_degraded(now)
+
+    def _note_degraded(self, now: float) -> None:
+        """Log entering and leaving degraded mode (an operator's first hint of a network cut)."""
+        if self.degraded and not self._degraded_noted:
+            self._degraded_noted = True
+            self.notice("degraded", leader=self.leader, partitions=len(self.claimable(now)))
+        elif not self.degraded and self._degraded_noted:
+            self._degraded_noted = False
+            ended = "ack" if self.joined and now < self.lease_until else "lease_lapsed"
+            self.notice("degraded_ended", reason=ended)
 
     def _heartbeat(self, now: float) -> None:
         assert self.leader is not None

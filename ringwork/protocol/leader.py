@@ -65,6 +65,7 @@ class Member:
     last_heard: float
     leaving: bool = False
     heard_version: int = -1  # the last grant version it reported applying (Heartbeat.version)
+    unreachable: bool = False  # silent for session_timeout, registry row fresh: noted once
 
 
 @dataclass
@@ -267,6 +268,7 @@ class Leadership:
         if member.incarnation > msg.incarnation:
             return
         member.last_heard = now
+        member.unreachable = False
         member.heard_version = max(member.heard_version, msg.version)
         for p, epoch in msg.released:
             self.release(msg.sender, p, epoch)
@@ -313,8 +315,13 @@ class Leadership:
             self.poll_op = self.core.poll()
             self.next_poll = now + cfg.heartbeat_interval
         for node, member in list(self.members.items()):
-            if now - member.last_heard >= cfg.session_timeout and self._registry_stale(member):
+            if now - member.last_heard < cfg.session_timeout:
+                continue
+            if self._registry_stale(member):
                 self._drop_member(node, now, "member_dead")  # heartcheck
+            elif not member.unreachable:
+                member.unreachable = True  # cut off from us, not from the database: kept
+                self.core.notice("member_unreachable", node=node)
         if self.takeover_until is not None and now >= self.takeover_until:
             self.takeover_until = None
             self._orphan_unconfirmed(now, lambda owner: owner not in self.alive_at_takeover)

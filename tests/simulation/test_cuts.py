@@ -76,6 +76,8 @@ def test_a_cut_between_peers_costs_no_partition_and_no_eviction(cut: str, seed: 
     assert partitions_of(sim, victim) == kept
     degraded = {n for n in sim.live_names() if sim.nodes[n].core.degraded}
     assert degraded == ({victim} if victim != sim.leader() else set(sim.live_names()) - {victim})
+    assert {h.node for h in sim.notices("degraded", t0)} == degraded  # logged, once each
+    assert len(sim.notices("degraded", t0)) == len(degraded)
     # ... nobody was declared dead, no election, no partition moved or was lost.
     assert not sim.notices("member_dead", t0)
     assert sim.referee.term == term and sim.referee.writes == writes
