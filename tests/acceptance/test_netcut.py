@@ -184,7 +184,7 @@ def test_a_cut_between_workers_costs_speed_not_work(cluster: Cluster, firewall: 
     t_cut = time.time()
     active = Cut(firewall, ports, matches)
     try:
-        wait_for(lambda: active.cut_connections or not matches, 5, message="connections cut")
+        wait_for(lambda: active.cut_connections, 5, message="connections found and cut")
         # Let any eviction that would happen, happen: several session timeouts.
         deadline = t_cut + CUT_S
         while time.time() < deadline:
@@ -221,5 +221,6 @@ def test_a_cut_between_workers_costs_speed_not_work(cluster: Cluster, firewall: 
           f"{base:.1f} jobs/s before the cut, {during:.1f} jobs/s during it; "
           f"takeover: none needed (0 evictions, term {after['term']}); "
           f"balanced {t_balanced - t_heal:.2f}s after the heal; rules: {len(rules) - 1}")
-    # Degrade, do not stall: the cut node's partitions keep flowing (the feed is the limit).
-    assert during > 0.5 * base, (base, during)
+    # Degrade, do not stall: the cut node's partitions keep flowing (the feed is the limit;
+    # before degraded mode a one-way cut from the leader left 7% of it). Generous for load.
+    assert during > 0.3 * base, (base, during)
