@@ -87,12 +87,15 @@ class Join(Message):
 class Heartbeat(Message):
     """Proof of life. ``sent_at`` (sender's clock) comes back in the Ack: the lease starts there.
     ``released`` lists revoked partitions whose in-flight jobs are done (resent until the leader
-    stops listing them as revoking, so a lost message only delays the hand-over)."""
+    stops listing them as revoking, so a lost message only delays the hand-over). ``version`` is
+    the last grant version the follower applied: the leader hands a revoked partition over
+    without the owner's release only once the owner has heard of the revocation."""
 
     incarnation: int
     seq: int
     sent_at: float
     released: Pairs = ()
+    version: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
