@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -165,7 +166,10 @@ def worker(
     session_timeout: float | None,
     metrics_port: int | None,
 ) -> None:
-    """Run a worker process for MODULE:APP; it joins the app's cluster."""
+    """Run a worker process for MODULE:APP; it joins the app's cluster.
+
+    Exits 0 after a graceful stop (SIGTERM/SIGINT), 70 if its cluster node fails (restart it).
+    """
     from ringwork.runtime import Worker
 
     app = load_app(
@@ -181,7 +185,14 @@ def worker(
         session_timeout=session_timeout,
         metrics_port=metrics_port,
     )
-    code = Worker(app).run()
+    runner = Worker(app)
+    code = runner.run()
+    if runner.failure is not None:
+        # Handler threads may still be running abandoned jobs: do not wait for them (a normal
+        # exit joins them); their partitions' next owner runs those jobs again.
+        click.echo(f"error: {runner.failure}; worker exits with code {code}", err=True)
+        logging.shutdown()
+        os._exit(code)
     app.close()
     sys.exit(code)
 
@@ -367,7 +378,10 @@ def run(
     database_url: str | None,
     no_migrate: bool,
 ) -> None:
-    """Run a local cluster of N worker processes; signals are forwarded to them."""
+    """Run a local cluster of N worker processes; signals are forwarded to them.
+
+    A worker that dies is restarted, with back-off, at most 5 times a minute per slot.
+    """
     from ringwork.supervisor import supervise
 
     load_app(app_spec, database_url, no_migrate)  # fail here, once, on a bad app or URL

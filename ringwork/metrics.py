@@ -39,6 +39,14 @@ class WorkerCollector(Collector):
         for reason, value in dict(view.get("dropped") or {}).items():
             dropped.add_metric([reason], value)
         yield dropped
+        errors = CounterMetricFamily(
+            "ringwork_protocol_input_errors",
+            "Failures while handling one peer's input, survived (where:exception type)",
+            labels=["reason"],
+        )
+        for reason, value in dict(view.get("errors") or {}).items():
+            errors.add_metric([reason], value)
+        yield errors
         held = view.get("held") or {}
         owned = GaugeMetricFamily("ringwork_partitions_owned", "Partitions this node may claim")
         owned.add_metric([], len(held))

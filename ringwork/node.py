@@ -16,6 +16,14 @@ thread is woken at every deadline). It performs the core's actions:
 Everything that arrives is decoded by the protocol codec, which drops (and counts) malformed,
 oversized, foreign-cluster and wrong-version input; a message whose claimed sender differs from
 the socket identity that delivered it is dropped as ``spoofed``.
+
+Nothing a peer sends may stop this thread. Each frame is handled inside a guard: a failure while
+handling it is counted by reason (``view()["errors"]``), logged (rate-limited) and the loop goes
+on. Memory is bounded by socket options: a frame larger than ``max_message_bytes`` makes zmq
+drop the connection (``MAXMSGSIZE``), and at most ``RCVHWM`` messages wait per connected peer
+(docs/operations.md gives the figure). If the loop dies anyway (a bug), :meth:`Node.failure`
+says why and every partition is reported lost; the runtime then ends the process (exit 70), so a
+supervisor restarts it, rather than leave a member that no longer takes part.
 """
 
 from __future__ import annotations
@@ -39,13 +47,14 @@ from zmq.utils.monitor import recv_monitor_message
 from ringwork.addresses import NEXT_PORT, BindAddress, bind_error, socket_ports
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import ConfigurationError, RingworkError
+from ringwork.faults import FaultLog, reason_of
 from ringwork.joinwatch import JoinWatch, Link
 from ringwork.joinwatch import reason as join_problem
 from ringwork.log import log_event
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import Core
-from ringwork.protocol.messages import Codec, MessageTooLarge
+from ringwork.protocol.messages import Codec, Message, MessageTooLarge
 from ringwork.protocol.operations import perform
 from ringwork.protocol.referee import NodeRecord
 from ringwork.settings import host_of
@@ -61,7 +70,18 @@ HOLD_FOR = 1.0
 NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
 HOLD_MAX = 20
 HELD_POLL = 0.002
-RCVHWM = 10_000
+#: Messages queued per connected peer on the ROUTER and SUB before zmq stops reading from that
+#: peer (TCP back-pressure, nothing dropped). A peer sends a few messages per heartbeat interval
+#: and the loop drains continuously, so a handful is plenty; it bounds what one peer can make us
+#: hold to about ``(RCVHWM + 2) * max_message_bytes`` (docs/operations.md).
+RCVHWM = 4
+#: At most this many frames, or this many seconds, per drain of a socket: a flood on one socket
+#: must not keep the loop from its timers (renewing the leader's authority, the heartcheck).
+DRAIN_FRAMES = 64
+DRAIN_TIME = 0.005
+#: Messages queued per subscriber on our PUB: a subscriber that does not read (or a hostile one)
+#: costs at most this many state messages; a follower that misses one asks again.
+PUB_SNDHWM = 8
 #: How often the protocol thread checks whether this node is (still) a member.
 WATCH_EVERY = 0.25
 #: What the socket monitor of a DEALER to a peer reports (connection and handshake outcomes).
@@ -195,10 +215,17 @@ class Node:
         self._bind = bind
         self._advertise = advertise
         self._pub_port = pub_port
-        self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
+        self.codec = Codec(
+            config.cluster, max_bytes=config.max_message_bytes, partitions=config.partitions
+        )
         self.codec.dropped["spoofed"] += 0
         # Every key exists from the start: the metrics thread reads these while we count.
         self.counters: Counter[str] = Counter(dict.fromkeys(NODE_COUNTERS, 0))
+        #: Failures while handling one peer's input (by reason): logged, counted, survived.
+        self.faults = FaultLog("peer_input_failed", self.node_id)
+        #: Frames dropped (by the codec's reason): logged rate-limited, counted in ``dropped``.
+        self._drops = FaultLog("frame_dropped", self.node_id, interval=60.0, level=logging.INFO)
+        self._failure: str | None = None
         self.role = "idle"
         self.endpoint = ""
         self.pub_endpoint = ""
@@ -252,13 +279,19 @@ class Node:
         self._thread.start()
 
     def _open_sockets(self) -> None:
+        # MAXMSGSIZE is per frame: zmq disconnects a peer that announces a larger one before
+        # reading it, which keeps it out of memory. 1 KiB over the codec's limit, so a frame just
+        # over it still reaches the codec and is counted as ``oversized``.
+        limit = self.config.max_message_bytes + 1024
         self._router = self._socket(zmq.ROUTER, server=True)
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
-        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self._router.setsockopt(zmq.MAXMSGSIZE, limit)
         self._pub = self._socket(zmq.PUB, server=True)
+        self._pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
         self._sub = self._socket(zmq.SUB, server=False)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self._sub.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, limit)
         # Both listening ports are predictable (ROUTER on the --bind port, PUB on the next one
         # or --pub-port), so a firewall can be written before the worker starts.
         address = BindAddress.parse(self._bind)
@@ -331,12 +364,19 @@ class Node:
         self._peers.clear()
         self._ctx.term()
 
+    def failure(self) -> str | None:
+        """``None`` while the protocol thread runs; else why it stopped (it will not restart)."""
+        return self._failure
+
     def view(self) -> dict[str, object]:
-        """The core's own snapshot plus the drop counters (for status and metrics)."""
+        """The core's own snapshot plus the drop and error counters (for status and metrics)."""
         with self._core_lock:
             data = self._core.view() if self._core is not None else {}
         data["dropped"] = dict(self.codec.dropped)
+        data["errors"] = dict(self.faults.counts)
         data.update({k: v for k, v in self.counters.items()})
+        if self._failure is not None:
+            data["failure"] = self._failure
         return data
 
     # -- sockets -------------------------------------------------------------------------------
@@ -520,45 +560,77 @@ class Node:
                 self._watch_membership(now)
                 if now >= deadline:
                     self._feed(now, ev.Tick())
-        except Exception as exc:  # the node must never die silently: log and fence ourselves
+        except BaseException as exc:  # never die silently: fence ourselves and say why
             logging.getLogger("ringwork").exception("node loop crashed")
-            log_event("node_crashed", logging.ERROR, node=self.node_id, error=repr(exc))
-            with self._core_lock:
-                self._core = None
-            if self._listener is not None:
-                self._listener("lost", frozenset(range(self.config.partitions)))
-            self._left.set()
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, bounded
+            self._fail(f"node loop crashed: {text}"[:500])
+            if not isinstance(exc, Exception):
+                raise
+
+    def _fail(self, reason: str) -> None:
+        """The protocol thread stops for good: nothing may be claimed, the runtime must exit."""
+        log_event("node_crashed", logging.ERROR, node=self.node_id, error=reason)
+        with self._core_lock:
+            self._core = None
+        self._failure = reason
+        if self._listener is not None:
+            self._listener("lost", frozenset(range(self.config.partitions)))
+        self._left.set()
 
     def _drain_router(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return  # more is waiting: the next round of the loop, after the timers
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                self.counters["dropped_frames"] += 1
-                continue
-            identity, data = frames
-            message = self.codec.decode(data)
-            if message is None:
-                continue
-            if message.sender.encode() != identity:
-                self.codec.dropped["spoofed"] += 1
-                continue
-            self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            try:
+                self._on_router_frames(frames)
+            except Exception as exc:  # whatever a peer sent, the next frame is handled
+                self.faults.record(reason_of("router", exc), exc)
+
+    def _on_router_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.counters["dropped_frames"] += 1
+            self._drops.record("frames")
+            return
+        identity, data = frames
+        message = self._decode(data)
+        if message is None:
+            return
+        if message.sender.encode("utf-8", "surrogatepass") != identity:
+            self.codec.dropped["spoofed"] += 1
+            self._drops.record("spoofed")
+            return
+        self._feed(time.monotonic(), ev.MessageReceived(message=message))
 
     def _drain_sub(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return
             try:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 1:
-                self.counters["dropped_frames"] += 1
-                continue
-            message = self.codec.decode(frames[0])
-            if message is not None:
-                self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            try:
+                if len(frames) != 1:
+                    self.counters["dropped_frames"] += 1
+                    self._drops.record("frames")
+                    continue
+                message = self._decode(frames[0])
+                if message is not None:
+                    self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            except Exception as exc:
+                self.faults.record(reason_of("sub", exc), exc)
+
+    def _decode(self, data: bytes) -> Message | None:
+        message = self.codec.decode(data)
+        if message is None:
+            self._drops.record(self.codec.last_drop or "unknown")
+        return message
 
     def _drain_inbox(self) -> None:
         while True:
@@ -574,9 +646,12 @@ class Node:
             return
         self._ops = [f for f in self._ops if not f.done()]
         for future in done:
-            event = future.result()
-            if event is not None:
-                self._feed(time.monotonic(), event)
+            try:
+                event = future.result()
+                if event is not None:
+                    self._feed(time.monotonic(), event)
+            except Exception as exc:  # one failed referee call (or its handling) is not fatal:
+                self.faults.record(reason_of("referee", exc), exc)  # the core times it out
 
     def _feed(self, now: float, event: ev.Event) -> None:
         with self._core_lock:

@@ -459,7 +459,7 @@ class _Child:
                     self._wait_while_parent_stopped()
                 if not self.started:
                     continue
-                failure = _node_failure(self.node)
+                failure = self.node.failure()
                 if failure is not None:
                     self._push("failed", failure)
                     return EXIT_NODE_FAILED
@@ -571,11 +571,6 @@ def _spawned_main(fd: int) -> None:
     if message[0] != "spec":
         os._exit(EXIT_NODE_FAILED)
     _child_main(conn, message[1])
-
-
-def _node_failure(node: Any) -> str | None:
-    failure = getattr(node, "failure", None)
-    return failure() if callable(failure) else None
 
 
 def _stopped(pid: int) -> bool:

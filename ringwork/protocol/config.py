@@ -10,7 +10,12 @@ rather than trusted:
   confirmed its term) ends before anyone may usurp it: a follower only starts an election once
   the leader's registry row is ``session_timeout`` old, so ``leader_lease <= session_timeout``;
 * a revoked partition is handed over without the owner's confirmation only once any lease granted
-  before the revocation has run out: the leader waits ``max(revoke_timeout, session_timeout)``.
+  before the revocation has run out: the leader waits ``max(revoke_timeout, session_timeout)``;
+* degraded mode (a follower that hears no Ack but reaches the database): its lease is
+  ``follower_lease`` from *issuing* a poll whose touch succeeded, renewed only while a lease still
+  runs and only by a poll answered within ``degraded_poll_budget``; the leader evicts it only when
+  a poll it issued after ``session_timeout`` of silence shows its row ``session_timeout`` old.
+  The budget is at most ``lease_margin`` (see core.py's docstring for the proof).
 """
 
 from __future__ import annotations
@@ -48,10 +53,16 @@ class ProtocolConfig:
     poll_interval: float = 1.0
     #: A leaving node gives up waiting for the leader's acknowledgement after this long.
     leave_timeout: float = 5.0
-    #: Encoded messages larger than this are neither sent nor accepted.
-    max_message_bytes: int = 1 << 20
+    #: Encoded messages larger than this are neither sent nor accepted; it also bounds what a
+    #: peer can make a node hold (docs/operations.md). 0 (the default) derives it from the
+    #: partition count: 64 KiB plus 128 bytes per partition, room for the largest message (a
+    #: ClusterState naming every partition's owner: 464 kB for 4096 partitions and 80-character
+    #: node ids, all revoking) with margin; 72 KiB for the default 64 partitions.
+    max_message_bytes: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_message_bytes == 0:
+            object.__setattr__(self, "max_message_bytes", (64 << 10) + 128 * self.partitions)
         positive = (
             "heartbeat_interval",
             "session_timeout",
@@ -68,6 +79,8 @@ class ProtocolConfig:
                 raise ConfigurationError(f"{name} must be positive")
         if self.partitions < 1:
             raise ConfigurationError("partitions must be at least 1")
+        if self.max_message_bytes < 4096:
+            raise ConfigurationError("max_message_bytes must be at least 4096")
         if not self.cluster:
             raise ConfigurationError("cluster name must not be empty")
         if self.lease_margin >= self.session_timeout:
@@ -89,6 +102,11 @@ class ProtocolConfig:
     def follower_lease(self) -> float:
         """How long one acknowledged heartbeat lets a follower claim, from its send time."""
         return self.session_timeout - self.lease_margin
+
+    @property
+    def degraded_poll_budget(self) -> float:
+        """A poll renews a degraded lease only if answered within this long of being issued."""
+        return self.lease_margin / 2
 
     @property
     def unconfirmed_revoke_wait(self) -> float:
