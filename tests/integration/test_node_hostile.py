@@ -1,5 +1,8 @@
 """A real node on loopback against hostile frames: it drops, counts and carries on; and if its loop
-dies anyway, the worker stops at once with exit code 70 instead of lingering as a zombie."""
+dies anyway, the worker stops at once with exit code 70 instead of lingering as a zombie.
+
+The node runs on a thread of the test process here, so the test can look inside it; in a worker
+it runs in its own process (tests/acceptance/test_node_fate.py covers that process dying)."""
 
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ from ringwork.coordinator import NODE_FAILED_EXIT
 from ringwork.node import Node
 from ringwork.protocol import events as ev
 from ringwork.protocol.messages import PROTOCOL_VERSION
-from ringwork.runtime import Worker
+from ringwork.runtime import Worker, cluster_node
 from tests.support import running_worker, wait_for
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
@@ -43,7 +46,7 @@ def leading(node: Node) -> dict[str, Any] | None:
 
 
 def test_day_one_frames_do_not_stop_the_node(app: App, cluster_name: str) -> None:
-    with running_worker(app) as worker:
+    with running_worker(app, coordinator=cluster_node(app, process=False)) as worker:
         node = worker.coordinator
         assert isinstance(node, Node)
         before = wait_for(lambda: leading(node), 15, message="the node leads")
@@ -85,7 +88,7 @@ def test_day_one_frames_do_not_stop_the_node(app: App, cluster_name: str) -> Non
 def test_a_failure_while_handling_a_message_is_counted_and_survived(
     app: App, cluster_name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    with running_worker(app) as worker:
+    with running_worker(app, coordinator=cluster_node(app, process=False)) as worker:
         node = worker.coordinator
         assert isinstance(node, Node)
         before = wait_for(lambda: leading(node), 15, message="the node leads")
@@ -125,7 +128,7 @@ def test_a_dead_node_loop_stops_the_worker_at_once_with_exit_70(
         release.wait(30)  # far longer than the test waits: the stop must not wait for it
 
     app.configure(shutdown_grace=30.0)
-    worker = Worker(app)
+    worker = Worker(app, cluster_node(app, process=False))
     node = worker.coordinator
     assert isinstance(node, Node)
     result: list[int] = []

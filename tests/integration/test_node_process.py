@@ -1,4 +1,7 @@
-"""The node process from the worker's side: both ways of starting it, and its remote writes."""
+"""The node process from the worker's side: how it starts, what crosses the pipe.
+
+The fork path (a worker that runs one thread, as `ringwork worker` does) is covered with real
+processes in tests/acceptance/test_node_fate.py; a test process has threads of its own."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import pytest
 
 from ringwork import App, Job
 from ringwork.errors import DatabaseUnavailable, RingworkError
-from ringwork.node_process import NodeProcess, _error, _Forked, _Spawned, _stopped
+from ringwork.node_process import NodeProcess, _error, _Spawned, _stopped
 from tests.support import running_worker, wait_for
 
 
@@ -50,14 +53,6 @@ def test_a_worker_in_a_threaded_program_spawns_its_node(app: App) -> None:
         release.set()
     assert isinstance(node._child, _Spawned)
     assert node._child.wait(10) == 0  # stopped cleanly through the pipe
-
-
-def test_a_single_threaded_worker_forks_its_node(app: App) -> None:
-    if threading.active_count() != 1:
-        pytest.skip("another thread runs in this test process")
-    node = run_jobs(app)
-    assert isinstance(node._child, _Forked)
-    assert node._child.wait(10) == 0
 
 
 def test_errors_cross_as_ringwork_classes_only() -> None:
