@@ -33,10 +33,22 @@ APP_SPEC = "tests.acceptance.cluster_app:app"
 class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
+    #: Started under a wrapper (``prefix``) that forks the worker as its child.
+    wrapped: bool = False
 
     @property
     def pid(self) -> int:
+        """The process group leader's pid (the worker's, unless ``wrapped``)."""
         return self.popen.pid
+
+    @property
+    def worker_pid(self) -> int:
+        """The worker's own pid (it is in its node id): the wrapper's only child if wrapped."""
+        if not self.wrapped:
+            return self.pid
+        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
+        found = wait_for(lambda: children.read_text().split(), 10, 0.02, "the wrapped worker")
+        return int(found[0])
 
     @property
     def metrics_port(self) -> int:
@@ -80,21 +92,25 @@ class Cluster:
 
     # -- processes -----------------------------------------------------------------------------
 
-    def start(self, n: int = 1, *extra: str) -> list[Proc]:
+    def start(self, n: int = 1, *extra: str, prefix: Sequence[str] = (),
+              env: dict[str, str] | None = None) -> list[Proc]:
+        """Start ``n`` workers; ``prefix`` goes before the command (e.g. ``faketime -f +1h``),
+        ``env`` adds variables to the workers' environment."""
         env = {**os.environ, "RINGWORK_DATABASE_URL": self.db_url, "RINGWORK_CLUSTER": self.name,
-               "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO"}
+               "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO",
+               **(env or {})}
         started = []
         for _ in range(n):
             log = self.workdir / f"worker-{len(self.procs)}.log"
             with open(log, "ab") as out:
                 popen = subprocess.Popen(
-                    [sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
+                    [*prefix, sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
                      "--metrics-port", "0", "--session-timeout", str(self.session_timeout),
                      *extra],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            proc = Proc(popen, log)
+            proc = Proc(popen, log, wrapped=bool(prefix))
             self.procs.append(proc)
             started.append(proc)
         return started
@@ -128,7 +144,7 @@ class Cluster:
     def node_of(self, proc: Proc, doc: dict[str, Any] | None = None) -> dict[str, Any] | None:
         doc = doc or self.status()
         for node in doc["nodes"]:
-            if f"-{proc.pid}-" in node["id"] and node["role"] != "stale":
+            if f"-{proc.worker_pid}-" in node["id"] and node["role"] != "stale":
                 return node
         return None
 
