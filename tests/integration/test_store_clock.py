@@ -10,14 +10,16 @@ future ones are not.
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from ringwork import App
 from ringwork.job import NewJob, Outcome
@@ -172,3 +174,52 @@ def test_status_shows_a_skewed_node_live(
 def _under(skewed: Skew, skew: float, fn: Callable[[], Any]) -> Any:
     with skewed(skew):
         return fn()
+
+
+_TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
+
+
+def _times_in(value: Any) -> list[Any]:
+    if isinstance(value, (datetime, date)):
+        return [value]
+    if isinstance(value, str):
+        return [value] if _TIMESTAMP.search(value) else []
+    if isinstance(value, dict):
+        return [t for v in value.values() for t in _times_in(v)]
+    if isinstance(value, (list, tuple)):
+        return [t for v in value for t in _times_in(v)]
+    return []
+
+
+def test_no_statement_binds_a_time_from_the_process(store: Store) -> None:
+    """The rule itself: whatever the store does, the only times it sends are the user's own
+    absolute ``run_at`` values; every other time is taken by the database in the statement."""
+    bound: list[Any] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *args: Any) -> None:
+        bound.extend(_times_in(parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        store.register_node("n", "tcp://127.0.0.1:1")
+        store.touch_node("n")
+        store.list_nodes()
+        epochs = own_all(store, "n")
+        store.enqueue([NewJob(task="t", key=f"k{i}", partition=i % 8, delay=i % 3)
+                       for i in range(100)])
+        store.enqueue([NewJob(task="t", key="one", partition=0, delay=5)])
+        jobs = store.claim("n", epochs, 10)
+        fenced, _ = store.exchange("n", [(j.id, j.token) for j in jobs[:5]], epochs, 5)
+        assert not fenced
+        store.fail("n", jobs[5].id, jobs[5].token, "boom", retry_delay=30)
+        store.fail("n", jobs[6].id, jobs[6].token, "boom", retry_delay=None)
+        store.retry(jobs[6].id)
+        [queued] = store.enqueue([NewJob(task="t", key="c", partition=1)])
+        store.cancel(queued)
+        assert store.assign("n", store.read_term().term, {0: None}) is not None
+        assert not bound, bound
+        run_at = datetime(2030, 1, 1, tzinfo=timezone.utc)
+        store.enqueue([NewJob(task="t", key="abs", partition=2, run_at=run_at)])
+        assert len(bound) == 1  # the user's own absolute time, as given
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
