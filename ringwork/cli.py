@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
 import os
 import sys
 from collections.abc import Callable
@@ -17,7 +18,7 @@ from typing import Any, TypeVar
 import click
 
 from ringwork.app import App
-from ringwork.errors import AppImportError, PayloadError, RingworkError
+from ringwork.errors import AppImportError, ConfigurationError, PayloadError, RingworkError
 from ringwork.job import JobRecord
 from ringwork.log import configure as configure_logging
 
@@ -119,8 +120,15 @@ def cli(log_level: str) -> None:
 @click.option(
     "--bind",
     envvar="RINGWORK_BIND",
-    help="Address this worker's ROUTER listens on (default tcp://127.0.0.1:*, a free "
-    "port; the PUB socket takes another free port on the same host).",
+    help="Address this worker's ROUTER listens on, tcp://HOST:PORT (default "
+    "tcp://127.0.0.1:*, a free port). The PUB socket listens on PORT+1 (see --pub-port).",
+)
+@click.option(
+    "--pub-port",
+    type=click.IntRange(min=0, max=65535),
+    envvar="RINGWORK_PUB_PORT",
+    help="Port of the PUB socket on the bind host (default: the --bind port + 1; "
+    "0: any free port).",
 )
 @click.option(
     "--advertise",
@@ -152,12 +160,16 @@ def worker(
     concurrency: int | None,
     grace: float | None,
     bind: str | None,
+    pub_port: int | None,
     advertise: str | None,
     curve_key_file: str | None,
     session_timeout: float | None,
     metrics_port: int | None,
 ) -> None:
-    """Run a worker process for MODULE:APP; it joins the app's cluster."""
+    """Run a worker process for MODULE:APP; it joins the app's cluster.
+
+    Exits 0 after a graceful stop (SIGTERM/SIGINT), 70 if its cluster node fails (restart it).
+    """
     from ringwork.runtime import Worker
 
     app = load_app(
@@ -167,12 +179,20 @@ def worker(
         concurrency=concurrency,
         shutdown_grace=grace,
         bind=bind,
+        pub_port=pub_port,
         advertise=advertise,
         curve_key_file=curve_key_file,
         session_timeout=session_timeout,
         metrics_port=metrics_port,
     )
-    code = Worker(app).run()
+    runner = Worker(app)
+    code = runner.run()
+    if runner.failure is not None:
+        # Handler threads may still be running abandoned jobs: do not wait for them (a normal
+        # exit joins them); their partitions' next owner runs those jobs again.
+        click.echo(f"error: {runner.failure}; worker exits with code {code}", err=True)
+        logging.shutdown()
+        os._exit(code)
     app.close()
     sys.exit(code)
 
@@ -358,7 +378,10 @@ def run(
     database_url: str | None,
     no_migrate: bool,
 ) -> None:
-    """Run a local cluster of N worker processes; signals are forwarded to them."""
+    """Run a local cluster of N worker processes; signals are forwarded to them.
+
+    A worker that dies is restarted, with back-off, at most 5 times a minute per slot.
+    """
     from ringwork.supervisor import supervise
 
     load_app(app_spec, database_url, no_migrate)  # fail here, once, on a bad app or URL
@@ -376,21 +399,57 @@ def run(
 @click.option(
     "--output",
     "-o",
-    type=click.Path(dir_okay=False, writable=True),
+    type=click.Path(dir_okay=False),
     required=True,
     help="File to write the cluster key pair to (mode 0600).",
 )
-def keys(output: str) -> None:
+@click.option(
+    "--force", is_flag=True, help="Replace an existing file (its old key stops working)."
+)
+def keys(output: str, force: bool) -> None:
     """Generate a CURVE key pair that encrypts and authenticates the cluster's sockets.
 
     Give every worker the same file with --curve-key-file (or RINGWORK_CURVE_KEY_FILE).
     """
     from ringwork.node import CurveKeys
 
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(CurveKeys.generate().dump())
+    write_private_file(output, CurveKeys.generate().dump(), replace=force)
     click.echo(f"wrote {output}")
+
+
+def write_private_file(path: str, text: str, *, replace: bool) -> None:
+    """Write ``text`` to a new mode-0600 file; the OS's refusal becomes a sentence to act on.
+
+    An existing file is kept unless ``replace``: overwriting a cluster's key by accident would
+    cut every worker still using the old one off from those using the new one.
+    """
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if replace else os.O_EXCL)
+    parent = os.path.dirname(path) or "."
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise ConfigurationError(
+            f"{path} already exists: choose another file, or pass --force to replace it "
+            "(workers still using the old key can no longer talk to the others)"
+        ) from None
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"cannot write {path}: directory {parent!r} does not exist (create it first)"
+        ) from None
+    except PermissionError:
+        raise ConfigurationError(
+            f"cannot write {path}: permission denied (choose a directory you can write to)"
+        ) from None
+    except IsADirectoryError:
+        raise ConfigurationError(f"cannot write {path}: it is a directory; name a file") from None
+    except NotADirectoryError:
+        raise ConfigurationError(
+            f"cannot write {path}: a part of {parent!r} is a file, not a directory"
+        ) from None
+    except OSError as exc:
+        raise ConfigurationError(f"cannot write {path}: {exc.strerror or exc}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
 
 
 @cli.group()

@@ -52,6 +52,9 @@ def jobs_table(records: Sequence[JobRecord], console: Console | None = None) -> 
     console.print(table if records else "[dim]no jobs[/]")
 
 
+ROLE_STYLES = {"leader": "bold green", "stale": "red", "not joined": "bold yellow"}
+
+
 def status_view(doc: dict[str, Any]) -> Group:
     """A rich renderable of a status document (see :mod:`ringwork.status`)."""
     head = Text()
@@ -66,7 +69,7 @@ def status_view(doc: dict[str, Any]) -> Group:
     for column in ("node", "role", "priority", "endpoint", "partitions", "heartbeat"):
         nodes.add_column(column)
     for n in doc["nodes"]:
-        style = {"leader": "bold green", "follower": "", "stale": "red"}[n["role"]]
+        style = ROLE_STYLES.get(n["role"], "")
         parts = n["partitions"]
         nodes.add_row(
             n["id"],

@@ -17,6 +17,9 @@ from typing import Protocol
 #: any thread.
 PartitionListener = Callable[[str, frozenset[int]], None]
 
+#: Exit code of a worker whose coordinator failed (BSD's EX_SOFTWARE: an internal error).
+NODE_FAILED_EXIT = 70
+
 
 def new_node_id() -> str:
     """Unique per process incarnation: a restarted process is a new member with fresh claims."""
@@ -44,4 +47,13 @@ class Coordinator(Protocol):
 
     def stop(self) -> None:
         """Leave: give up ownership now so nobody waits for a timeout."""
+        ...
+
+    def failure(self) -> str | None:
+        """``None`` while the coordinator works; else a one-line reason it can no longer work.
+
+        Once set it stays set: the runtime then stops at once (in-flight jobs are abandoned; the
+        next owner of their partitions re-runs them) and the process exits with
+        :data:`NODE_FAILED_EXIT`, so whatever supervises it starts a fresh member.
+        """
         ...

@@ -13,6 +13,8 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from ringwork.addresses import bind_error
+
 
 class WorkerCollector(Collector):
     def __init__(
@@ -37,6 +39,14 @@ class WorkerCollector(Collector):
         for reason, value in dict(view.get("dropped") or {}).items():
             dropped.add_metric([reason], value)
         yield dropped
+        errors = CounterMetricFamily(
+            "ringwork_protocol_input_errors",
+            "Failures while handling one peer's input, survived (where:exception type)",
+            labels=["reason"],
+        )
+        for reason, value in dict(view.get("errors") or {}).items():
+            errors.add_metric([reason], value)
+        yield errors
         held = view.get("held") or {}
         owned = GaugeMetricFamily("ringwork_partitions_owned", "Partitions this node may claim")
         owned.add_metric([], len(held))
@@ -53,5 +63,8 @@ def serve(port: int, host: str, collector: Collector) -> int:
     """Serve ``/metrics`` on ``host:port`` (0 = any free port); returns the bound port."""
     registry = CollectorRegistry()
     registry.register(collector)
-    server, _thread = start_http_server(port, addr=host, registry=registry)
+    try:
+        server, _thread = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        raise bind_error("--metrics-port", host, port, exc) from None
     return int(server.server_address[1])

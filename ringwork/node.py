@@ -16,6 +16,14 @@ thread is woken at every deadline). It performs the core's actions:
 Everything that arrives is decoded by the protocol codec, which drops (and counts) malformed,
 oversized, foreign-cluster and wrong-version input; a message whose claimed sender differs from
 the socket identity that delivered it is dropped as ``spoofed``.
+
+Nothing a peer sends may stop this thread. Each frame is handled inside a guard: a failure while
+handling it is counted by reason (``view()["errors"]``), logged (rate-limited) and the loop goes
+on. Memory is bounded by socket options: a frame larger than ``max_message_bytes`` makes zmq
+drop the connection (``MAXMSGSIZE``), and at most ``RCVHWM`` messages wait per connected peer
+(docs/operations.md gives the figure). If the loop dies anyway (a bug), :meth:`Node.failure`
+says why and every partition is reported lost; the runtime then ends the process (exit 70), so a
+supervisor restarts it, rather than leave a member that no longer takes part.
 """
 
 from __future__ import annotations
@@ -34,14 +42,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
+from zmq.utils.monitor import recv_monitor_message
 
+from ringwork.addresses import NEXT_PORT, BindAddress, bind_error, socket_ports
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import ConfigurationError, RingworkError
+from ringwork.faults import FaultLog, reason_of
+from ringwork.joinwatch import JoinWatch, Link
+from ringwork.joinwatch import reason as join_problem
 from ringwork.log import log_event
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import Core
-from ringwork.protocol.messages import Codec, MessageTooLarge
+from ringwork.protocol.messages import Codec, Message, MessageTooLarge
 from ringwork.protocol.operations import perform
 from ringwork.protocol.referee import NodeRecord
 from ringwork.settings import host_of
@@ -57,7 +70,30 @@ HOLD_FOR = 1.0
 NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
 HOLD_MAX = 20
 HELD_POLL = 0.002
-RCVHWM = 10_000
+#: Messages queued per connected peer on the ROUTER and SUB before zmq stops reading from that
+#: peer (TCP back-pressure, nothing dropped). A peer sends a few messages per heartbeat interval
+#: and the loop drains continuously, so a handful is plenty; it bounds what one peer can make us
+#: hold to about ``(RCVHWM + 2) * max_message_bytes`` (docs/operations.md).
+RCVHWM = 4
+#: At most this many frames, or this many seconds, per drain of a socket: a flood on one socket
+#: must not keep the loop from its timers (renewing the leader's authority, the heartcheck).
+DRAIN_FRAMES = 64
+DRAIN_TIME = 0.005
+#: Messages queued per subscriber on our PUB: a subscriber that does not read (or a hostile one)
+#: costs at most this many state messages; a follower that misses one asks again.
+PUB_SNDHWM = 8
+#: How often the protocol thread checks whether this node is (still) a member.
+WATCH_EVERY = 0.25
+#: What the socket monitor of a DEALER to a peer reports (connection and handshake outcomes).
+MONITORED = (
+    zmq.EVENT_CONNECTED
+    | zmq.EVENT_CONNECT_RETRIED
+    | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_HANDSHAKE_SUCCEEDED
+    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+    | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+)
 
 
 @dataclass(frozen=True)
@@ -76,14 +112,29 @@ class CurveKeys:
     def load(cls, path: str | Path) -> CurveKeys:
         """Read a file written by ``ringwork keys`` (``public=...`` and ``secret=...`` lines)."""
         try:
-            fields = dict(
-                line.split("=", 1) for line in Path(path).read_text().splitlines() if "=" in line
-            )
-            keys = cls(fields["public"].strip().encode(), fields["secret"].strip().encode())
-        except (OSError, KeyError, ValueError) as exc:
+            text = Path(path).read_text()
+        except FileNotFoundError:
+            raise ConfigurationError(
+                f"CURVE key file {path} does not exist: fix --curve-key-file, or make the "
+                "cluster's key with `ringwork keys -o FILE` and give every worker that file"
+            ) from None
+        except PermissionError:
+            raise ConfigurationError(
+                f"cannot read CURVE key file {path}: permission denied (let this user read it)"
+            ) from None
+        except IsADirectoryError:
+            raise ConfigurationError(f"{path} is a directory: name the CURVE key file") from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigurationError(f"cannot read CURVE key file {path}: {exc}") from None
-        if len(keys.public) != 40 or len(keys.secret) != 40:
-            raise ConfigurationError(f"CURVE key file {path} does not hold Z85 keys")
+        fields = dict(line.split("=", 1) for line in text.splitlines() if "=" in line)
+        public = fields.get("public", "").strip().encode()
+        secret = fields.get("secret", "").strip().encode()
+        if len(public) != 40 or len(secret) != 40:
+            raise ConfigurationError(
+                f"{path} is not a CURVE key file (expected public= and secret= lines of 40 "
+                "Z85 characters, as `ringwork keys -o FILE` writes)"
+            )
+        keys = cls(public, secret)
         return keys
 
     def dump(self) -> str:
@@ -107,6 +158,8 @@ class SqlRegistry:
         self.store = store
         self.pub_endpoint = pub_endpoint
         self.wake_endpoint = wake_endpoint
+        #: Whether the node is a member, recorded with every touch (set by the protocol thread).
+        self.joined = False
         self.pub_endpoints: dict[str, str] = {}
         self.router_endpoints: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -117,7 +170,12 @@ class SqlRegistry:
         )
 
     def touch(self, node_id: str) -> None:
-        self.store.touch_node(node_id)
+        self.store.touch_node(node_id, joined=self.joined)
+
+    def record_joined(self, node_id: str, joined: bool) -> None:
+        """Record a change of membership at once, not at the next touch (for ``status``)."""
+        with contextlib.suppress(RingworkError):  # if it fails, the next touch records it
+            self.store.mark_joined(node_id, joined)
 
     def read_nodes(self) -> list[NodeRecord]:
         rows = self.store.list_nodes()
@@ -148,6 +206,7 @@ class Node:
         advertise: str | None = None,
         curve: CurveKeys | None = None,
         node_id: str | None = None,
+        pub_port: int = NEXT_PORT,
     ) -> None:
         self.store = store
         self.config = config
@@ -155,10 +214,18 @@ class Node:
         self.curve = curve
         self._bind = bind
         self._advertise = advertise
-        self.codec = Codec(config.cluster, max_bytes=config.max_message_bytes)
+        self._pub_port = pub_port
+        self.codec = Codec(
+            config.cluster, max_bytes=config.max_message_bytes, partitions=config.partitions
+        )
         self.codec.dropped["spoofed"] += 0
         # Every key exists from the start: the metrics thread reads these while we count.
         self.counters: Counter[str] = Counter(dict.fromkeys(NODE_COUNTERS, 0))
+        #: Failures while handling one peer's input (by reason): logged, counted, survived.
+        self.faults = FaultLog("peer_input_failed", self.node_id)
+        #: Frames dropped (by the codec's reason): logged rate-limited, counted in ``dropped``.
+        self._drops = FaultLog("frame_dropped", self.node_id, interval=60.0, level=logging.INFO)
+        self._failure: str | None = None
         self.role = "idle"
         self.endpoint = ""
         self.pub_endpoint = ""
@@ -177,6 +244,10 @@ class Node:
         self._running = threading.Event()
         self._left = threading.Event()
         self._registry: SqlRegistry | None = None
+        self._watch = JoinWatch(config.session_timeout)
+        self._next_watch = 0.0
+        self._links: dict[str, Link] = {}
+        self._monitors: dict[str, zmq.Socket] = {}
 
     # -- Coordinator interface -----------------------------------------------------------------
 
@@ -206,15 +277,25 @@ class Node:
         self._thread.start()
 
     def _open_sockets(self) -> None:
+        # MAXMSGSIZE is per frame: zmq disconnects a peer that announces a larger one before
+        # reading it, which keeps it out of memory. 1 KiB over the codec's limit, so a frame just
+        # over it still reaches the codec and is counted as ``oversized``.
+        limit = self.config.max_message_bytes + 1024
         self._router = self._socket(zmq.ROUTER, server=True)
         self._router.setsockopt(zmq.RCVHWM, RCVHWM)
-        self._router.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
+        self._router.setsockopt(zmq.MAXMSGSIZE, limit)
         self._pub = self._socket(zmq.PUB, server=True)
+        self._pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
         self._sub = self._socket(zmq.SUB, server=False)
         self._sub.setsockopt(zmq.SUBSCRIBE, b"")
-        self._sub.setsockopt(zmq.MAXMSGSIZE, self.config.max_message_bytes + 1024)
-        self.pub_endpoint = self._bind_socket(self._pub)
-        self.endpoint = self._bind_socket(self._router)
+        self._sub.setsockopt(zmq.RCVHWM, RCVHWM)
+        self._sub.setsockopt(zmq.MAXMSGSIZE, limit)
+        # Both listening ports are predictable (ROUTER on the --bind port, PUB on the next one
+        # or --pub-port), so a firewall can be written before the worker starts.
+        address = BindAddress.parse(self._bind)
+        router_port, pub_port = socket_ports(address, self._pub_port)
+        self.endpoint = self._bind_socket(self._router, address, router_port, "--bind")
+        self.pub_endpoint = self._bind_socket(self._pub, address, pub_port, "PUB, --pub-port")
 
     def claimable(self) -> Mapping[int, int]:
         with self._core_lock:
@@ -245,6 +326,11 @@ class Node:
                 self._registry.unregister(self.node_id)
         except RingworkError as exc:
             log_event("unregister_failed", node=self.node_id, error=exc)
+        for node_id, monitor in self._monitors.items():
+            with contextlib.suppress(zmq.ZMQError):
+                self._peers[node_id].disable_monitor()
+            monitor.close(linger=0)
+        self._monitors.clear()
         for sock in [
             *self._peers.values(),
             getattr(self, "_router", None),
@@ -256,12 +342,19 @@ class Node:
         self._peers.clear()
         self._ctx.term()
 
+    def failure(self) -> str | None:
+        """``None`` while the protocol thread runs; else why it stopped (it will not restart)."""
+        return self._failure
+
     def view(self) -> dict[str, object]:
-        """The core's own snapshot plus the drop counters (for status and metrics)."""
+        """The core's own snapshot plus the drop and error counters (for status and metrics)."""
         with self._core_lock:
             data = self._core.view() if self._core is not None else {}
         data["dropped"] = dict(self.codec.dropped)
+        data["errors"] = dict(self.faults.counts)
         data.update({k: v for k, v in self.counters.items()})
+        if self._failure is not None:
+            data["failure"] = self._failure
         return data
 
     # -- sockets -------------------------------------------------------------------------------
@@ -273,27 +366,21 @@ class Node:
             (self.curve.server if server else self.curve.client)(sock)
         return sock
 
-    def _bind_socket(self, sock: zmq.Socket) -> str:
+    def _bind_socket(
+        self, sock: zmq.Socket, address: BindAddress, port: int | None, what: str
+    ) -> str:
         try:
-            if self._bind.endswith(":*") or self._bind.endswith(":0"):
-                base = self._bind.rsplit(":", 1)[0]
-                port = sock.bind_to_random_port(base)
-                bound = f"{base}:{port}"
+            if port is None:
+                port = sock.bind_to_random_port(f"tcp://{address.host}")
             else:
-                # A fixed --bind port serves the ROUTER; the PUB takes the next free one.
-                if sock.socket_type == zmq.PUB:
-                    base = self._bind.rsplit(":", 1)[0]
-                    bound = f"{base}:{sock.bind_to_random_port(base)}"
-                else:
-                    sock.bind(self._bind)
-                    bound = self._bind
+                sock.bind(address.url(port))
         except zmq.ZMQError as exc:
-            raise ConfigurationError(f"cannot bind {self._bind}: {exc}") from None
+            raise bind_error(what, address.host, port, exc) from None
         if self._advertise:
-            bound = f"tcp://{host_of(self._advertise)}:{bound.rsplit(':', 1)[1]}"
-        elif "://0.0.0.0:" in bound or "://*:" in bound:
+            return f"tcp://{host_of(self._advertise)}:{port}"
+        if address.socket_host in ("0.0.0.0", "::"):
             raise ConfigurationError("--bind on all interfaces needs --advertise HOST")
-        return bound
+        return address.url(port)
 
     def _peer(self, node_id: str) -> zmq.Socket | None:
         sock = self._peers.get(node_id)
@@ -311,9 +398,82 @@ class Node:
         sock.setsockopt(zmq.IDENTITY, self.node_id.encode())
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        # The monitor tells a node that cannot join why (refused, key mismatch...): see _watch.
+        self._monitors[node_id] = sock.get_monitor_socket(MONITORED)
+        self._links[node_id] = Link(endpoint)
         sock.connect(endpoint)
         self._peers[node_id] = sock
         return sock
+
+    def _read_monitor(self, node_id: str) -> None:
+        """Apply the monitor's pending events for ``node_id`` to its :class:`Link`."""
+        link, monitor = self._links.get(node_id), self._monitors.get(node_id)
+        if link is None or monitor is None:
+            return
+        while True:
+            try:
+                event = recv_monitor_message(monitor, zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            kind, value = event["event"], event["value"]
+            if kind == zmq.EVENT_CONNECTED:
+                link.connection_made()
+            elif kind == zmq.EVENT_DISCONNECTED:
+                link.connection_lost()
+            elif kind == zmq.EVENT_CONNECT_RETRIED:
+                link.retrying()
+            elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                link.handshake_succeeded()
+            elif kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL and value == getattr(
+                zmq, "PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH", 0x11000002
+            ):
+                link.handshake_failed(
+                    "security mismatch (one side has a CURVE key and the other none: give "
+                    "every worker the same --curve-key-file)"
+                )
+            elif kind & (
+                zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            ):
+                link.handshake_failed(
+                    "CURVE handshake failed (key mismatch? give every worker the same "
+                    "--curve-key-file)"
+                )
+
+    def _watch_membership(self, now: float) -> None:
+        """Record membership changes in the registry and complain while we cannot join."""
+        registry = self._registry
+        if registry is None:
+            return
+        with self._core_lock:
+            if self._core is None:
+                return
+            member, since = self._core.is_member(), self._core.joining_since
+            leader = self._core.leader
+        if member != registry.joined:  # at once, so status does not lag behind the truth
+            registry.joined = member
+            self._ops.append(
+                self._referee_pool.submit(registry.record_joined, self.node_id, member)
+            )
+        if now < self._next_watch:
+            return
+        self._next_watch = now + WATCH_EVERY
+        for node_id in self._monitors:  # keep every link's state current and its queue short
+            self._read_monitor(node_id)
+        verdict = self._watch.update(now, member, since)
+        if verdict == "alarm":
+            link = self._links.get(leader) if leader is not None else None
+            log_event(
+                "join_failed",
+                logging.ERROR,
+                node=self.node_id,
+                leader=leader,
+                waited=f"{now - since:.1f}" if since is not None else "?",
+                reason=f"cannot join the cluster: {join_problem(leader, link)}",
+            )
+        elif verdict == "joined":
+            log_event("join_completed", node=self.node_id, leader=leader)
 
     def _send_to(self, node_id: str, data: bytes) -> bool:
         sock = self._peer(node_id)
@@ -374,47 +534,80 @@ class Node:
                 if self._held:
                     self._flush_held()
                 now = time.monotonic()
+                self._watch_membership(now)
                 if now >= deadline:
                     self._feed(now, ev.Tick())
-        except Exception as exc:  # the node must never die silently: log and fence ourselves
+        except BaseException as exc:  # never die silently: fence ourselves and say why
             logging.getLogger("ringwork").exception("node loop crashed")
-            log_event("node_crashed", logging.ERROR, node=self.node_id, error=repr(exc))
-            with self._core_lock:
-                self._core = None
-            if self._listener is not None:
-                self._listener("lost", frozenset(range(self.config.partitions)))
-            self._left.set()
+            text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, bounded
+            self._fail(f"node loop crashed: {text}"[:500])
+            if not isinstance(exc, Exception):
+                raise
+
+    def _fail(self, reason: str) -> None:
+        """The protocol thread stops for good: nothing may be claimed, the runtime must exit."""
+        log_event("node_crashed", logging.ERROR, node=self.node_id, error=reason)
+        with self._core_lock:
+            self._core = None
+        self._failure = reason
+        if self._listener is not None:
+            self._listener("lost", frozenset(range(self.config.partitions)))
+        self._left.set()
 
     def _drain_router(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return  # more is waiting: the next round of the loop, after the timers
             try:
                 frames = self._router.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 2:
-                self.counters["dropped_frames"] += 1
-                continue
-            identity, data = frames
-            message = self.codec.decode(data)
-            if message is None:
-                continue
-            if message.sender.encode() != identity:
-                self.codec.dropped["spoofed"] += 1
-                continue
-            self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            try:
+                self._on_router_frames(frames)
+            except Exception as exc:  # whatever a peer sent, the next frame is handled
+                self.faults.record(reason_of("router", exc), exc)
+
+    def _on_router_frames(self, frames: list[bytes]) -> None:
+        if len(frames) != 2:
+            self.counters["dropped_frames"] += 1
+            self._drops.record("frames")
+            return
+        identity, data = frames
+        message = self._decode(data)
+        if message is None:
+            return
+        if message.sender.encode("utf-8", "surrogatepass") != identity:
+            self.codec.dropped["spoofed"] += 1
+            self._drops.record("spoofed")
+            return
+        self._feed(time.monotonic(), ev.MessageReceived(message=message))
 
     def _drain_sub(self) -> None:
-        while True:
+        until = time.monotonic() + DRAIN_TIME
+        for _ in range(DRAIN_FRAMES):
+            if time.monotonic() > until:
+                return
             try:
                 frames = self._sub.recv_multipart(zmq.NOBLOCK)
             except zmq.Again:
                 return
-            if len(frames) != 1:
-                self.counters["dropped_frames"] += 1
-                continue
-            message = self.codec.decode(frames[0])
-            if message is not None:
-                self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            try:
+                if len(frames) != 1:
+                    self.counters["dropped_frames"] += 1
+                    self._drops.record("frames")
+                    continue
+                message = self._decode(frames[0])
+                if message is not None:
+                    self._feed(time.monotonic(), ev.MessageReceived(message=message))
+            except Exception as exc:
+                self.faults.record(reason_of("sub", exc), exc)
+
+    def _decode(self, data: bytes) -> Message | None:
+        message = self.codec.decode(data)
+        if message is None:
+            self._drops.record(self.codec.last_drop or "unknown")
+        return message
 
     def _drain_inbox(self) -> None:
         while True:
@@ -430,9 +623,12 @@ class Node:
             return
         self._ops = [f for f in self._ops if not f.done()]
         for future in done:
-            event = future.result()
-            if event is not None:
-                self._feed(time.monotonic(), event)
+            try:
+                event = future.result()
+                if event is not None:
+                    self._feed(time.monotonic(), event)
+            except Exception as exc:  # one failed referee call (or its handling) is not fatal:
+                self.faults.record(reason_of("referee", exc), exc)  # the core times it out
 
     def _feed(self, now: float, event: ev.Event) -> None:
         with self._core_lock:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import logging
 import math
 import os
 import random
@@ -27,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from ringwork.app import App
-from ringwork.coordinator import Coordinator
+from ringwork.coordinator import NODE_FAILED_EXIT, Coordinator
 from ringwork.errors import DatabaseError, DatabaseUnavailable, RingworkError
 from ringwork.job import Job, Outcome
 from ringwork.log import log_event
@@ -147,7 +148,12 @@ def cluster_node(app: App) -> Coordinator:
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None
     return Node(
-        app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None, curve=curve
+        app.store,
+        protocol_config(s),
+        bind=s.bind,
+        advertise=s.advertise or None,
+        curve=curve,
+        pub_port=s.pub_port,
     )
 
 
@@ -180,6 +186,7 @@ class Worker:
         self._background: set[asyncio.Task[None]] = set()
         self._lost: dict[int, int] = {}  # partition -> epoch at which it was lost
         self._stopping = False
+        self._failed_reason: str | None = None  # the coordinator failed: stop now, exit 70
         self._signals = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -207,6 +214,11 @@ class Worker:
 
     def wait_ready(self, timeout: float) -> bool:
         return self._ready.wait(timeout)
+
+    @property
+    def failure(self) -> str | None:
+        """Why the worker stopped on its own (its coordinator failed), or ``None``."""
+        return self._failed_reason
 
     # -- main loop -----------------------------------------------------------------------------
 
@@ -240,7 +252,8 @@ class Worker:
                 dialect=self.store.dialect,
             )
             self._ready.set()
-            await self._pump()
+            if not self._coordinator_failed():
+                await self._pump()
         finally:
             if listening is not None:
                 listening.cancel()
@@ -258,7 +271,19 @@ class Worker:
             dead=s.dead,
             fenced=s.fenced,
         )
-        return 0
+        return 0 if self._failed_reason is None else NODE_FAILED_EXIT
+
+    def _coordinator_failed(self) -> bool:
+        """True (after logging it, once) if the coordinator can no longer work: stop at once."""
+        if self._failed_reason is None:
+            reason = self.coordinator.failure()
+            if reason is None:
+                return False
+            self._failed_reason = reason
+            self._stopping = True
+            log_event("node_failed", logging.ERROR, node=self.node_id, error=reason,
+                      abandoned=len(self._inflight))
+        return True
 
     async def _pump(self) -> None:
         """The one loop that moves jobs in and out of the database.
@@ -274,6 +299,8 @@ class Worker:
         batch_deadline: float | None = None
         while True:
             self._kick.clear()
+            if self._coordinator_failed():
+                return  # in-flight jobs are abandoned: their partitions' next owner re-runs them
             if self._stopping and grace_deadline == math.inf:
                 grace_deadline = time.monotonic() + self.settings.shutdown_grace
             if self._stopping and time.monotonic() > grace_deadline + self.settings.db_backoff_max:
@@ -537,6 +564,7 @@ class Worker:
             for job in self._inflight.values():
                 if job.partition in partitions:
                     self._lost[job.partition] = max(self._lost.get(job.partition, 0), job.token)
+            self._kick.set()  # a node whose loop died reports everything lost: the pump checks
         for callback in callbacks:
             self._handlers.submit(self._run_callback, callback, set(partitions), kind)
 

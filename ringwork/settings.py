@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from ringwork.addresses import NEXT_PORT, BindAddress, socket_ports
 from ringwork.errors import ConfigurationError
 
 DEFAULT_DATABASE_URL = "sqlite:///ringwork.db"
@@ -50,10 +51,13 @@ class Settings:
     heartbeat_interval: float = 0.5
     session_timeout: float = 3.0
     revoke_timeout: float = 10.0
-    #: Where this worker's ROUTER listens (the PUB takes a free port on the same host), and the
-    #: address other processes use to reach it (needed when binding to all interfaces).
+    #: Where this worker's ROUTER listens, and the address other processes use to reach it
+    #: (needed when binding to all interfaces). ``*`` as the port: any free port.
     bind: str = "tcp://127.0.0.1:*"
     advertise: str = ""
+    #: The PUB socket's port on the bind host. -1: the bind port + 1 (any free port when the bind
+    #: port is ``*``); 0: any free port. Fixed ports let a firewall be written in advance.
+    pub_port: int = NEXT_PORT
     #: Serve Prometheus metrics on this port of the bind host (-1: off; 0: any free port, logged
     #: as ``event=metrics_serving port=N``).
     metrics_port: int = -1
@@ -86,6 +90,7 @@ class Settings:
             raise ConfigurationError("poll_interval must be positive and shutdown_grace >= 0")
         if not self.cluster:
             raise ConfigurationError("cluster name must not be empty")
+        socket_ports(BindAddress.parse(self.bind), self.pub_port)
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> Settings:
         """Apply ``RINGWORK_*`` variables, e.g. ``RINGWORK_DATABASE_URL``."""

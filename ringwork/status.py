@@ -4,7 +4,9 @@ The database is the referee, so it is also the one place that knows the whole pi
 row names the leader, the partitions table the owners and epochs, the registry every node with
 its last heartbeat (``last_seen`` is refreshed by each node's registry poll). A node whose row is
 older than the session timeout is reported as ``stale``: it is dead or cut off, and the leader
-will (or already did) move its partitions.
+will (or already did) move its partitions. A live node that is not a member (it registered but
+its join was never acknowledged -- a wrong CURVE key, a firewall -- and it owns nothing) is
+``not joined``; its own log says why (``event=join_failed``).
 """
 
 from __future__ import annotations
@@ -35,7 +37,15 @@ def collect(app: App) -> dict[str, Any]:
     node_docs = []
     for n in nodes:
         alive = n.age < live_limit
-        role = ("leader" if n.node_id == term.leader else "follower") if alive else "stale"
+        if not alive:
+            role = "stale"
+        elif n.node_id == term.leader:
+            role = "leader"
+        else:
+            # Outside the cluster and holding nothing. (Owning partitions means the leader took
+            # it in: its own flag may lag the leader's assignment by a moment.)
+            outside = n.joined is False and not owned.get(n.node_id)
+            role = "not joined" if outside else "follower"
         node_docs.append(
             {
                 "id": n.node_id,

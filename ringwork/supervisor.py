@@ -1,48 +1,147 @@
-"""``ringwork run``: N worker processes as one local cluster, supervised but never restarted.
+"""``ringwork run``: N worker processes as one local cluster; a worker that dies is restarted.
 
-Restarting a crashed worker silently would hide the crash; the cluster already moves a dead
-worker's partitions to the survivors. So the supervisor only forwards SIGTERM/SIGINT to every
-child, reports each child that exits, and exits itself when all have (0 only if all exited 0).
+Why restart: a worker that dies (a crash, ``kill -9``, the OOM killer, exit code 70 after its node
+loop failed) leaves the local cluster one node short for good, and with one process nothing runs
+at all. The cluster already survives the death -- the partitions move to the survivors and the
+in-flight jobs run again -- so a fresh process simply joins as a new member.
+
+Why not blindly: a worker that dies again at once (a bad app, a database that refuses it) would
+otherwise be restarted in a tight loop that hides the cause and burns the machine. So restarts of
+a slot back off exponentially (``backoff`` doubling up to ``max_backoff``), and after ``limit``
+restarts within ``window`` seconds the supervisor says so loudly, stops restarting that slot, and
+exits non-zero once the rest stop. Every death is reported on stderr, restarted or not.
+
+What is not a death: a worker that exits 0 stopped gracefully (someone sent it SIGTERM); its slot
+stays empty. SIGTERM/SIGINT to the supervisor are forwarded to every running worker and end the
+run: nothing is restarted during the shutdown. The exit code is 0 only if no slot gave up and the
+last worker of every slot exited 0.
 """
 
 from __future__ import annotations
 
+import collections
 import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from types import FrameType
 
 
-def supervise(argv: list[str], processes: int) -> int:
-    # Each child in its own session: a Ctrl-C in the terminal reaches only the supervisor, which
-    # forwards it once (a worker takes a second signal as "exit now").
-    children = [subprocess.Popen(argv, start_new_session=True) for _ in range(processes)]
-    print(
-        f"ringwork run: started {processes} workers: " + ", ".join(str(c.pid) for c in children),
-        file=sys.stderr,
-        flush=True,
-    )
+@dataclass
+class Slot:
+    """One of the N worker positions; its process changes on every restart."""
 
-    def forward(signum: int, _frame: FrameType | None) -> None:
-        for child in children:
-            if child.poll() is None:
-                child.send_signal(signum)
+    number: int
+    child: subprocess.Popen[bytes] | None = None
+    restarts: collections.deque[float] = field(default_factory=collections.deque)
+    start_at: float | None = None  # a restart is due at this monotonic time
+    last_code: int | None = None
+    gave_up: bool = False
 
-    signal.signal(signal.SIGTERM, forward)
-    signal.signal(signal.SIGINT, forward)
-    reported: set[int] = set()
-    codes: list[int] = []
-    while len(reported) < len(children):
-        for child in children:
-            if child.pid not in reported and child.poll() is not None:
-                reported.add(child.pid)
-                codes.append(child.returncode)
-                print(
-                    f"ringwork run: worker {child.pid} exited with code {child.returncode}"
-                    f" ({len(children) - len(reported)} still running)",
-                    file=sys.stderr,
-                    flush=True,
-                )
-        time.sleep(0.1)
-    return 0 if all(code == 0 for code in codes) else 1
+
+def _describe(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _say(text: str) -> None:
+    print(f"ringwork run: {text}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class Policy:
+    """When a slot restarts: after ``backoff`` doubling to ``max_backoff`` seconds, and at most
+    ``limit`` times within ``window`` seconds."""
+
+    backoff: float = 0.5
+    max_backoff: float = 10.0
+    limit: int = 5
+    window: float = 60.0
+
+
+def supervise(argv: list[str], processes: int, policy: Policy | None = None) -> int:
+    """Run ``processes`` copies of ``argv`` until they stop; returns the run's exit code."""
+    return Supervisor(argv, processes, policy or Policy()).run()
+
+
+class Supervisor:
+    """Runs on the main thread; its signal handlers only set a flag and forward the signal."""
+
+    def __init__(self, argv: list[str], processes: int, policy: Policy) -> None:
+        self.argv = argv
+        self.policy = policy
+        self.slots = [Slot(i) for i in range(processes)]
+        self.stopping = False
+
+    def run(self) -> int:
+        signals = (signal.SIGTERM, signal.SIGINT)
+        previous = {sig: signal.signal(sig, self._forward) for sig in signals}
+        try:
+            return self._supervise()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _supervise(self) -> int:
+        for slot in self.slots:
+            self._spawn(slot)
+        _say(f"started {len(self.slots)} workers: "
+             + ", ".join(str(s.child.pid) for s in self.slots if s.child is not None))
+        while True:
+            now = time.monotonic()
+            for slot in self.slots:
+                child = slot.child
+                if child is not None and child.poll() is not None:
+                    slot.child, slot.last_code = None, child.returncode
+                    self._died(slot, child, now)
+                if slot.start_at is not None and now >= slot.start_at and not self.stopping:
+                    self._spawn(slot)
+                    assert slot.child is not None
+                    _say(f"restarted slot {slot.number}: worker {slot.child.pid}"
+                         f" ({len(slot.restarts)} restarts in the last {self.policy.window:g} s)")
+            if all(s.child is None and s.start_at is None for s in self.slots):
+                break
+            time.sleep(0.1)
+        failed = any(s.gave_up or s.last_code != 0 for s in self.slots)
+        return 1 if failed else 0
+
+    def _spawn(self, slot: Slot) -> None:
+        # Each child in its own session: a Ctrl-C in the terminal reaches only the supervisor,
+        # which forwards it once (a worker takes a second signal as "exit now").
+        slot.child = subprocess.Popen(self.argv, start_new_session=True)
+        slot.start_at = None
+        if self.stopping:  # the signal came while we were starting it
+            slot.child.send_signal(signal.SIGTERM)
+
+    def _forward(self, signum: int, _frame: FrameType | None) -> None:
+        self.stopping = True
+        for slot in self.slots:
+            slot.start_at = None  # no restarts during a shutdown
+            if slot.child is not None and slot.child.poll() is None:
+                slot.child.send_signal(signum)
+
+    def _died(self, slot: Slot, child: subprocess.Popen[bytes], now: float) -> None:
+        """Report a worker's exit and decide whether (and when) its slot restarts."""
+        policy = self.policy
+        running = sum(1 for s in self.slots if s.child is not None)
+        what = (f"worker {child.pid} (slot {slot.number}) {_describe(child.returncode)}"
+                f" ({running} of {len(self.slots)} running)")
+        if self.stopping or child.returncode == 0:
+            _say(what)  # part of a shutdown, or a graceful stop of this worker alone
+            return
+        while slot.restarts and slot.restarts[0] <= now - policy.window:
+            slot.restarts.popleft()
+        if len(slot.restarts) >= policy.limit:
+            slot.gave_up = True
+            _say(f"ERROR: {what}; it died {policy.limit + 1} times within {policy.window:g} s:"
+                 f" not restarting slot {slot.number} (its log says why)")
+            return
+        delay = min(policy.max_backoff, policy.backoff * 2 ** len(slot.restarts))
+        slot.restarts.append(now)
+        slot.start_at = now + delay
+        _say(f"{what}; restarting it in {delay:g} s")

@@ -18,6 +18,8 @@ from collections.abc import Iterable
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from ringwork.addresses import bind_error
+
 if TYPE_CHECKING:
     from ringwork.store import Store
 
@@ -104,7 +106,11 @@ class WakeReceiver:
     def __init__(self, cluster: str, host: str = "127.0.0.1", advertise: str | None = None) -> None:
         self.cluster = cluster
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((host, 0))
+        try:
+            self.sock.bind((host, 0))
+        except OSError as exc:  # the first socket bound on the --bind host: name the cause
+            self.sock.close()
+            raise bind_error("--bind, UDP wake-ups", host, None, exc) from None
         self.sock.setblocking(False)
         port = self.sock.getsockname()[1]
         self.endpoint = f"udp://{advertise or host}:{port}"

@@ -48,10 +48,16 @@ class ProtocolConfig:
     poll_interval: float = 1.0
     #: A leaving node gives up waiting for the leader's acknowledgement after this long.
     leave_timeout: float = 5.0
-    #: Encoded messages larger than this are neither sent nor accepted.
-    max_message_bytes: int = 1 << 20
+    #: Encoded messages larger than this are neither sent nor accepted; it also bounds what a
+    #: peer can make a node hold (docs/operations.md). 0 (the default) derives it from the
+    #: partition count: 64 KiB plus 128 bytes per partition, room for the largest message (a
+    #: ClusterState naming every partition's owner: 464 kB for 4096 partitions and 80-character
+    #: node ids, all revoking) with margin; 72 KiB for the default 64 partitions.
+    max_message_bytes: int = 0
 
     def __post_init__(self) -> None:
+        if self.max_message_bytes == 0:
+            object.__setattr__(self, "max_message_bytes", (64 << 10) + 128 * self.partitions)
         positive = (
             "heartbeat_interval",
             "session_timeout",
@@ -68,6 +74,8 @@ class ProtocolConfig:
                 raise ConfigurationError(f"{name} must be positive")
         if self.partitions < 1:
             raise ConfigurationError("partitions must be at least 1")
+        if self.max_message_bytes < 4096:
+            raise ConfigurationError("max_message_bytes must be at least 4096")
         if not self.cluster:
             raise ConfigurationError("cluster name must not be empty")
         if self.lease_margin >= self.session_timeout:

@@ -34,6 +34,8 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   found the referee still naming it. A lapsed authority is never renewed: it steps down;
 * a new leader keeps its hands off partitions whose owners have not joined it until the previous
   leader's authority has ended (it learns the previous leader's last registry touch with the CAS);
+  right after a referee silence longer than session_timeout it waits, up to session_timeout, for
+  every node that was alive when the silence began (only liveness: waiting is never unsafe);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
   claim (revoked and released, timed out past every lease, or orphaned).
 
@@ -55,6 +57,9 @@ from ringwork.protocol.leader import Leadership
 from ringwork.protocol.referee import NodeRecord, TermRecord
 
 _A = TypeVar("_A", bound=ev.RefereeAction)
+
+#: Joins held at most at once for a registry check (forged ones beyond this are dropped).
+MAX_HELD_JOINS = 256
 
 __all__ = ["FOLLOWER", "IDLE", "LEADER", "STOPPED", "Core"]
 
@@ -79,6 +84,10 @@ class Core(Elections):
         self.applied_version = -1
         # Follower state.
         self.joined = False
+        #: ``now`` at which this node last became a member that is not joined to a leader (a
+        #: follower waiting for its Join to be acknowledged, or for an election); ``None`` while
+        #: joined or leading. The driver, which owns the clock, decides when that is too long.
+        self.joining_since: float | None = None
         self.lease_until = -math.inf
         self.last_contact = -math.inf
         self.seq = 0
@@ -89,8 +98,15 @@ class Core(Elections):
         # The referee, as last polled.
         self.term_record = TermRecord(term=0, leader=None)
         self.nodes: dict[str, NodeRecord] = {}
+        #: Leader: Joins from nodes missing from ``nodes``, held until the next poll shows them.
+        self._unregistered_joins: dict[str, tuple[float, msgs.Join]] = {}
         self.next_poll = math.inf
         self.last_poll_issued = -math.inf
+        # When the referee last answered, and the last silence of it longer than session_timeout
+        # (start, end): during such a silence nobody could touch a registry row, so a stale row
+        # says nothing about whether its node is alive (see _become_leader).
+        self.referee_answered_at = -math.inf
+        self.referee_silence = (-math.inf, -math.inf)
         self._ops: dict[int, tuple[str, float]] = {}
         self._op_seq = 0
         self.election_since: float | None = None
@@ -120,8 +136,16 @@ class Core(Elections):
         self._tick(now)
         if self.leadership is not None:
             self.leadership.flush()
+        if self.is_member():
+            self.joining_since = None
+        elif self.joining_since is None and self.role == FOLLOWER:
+            self.joining_since = now
         out, self._out = self._out, []
         return out
+
+    def is_member(self) -> bool:
+        """Joined to a leader that acknowledged us, or leading: a member of the cluster."""
+        return self.leadership is not None or (self.role == FOLLOWER and self.joined)
 
     def claimable(self, now: float) -> dict[int, int]:
         """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
@@ -164,6 +188,8 @@ class Core(Elections):
             "held": dict(sorted(self.held.items())),
             "draining": sorted(self.draining),
             "lease_until": self.lease_until,
+            "joined": self.is_member(),
+            "joining_since": self.joining_since,
             "members": sorted(lead.members) if lead else None,
             "rebalances": lead.rebalances if lead else None,
         }
@@ -241,21 +267,34 @@ class Core(Elections):
         if self.role == IDLE:
             self.role = FOLLOWER
             self.next_poll = now
+            self.referee_answered_at = now
+
+    def _referee_answered(self, now: float) -> None:
+        if now - self.referee_answered_at > self.config.session_timeout:
+            self.referee_silence = (self.referee_answered_at, now)
+        self.referee_answered_at = now
 
     def _on_poll(self, now: float, result: ev.PollResult) -> None:
         self._ops.pop(result.op_id, None)
+        self._referee_answered(now)
         self.nodes = {n.node_id: n for n in result.nodes}
         record = result.term
-        if self.leadership is not None:
-            if not self.leadership.poll_result(now, result.op_id, record.term, record.leader):
+        lead = self.leadership
+        if lead is not None:
+            current, issued = result.op_id == lead.poll_op, lead.poll_issued
+            if not lead.poll_result(now, result.op_id, record.term, record.leader):
+                self._unregistered_joins = {}
                 self.term_record = record
                 self._step_down(now, "term_moved")
                 self._after_poll(now, record)
+            elif current and self._unregistered_joins:
+                self._admit_held_joins(now, issued)
             return
         self._after_poll(now, record)
 
     def _on_assign(self, now: float, result: ev.AssignResult) -> None:
         self._ops.pop(result.op_id, None)
+        self._referee_answered(now)
         lead = self.leadership
         if lead is None or not lead.pending_write(result.op_id):
             return
@@ -319,14 +358,36 @@ class Core(Elections):
             self.send(m.sender, msgs.Announce(sender=self.node_id, term=lead.term))
             return None
         if m.term > lead.term:
-            self._step_down(now, "newer_term")  # find out who through the referee
+            # A message naming a newer term proves nothing (anyone who reaches our port can
+            # write one): ask the referee now; its answer steps us down if the term moved.
+            lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
             return None
         return lead
 
     def _msg_join(self, now: float, m: msgs.Join) -> None:
         lead = self._leader_for(now, m)
-        if lead is not None and m.sender != self.node_id:
+        if lead is None or m.sender == self.node_id:
+            return
+        if m.sender in self.nodes or m.sender in lead.members:
             lead.admit(now, m)
+            return
+        # Not in the registry as we last read it. A node registers before it joins, so either
+        # our read is older than its registration, or no such node exists (a forged Join must
+        # not win partitions for a phantom). Hold it until a poll issued after it answers.
+        if len(self._unregistered_joins) < MAX_HELD_JOINS or m.sender in self._unregistered_joins:
+            self._unregistered_joins[m.sender] = (now, m)
+        lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+
+    def _admit_held_joins(self, now: float, issued: float) -> None:
+        """After a leader's poll issued at ``issued``: admit the held Joins of nodes it lists,
+        forget those it does not (they arrived before the poll was issued: unregistered)."""
+        lead = self.leadership
+        held, self._unregistered_joins = self._unregistered_joins, {}
+        for sender, (received, m) in held.items():
+            if lead is not None and sender in self.nodes and m.term == lead.term:
+                lead.admit(now, m)
+            elif received >= issued:
+                self._unregistered_joins[sender] = (received, m)  # the next poll decides
 
     def _msg_heartbeat(self, now: float, m: msgs.Heartbeat) -> None:
         lead = self._leader_for(now, m)
@@ -349,9 +410,20 @@ class Core(Elections):
         return self.leadership is None and m.sender == self.leader and m.term == self.term
 
     def _msg_announce(self, now: float, m: msgs.Announce) -> None:
+        """A hint that the term moved, checked with the referee before it is believed: a forged
+        Announce (of a term nobody won) would otherwise leave us following a phantom."""
         newer = m.term > self.term or (m.term == self.term and self.leader is None)
         if newer and m.sender != self.node_id:
-            self._follow(now, m.term, m.sender)
+            lead = self.leadership
+            if lead is not None:
+                lead.next_poll = min(lead.next_poll, self._hinted_poll(lead.poll_issued, now))
+            else:
+                self.next_poll = min(self.next_poll, self._hinted_poll(self.last_poll_issued, now))
+
+    def _hinted_poll(self, last_issued: float, now: float) -> float:
+        """When to poll for a hint of a newer term: now, but a flood of forged hints costs the
+        referee at most one poll per quarter heartbeat interval."""
+        return max(now, last_issued + self.config.heartbeat_interval / 4)
 
     def _msg_ack(self, now: float, m: msgs.Ack) -> None:
         if not self._from_my_leader(m) or m.incarnation != self.incarnation:

@@ -52,6 +52,7 @@ class Elections:
         joined: bool
         lease_until: float
         last_contact: float
+        referee_silence: tuple[float, float]
         next_poll: float
         next_heartbeat: float
         seq: int
@@ -71,6 +72,7 @@ class Elections:
         def referee_op(self, build: Callable[[int], _A]) -> int: ...
         def _pending(self, kind: str) -> bool: ...
         def _begin_leave(self, now: float) -> None: ...
+        def _referee_answered(self, now: float) -> None: ...
 
     def _follow(self, now: float, term: int, leader: str) -> None:
         """Adopt ``leader`` for ``term``: suspended until its first Ack, then resume."""
@@ -140,6 +142,15 @@ class Elections:
         self.applied_version = -1  # versions are per leadership
         self.nodes = {n.node_id: n for n in result.nodes}
         alive = [n for n in self.nodes if self._alive(n) and n != previous]
+        silence_from, silence_to = self.referee_silence
+        if now - silence_to < cfg.session_timeout:
+            # Back from a referee outage longer than the session timeout: every row went stale
+            # because nobody could touch it, and the others may not have touched theirs again
+            # yet. Give every node that was alive when the silence began (the previous leader
+            # too: it stepped down only because its authority lapsed) the join deadline, rather
+            # than take a live node's partitions at once. Waiting only delays; it is never unsafe.
+            grace = cfg.session_timeout + (silence_to - silence_from)
+            alive = [n.node_id for n in result.nodes if n.age < grace]
         self.leadership = Leadership(
             cast("Core", self),
             now,
@@ -224,6 +235,7 @@ class Elections:
 
     def _on_leadership(self, now: float, result: ev.LeadershipResult) -> None:
         kind, issued = self._ops.pop(result.op_id, ("", 0.0))
+        self._referee_answered(now)
         if kind != "ClaimLeadership":
             return
         if result.term is None:

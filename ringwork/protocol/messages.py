@@ -26,6 +26,14 @@ a full grant of 4096 partitions ~40 kB -- so its cost is noise next to a databas
 Decoding validates every field against the record's type hints: the core never sees a malformed
 record. Anything oversized, malformed, of another protocol version or another cluster is dropped
 and counted in :attr:`Codec.dropped`, which the driver exposes as metrics; ``decode`` never raises.
+
+Well-typed is not enough: the bytes come from anyone who can reach the port, so values are also
+bounded to what the rest of the system can hold. Integers fit in 64 bits (a term or an epoch is
+stored in a BIGINT column, and ``float(10**400)`` raises); floats are finite; strings are valid
+UTF-8 (a lone surrogate cannot be encoded again, or compared with a socket identity) of at most
+:data:`MAX_TEXT` characters; partition numbers, when the codec knows the partition count, lie in
+``[0, partitions)`` (counted as ``out_of_range``). A property test feeds the decoder arbitrary
+JSON, bytes, surrogates, huge and non-finite numbers and deep nesting for every message type.
 """
 
 from __future__ import annotations
@@ -43,6 +51,11 @@ from ringwork.errors import RingworkError
 
 #: Bumped on any incompatible change to the message set or its fields.
 PROTOCOL_VERSION = 1
+
+#: Integers on the wire are 64-bit signed (the store's BIGINT): anything outside is malformed.
+INT_MIN, INT_MAX = -(2**63), 2**63 - 1
+#: Longest string accepted (node ids are ``host-pid-hex``; a hostname is at most 253 characters).
+MAX_TEXT = 1024
 
 #: ``((partition, epoch), ...)``: what a node may claim, or has released, at which epoch.
 Pairs = tuple[tuple[int, int], ...]
@@ -167,7 +180,25 @@ MESSAGE_TYPES: dict[str, type[Message]] = {
     )
 }
 
-DROP_REASONS = ("oversized", "malformed", "unknown_type", "wrong_version", "foreign_cluster")
+DROP_REASONS = (
+    "oversized",
+    "malformed",
+    "unknown_type",
+    "wrong_version",
+    "foreign_cluster",
+    "out_of_range",
+    "decode_error",  # an input the checks missed (a bug): dropped anyway; tests assert 0
+)
+
+#: Fields holding partition numbers, and how to read them out of the (decoded) field value.
+_PARTITIONS_IN: dict[str, Callable[[Any], Any]] = {
+    "held": lambda pairs: (p for p, _ in pairs),
+    "released": lambda pairs: (p for p, _ in pairs),
+    "grant": lambda pairs: (p for p, _ in pairs),
+    "draining": iter,
+    "revoking": iter,
+    "owners": lambda owners: (row[0] for row in owners),
+}
 
 
 class _Invalid(ValueError):
@@ -184,24 +215,32 @@ def _checker(tp: Any) -> Callable[[Any], Any]:
     if tp is int:
 
         def check_int(v: Any) -> int:
-            if type(v) is not int:
-                raise _Invalid("int expected")
+            if type(v) is not int or not INT_MIN <= v <= INT_MAX:
+                raise _Invalid("64-bit int expected")
             return v
 
         return check_int
     if tp is float:
 
         def check_float(v: Any) -> float:
-            if type(v) not in (int, float) or not math.isfinite(v):
-                raise _Invalid("number expected")
-            return float(v)
+            # math.isfinite(10**400) raises OverflowError: bound ints before converting them.
+            if type(v) is int and INT_MIN <= v <= INT_MAX:
+                return float(v)
+            if type(v) is not float or not math.isfinite(v):
+                raise _Invalid("finite number expected")
+            return v
 
         return check_float
     if tp is str:
 
         def check_str(v: Any) -> str:
-            if type(v) is not str:
+            if type(v) is not str or len(v) > MAX_TEXT:
                 raise _Invalid("string expected")
+            if not v.isascii():
+                try:
+                    v.encode()
+                except UnicodeEncodeError:  # a lone surrogate (JSON's "\ud800" escape)
+                    raise _Invalid("valid UTF-8 expected") from None
             return v
 
         return check_str
@@ -221,6 +260,8 @@ def _checker(tp: Any) -> Callable[[Any], Any]:
                     or len(x) != 2
                     or type(x[0]) is not int
                     or type(x[1]) is not int
+                    or not INT_MIN <= x[0] <= INT_MAX
+                    or not INT_MIN <= x[1] <= INT_MAX
                 ):
                     raise _Invalid("[int, int] expected")
                 out.append((x[0], x[1]))
@@ -258,9 +299,15 @@ _SCHEMAS: dict[type[Message], dict[str, Callable[[Any], Any]]] = {
 class Codec:
     """Encode messages to bytes and decode bytes to messages, dropping (and counting) the bad."""
 
-    def __init__(self, cluster: str, *, max_bytes: int = 1 << 20) -> None:
+    def __init__(
+        self, cluster: str, *, max_bytes: int = 1 << 20, partitions: int | None = None
+    ) -> None:
         self.cluster = cluster
         self.max_bytes = max_bytes
+        #: When known, partition numbers outside ``[0, partitions)`` are dropped as out of range.
+        self.partitions = partitions
+        #: The reason of the latest drop (for the driver's rate-limited log line).
+        self.last_drop: str | None = None
         self.dropped: Counter[str] = Counter({reason: 0 for reason in DROP_REASONS})
 
     def encode(self, message: Message) -> bytes:
@@ -278,6 +325,12 @@ class Codec:
 
     def decode(self, data: bytes) -> Message | None:
         """The message in ``data``, or ``None`` (and a counted drop reason) if it is not one."""
+        try:
+            return self._decode(data)
+        except Exception:  # a gap in the checks below: a bug, counted apart, never raised
+            return self._drop("decode_error")
+
+    def _decode(self, data: bytes) -> Message | None:
         if len(data) > self.max_bytes:
             return self._drop("oversized")
         try:
@@ -300,11 +353,24 @@ class Codec:
             return self._drop("malformed")
         try:
             values = {name: check(body[name]) for name, check in schema.items() if name in body}
-            return cls(**values)
+            message = cls(**values)
         except (_Invalid, TypeError):  # TypeError: a required field is missing
             return self._drop("malformed")
+        if self.partitions is not None and not self._partitions_valid(values):
+            return self._drop("out_of_range")
+        return message
+
+    def _partitions_valid(self, values: dict[str, Any]) -> bool:
+        limit = self.partitions
+        assert limit is not None
+        for name, value in values.items():
+            read = _PARTITIONS_IN.get(name)
+            if read is not None and not all(0 <= p < limit for p in read(value)):
+                return False
+        return True
 
     def _drop(self, reason: str) -> Message | None:
         """Count a dropped input; always ``None`` (so ``return self._drop(...)`` reads well)."""
         self.dropped[reason] += 1
+        self.last_drop = reason
         return None

@@ -199,13 +199,24 @@ def _is_transient(error: BaseException) -> bool:
     return isinstance(error, _TRANSIENT + _psycopg_errors()[1])
 
 
+#: SQLite's text for SQLITE_FULL; what it means for a ringwork database, said once.
+_SQLITE_FULL = "database or disk is full"
+_SQLITE_FULL_HINT = (
+    "the disk holding the SQLite database has no space left; nothing was written and the "
+    "database is intact: free space, then retry"
+)
+
+
 def translate(error: BaseException, where: str = "") -> RingworkError:
     """Map a driver/SQLAlchemy exception to our tree (transient outages are retryable)."""
     if isinstance(error, RingworkError):
         return error
     cls = DatabaseUnavailable if _is_transient(error) else DatabaseError
     prefix = f"{where}: " if where else ""
-    return cls(f"{prefix}{_first_line(error)}")
+    text = _first_line(error)
+    if text == _SQLITE_FULL:
+        text = f"{text} ({_SQLITE_FULL_HINT})"
+    return cls(f"{prefix}{text}")
 
 
 @contextmanager

@@ -34,6 +34,8 @@ class NodeRecord:
     wake_endpoint: str | None
     registered_seq: int
     last_seen: datetime
+    #: A member as of the node's last write (``None``: not recorded by that node's version).
+    joined: bool | None = None
     #: Seconds since ``last_seen``, computed in SQL by the database's clock at the read (see
     #: :mod:`ringwork.store.clock`), so the protocol never compares two processes' clocks.
     age: float = 0.0
@@ -196,6 +198,7 @@ def register_node(
         wake_endpoint=wake_endpoint,
         registered_seq=seq,
         last_seen=now,
+        joined=False,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[nodes.c.cluster, nodes.c.node_id],
@@ -204,16 +207,29 @@ def register_node(
             "pub_endpoint": stmt.excluded.pub_endpoint,
             "wake_endpoint": stmt.excluded.wake_endpoint,
             "last_seen": stmt.excluded.last_seen,
+            "joined": stmt.excluded.joined,
         },
     ).returning(nodes.c.registered_seq)
     return int(conn.execute(stmt).scalar_one())
 
 
-def touch_node(conn: sa.Connection, dialect: str, cluster: str, node_id: str) -> None:
+def touch_node(
+    conn: sa.Connection, dialect: str, cluster: str, node_id: str, joined: bool | None = None
+) -> None:
+    """Refresh ``last_seen`` (and record ``joined`` when given)."""
+    values: dict[str, Any] = {"last_seen": now_expr(dialect)}
+    if joined is not None:
+        values["joined"] = joined
+    mine = sa.and_(nodes.c.cluster == cluster, nodes.c.node_id == node_id)
+    conn.execute(sa.update(nodes).where(mine).values(values))
+
+
+def mark_joined(conn: sa.Connection, cluster: str, node_id: str, joined: bool) -> None:
+    """Record membership alone: ``last_seen`` is liveness, written only by the registry touch."""
     conn.execute(
         sa.update(nodes)
         .where(nodes.c.cluster == cluster, nodes.c.node_id == node_id)
-        .values(last_seen=now_expr(dialect))
+        .values(joined=joined)
     )
 
 
@@ -225,7 +241,13 @@ def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeReco
     n = nodes.c
     rows = conn.execute(
         sa.select(
-            n.node_id, n.endpoint, n.pub_endpoint, n.wake_endpoint, n.registered_seq, n.last_seen,
+            n.node_id,
+            n.endpoint,
+            n.pub_endpoint,
+            n.wake_endpoint,
+            n.registered_seq,
+            n.last_seen,
+            n.joined,
             age_expr(dialect, n.last_seen),
         )
         .where(n.cluster == cluster)

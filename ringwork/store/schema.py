@@ -35,7 +35,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -125,6 +125,10 @@ nodes = sa.Table(
     sa.Column("wake_endpoint", sa.String(500), nullable=True),
     sa.Column("registered_seq", sa.BigInteger, nullable=False),
     sa.Column("last_seen", UTCDateTime, nullable=False),
+    # Whether the node is a member (a leader, or a follower whose join the leader acknowledged),
+    # as of its last registry write: status shows the ones stuck outside as "not joined".
+    # NULL: written by a version that did not record it.
+    sa.Column("joined", sa.Boolean, nullable=True),
 )
 
 jobs = sa.Table(

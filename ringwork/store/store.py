@@ -270,9 +270,13 @@ class Store:
                 conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
             )
 
-    def touch_node(self, node_id: str) -> None:
+    def touch_node(self, node_id: str, *, joined: bool | None = None) -> None:
         with self._tx(write=True) as conn:
-            referee.touch_node(conn, self.dialect, self.cluster, node_id)
+            referee.touch_node(conn, self.dialect, self.cluster, node_id, joined)
+
+    def mark_joined(self, node_id: str, joined: bool) -> None:
+        with self._tx(write=True) as conn:
+            referee.mark_joined(conn, self.cluster, node_id, joined)
 
     def deregister_node(self, node_id: str) -> None:
         with self._tx(write=True) as conn:

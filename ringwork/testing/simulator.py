@@ -21,7 +21,9 @@ Invariants, checked after **every** step (:meth:`Simulation.check`):
 3. every assignment a leader writes moves partitions only to their place in a target that is
    balanced (floor/ceil) over the members that leader believes alive (checked at each write);
 4. liveness (:meth:`Simulation.converged`, checked by the runners once faults stop): exactly one
-   leader, every live node a member, every partition claimable by a live node, balanced.
+   leader, every live node a member, every partition claimable by a live node, balanced;
+5. partitions are written only to nodes that registered with the referee: a forged message
+   (:meth:`Simulation.forge`: any sender, any term) never makes a phantom a member.
 """
 
 from __future__ import annotations
@@ -269,6 +271,12 @@ class Simulation:
             for delay in delays:
                 self.at(self.now + delay, self._receive, dst, decoded)
 
+    def forge(self, dst: str, message: Message, delay: float = 0.001) -> None:
+        """Deliver ``message`` to ``dst`` as if an attacker who can reach its port sent it (any
+        sender, any term): what the protocol does with it is checked like everything else."""
+        self._note("forger", f"-> {dst} ", message)
+        self.at(self.now + delay, self._receive, dst, message)
+
     def _receive(self, dst: str, message: Message) -> None:
         node = self.nodes.get(dst)
         if node is not None:
@@ -365,6 +373,10 @@ class Simulation:
         for p, o in action.owners.items():
             if target.get(p) != o or (o is not None and o not in live):
                 raise self.violation(3, f"{node.name} writes {p}->{o}, target {target.get(p)}")
+            if o is not None and o not in self.nodes:
+                # Invariant 5: partitions go only to nodes that registered with the referee (a
+                # forged Join from a phantom never makes a member).
+                raise self.violation(5, f"{node.name} writes {p}->{o}, never registered")
 
     def converged(self) -> str | None:
         """``None`` if the cluster is settled (invariant 4), else what is still wrong."""

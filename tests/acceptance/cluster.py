@@ -33,22 +33,28 @@ APP_SPEC = "tests.acceptance.cluster_app:app"
 class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
-    #: Started under a wrapper (``prefix``) that forks the worker as its child.
+    #: Started under a wrapper (``prefix``): one that execs the worker (``ip netns exec``) or
+    #: one that forks it as its child (``faketime``).
     wrapped: bool = False
 
     @property
     def pid(self) -> int:
-        """The process group leader's pid (the worker's, unless ``wrapped``)."""
+        """The process group leader's pid (the worker's, unless a wrapper forked it)."""
         return self.popen.pid
 
     @property
     def worker_pid(self) -> int:
-        """The worker's own pid (it is in its node id): the wrapper's only child if wrapped."""
+        """The worker's own pid (it is in its node id)."""
         if not self.wrapped:
             return self.pid
-        children = Path(f"/proc/{self.pid}/task/{self.pid}/children")
-        found = wait_for(lambda: children.read_text().split(), 10, 0.02, "the wrapped worker")
-        return int(found[0])
+
+        def find() -> int | None:
+            if "ringwork.cli" in Path(f"/proc/{self.pid}/cmdline").read_text():
+                return self.pid  # the wrapper exec'd the worker
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+            return int(children[0]) if children else None
+
+        return wait_for(find, 10, 0.02, "the wrapped worker")
 
     @property
     def metrics_port(self) -> int:
@@ -93,10 +99,12 @@ class Cluster:
     # -- processes -----------------------------------------------------------------------------
 
     def start(self, n: int = 1, *extra: str, prefix: Sequence[str] = (),
-              env: dict[str, str] | None = None) -> list[Proc]:
-        """Start ``n`` workers; ``prefix`` goes before the command (e.g. ``faketime -f +1h``),
-        ``env`` adds variables to the workers' environment."""
-        env = {**os.environ, "RINGWORK_DATABASE_URL": self.db_url, "RINGWORK_CLUSTER": self.name,
+              db_url: str | None = None, env: dict[str, str] | None = None) -> list[Proc]:
+        """Start ``n`` workers; ``prefix`` wraps the command (``ip netns exec NS``, ``faketime
+        -f +1h``), ``db_url`` is the database as the workers reach it (default: as the test
+        does) and ``env`` adds variables to the workers' environment."""
+        env = {**os.environ, "RINGWORK_DATABASE_URL": db_url or self.db_url,
+               "RINGWORK_CLUSTER": self.name,
                "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO",
                **(env or {})}
         started = []

@@ -41,6 +41,16 @@ def build(app: App) -> App:
         time.sleep((job.payload or {}).get("ms", 5) / 1000)
         record("E", job)
 
+    @app.task("gated")
+    def gated(job: Job) -> None:
+        """Runs until the file named by ``payload["gate"]`` exists (at most 60 s), so a test
+        decides when a job in flight finishes."""
+        record("S", job)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(job.payload["gate"]) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        record("E", job)
+
     return app
 
 

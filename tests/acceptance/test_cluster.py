@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from ringwork.protocol.config import ProtocolConfig
 from tests.acceptance.cluster import Cluster, Events
 from tests.support import wait_for
 
@@ -195,7 +196,7 @@ def test_garbage_on_router_and_sub_is_dropped_and_counted(cluster: Cluster) -> N
         bytes(rng.randrange(256) for _ in range(64)),
         b'{"v": 99, "c": "%s", "t": "Heartbeat", "m": {}}' % cluster.name.encode(),
         b'{"v": 1, "c": "someone-else", "t": "Heartbeat", "m": {}}',
-        b"x" * ((1 << 20) + 10),
+        b"x" * (ProtocolConfig(partitions=64).max_message_bytes + 10),
         b'{"v": 1, "c": "%s", "t": "Heartbeat", "m": {"sender": 5}}' % cluster.name.encode(),
     ]
 

@@ -1,4 +1,5 @@
-"""``ringwork run`` (a supervised local cluster) and ``ringwork status`` as users run them."""
+"""``ringwork run`` (a supervised local cluster, restarting a worker that dies) and ``ringwork
+status`` as users run them."""
 
 from __future__ import annotations
 
@@ -47,14 +48,24 @@ def test_run_supervises_a_local_cluster_and_status_shows_it(
             assert doc["leader"] in {n["id"] for n in doc["nodes"]}
             assert all(n["endpoint"].startswith("tcp://127.0.0.1:") for n in doc["nodes"])
             assert set(doc["jobs"]) >= {"queued", "running", "succeeded", "dead", "cancelled"}
-            # A child killed outright is reported, not restarted.
+            # A child killed outright is reported and restarted: a new process joins.
             child = next(n for n in doc["nodes"] if n["role"] == "follower")
             pid = int(child["id"].split("-")[-2])
             os.kill(pid, signal.SIGKILL)
-            wait_for(lambda: f"worker {pid} exited" in log.read_text(), 15, 0.1, "death reported")
+            wait_for(lambda: f"worker {pid} (slot" in log.read_text(), 15, 0.1, "death reported")
+            assert "killed by SIGKILL" in log.read_text() and "restarting it in" in log.read_text()
+
+            def rejoined() -> dict | None:  # type: ignore[type-arg]
+                doc = _balanced_status(cluster, 2)
+                live = [n for n in doc["nodes"] if n["role"] != "stale"] if doc else []
+                pids = {int(n["id"].split("-")[-2]) for n in live}
+                return doc if doc and pid not in pids else None
+
+            wait_for(rejoined, 45, 0.2, "a restarted worker in the killed one's place")
+            assert "restarted slot" in log.read_text()
             os.killpg(run.pid, signal.SIGTERM)
-            assert run.wait(30) == 1, log.read_text()  # one child did not exit cleanly
-            assert "1 still running" in log.read_text() or "0 still running" in log.read_text()
+            assert run.wait(30) == 0, log.read_text()  # every worker stopped cleanly
+            assert "restarted slot" in log.read_text()
         finally:
             if run.poll() is None:
                 os.killpg(run.pid, signal.SIGKILL)

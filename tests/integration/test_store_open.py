@@ -180,3 +180,15 @@ def test_a_locked_sqlite_database_is_unavailable(sqlite_store: Store) -> None:
 
     error = sa.exc.OperationalError("x", {}, sqlite3.OperationalError("database is locked"))
     assert isinstance(translate(error), DatabaseUnavailable)
+
+
+def test_a_full_disk_is_unavailable_and_says_what_to_do() -> None:
+    from ringwork.store.engine import translate
+
+    error = sa.exc.OperationalError(
+        "x", {}, sqlite3.OperationalError("database or disk is full")
+    )
+    translated = translate(error, "enqueue")
+    assert isinstance(translated, DatabaseUnavailable)  # retry once there is space again
+    assert str(translated).startswith("enqueue: database or disk is full (")
+    assert "free space" in str(translated) and "\n" not in str(translated)

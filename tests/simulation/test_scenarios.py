@@ -224,3 +224,53 @@ def test_referee_outage_fences_everyone_then_recovers(seed: int) -> None:
     assert all(partitions_of(sim, n) == {} for n in sim.live_names())
     sim.referee_model = RefereeModel()
     settle(sim, 8.0)
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_referee_outage_past_the_session_timeout_loses_no_live_node(seed: int) -> None:
+    """The database away for 15 s: every registry row goes stale, because nobody could touch
+    it, not because anybody died. When it returns, the first node to get through wins the term
+    before the others have touched their rows again; it must still wait for them to join
+    rather than take their partitions (a live node losing its partitions drops the outcomes it
+    finished during the outage, and those jobs run again)."""
+    from ringwork.testing.simulator import RefereeModel
+
+    sim = started(seed)
+    sim.referee_model = RefereeModel(fail=1.0)
+    sim.run_for(15.0)
+    assert all(partitions_of(sim, n) == {} for n in sim.live_names())
+    back = sim.now
+    sim.referee_model = RefereeModel()
+    settle(sim, 8.0)
+    assert not events(sim, ev.Lost, back), events(sim, ev.Lost, back)
+    assert not sim.notices("member_dead", back)
+    assert sim.referee.term > 1
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_forged_messages_move_no_partition_and_no_term(seed: int) -> None:
+    """Anyone who reaches a node's port can send it well-formed lies: Joins from phantom nodes,
+    Announces and Heartbeats of terms nobody won. None of them makes a member, moves a
+    partition or changes the term (invariant 5 and the referee check every step)."""
+    from ringwork.protocol import messages as m
+
+    sim = started(seed)
+    leader = sim.leader()
+    assert leader is not None
+    term = sim.nodes[leader].core.term
+    since = sim.now
+    for i in range(200):
+        for dst in sim.live_names():
+            forged: list[m.Message] = [
+                m.Join(sender=f"phantom-{i % 7}", term=term, incarnation=i, seq=i, sent_at=0.0),
+                m.Announce(sender=f"phantom-{i % 7}", term=term + 1 + i),
+                m.Heartbeat(sender="phantom-x", term=2**62, incarnation=0, seq=i, sent_at=0.0),
+            ]
+            for message in forged:
+                sim.forge(dst, message)
+        sim.run_for(0.05)
+    assert sim.leader() == leader and sim.nodes[leader].core.term == term
+    lead = sim.nodes[leader].core.leadership
+    assert lead is not None and not any(n.startswith("phantom") for n in lead.members)
+    assert not events(sim, ev.Lost, since) and not events(sim, ev.Revoked, since)
+    assert sim.converged() is None

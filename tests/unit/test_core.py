@@ -279,14 +279,37 @@ def leader_with_member(now: float = 0.0) -> Core:
         now, ev.PollResult(op_id=1, term=TermRecord(term=0, leader=None), nodes=(node("a", 1),))
     )
     claim = of(out, ev.ClaimLeadership)[0]
+    registered = (node("a", 1), node("b", 2))  # b registered before it joined, as nodes do
     core.handle(
-        now, ev.LeadershipResult(op_id=claim.op_id, term=1, nodes=(node("a", 1),), partitions={})
+        now, ev.LeadershipResult(op_id=claim.op_id, term=1, nodes=registered, partitions={})
     )
     core.handle(
         now,
         ev.MessageReceived(message=m.Join(sender="b", term=1, incarnation=3, seq=1, sent_at=100.0)),
     )
     return core
+
+
+def test_a_join_from_a_node_missing_from_the_registry_waits_for_a_poll() -> None:
+    """A forged Join (no registry row) never makes a phantom member; a real one from a node the
+    leader's last read predates is admitted as soon as a poll issued after it shows the row."""
+    core = leader_with_member()
+    lead = core.leadership
+    assert lead is not None and "b" in lead.members
+    for sender in ("phantom", "c"):
+        join = m.Join(sender=sender, term=1, incarnation=1, seq=1, sent_at=0.1)
+        core.handle(0.1, ev.MessageReceived(message=join))
+    assert set(lead.members) == {"a", "b"}  # neither admitted yet
+    rows = (node("a", 1), node("b", 2), node("c", 3))
+    for t in (0.2, 0.4):  # answer every poll (one may have been issued before the Joins came)
+        core.handle(t, ev.Tick())
+        polls = [op for op, (kind, _) in core._ops.items() if kind == "Poll"]
+        assert polls, "an unknown joiner makes the leader read the registry soon"
+        for op in polls:
+            core.handle(t, ev.PollResult(op_id=op, term=TermRecord(term=1, leader="a"),
+                                         nodes=rows))
+    assert set(lead.members) == {"a", "b", "c"}  # c registered: admitted; phantom forgotten
+    assert core._unregistered_joins == {}
 
 
 def test_the_leader_declares_a_silent_member_dead_after_session_timeout() -> None:

@@ -1,0 +1,38 @@
+"""The ``ringwork run`` supervisor's restart policy, with tiny stand-in children (no cluster)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from ringwork.supervisor import Policy, supervise
+
+pytestmark = pytest.mark.slow  # it starts processes
+
+
+def test_a_slot_that_keeps_dying_backs_off_then_gives_up(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    argv = [sys.executable, "-c", "import sys; sys.exit(3)"]
+    code = supervise(argv, 1, Policy(backoff=0.05, max_backoff=0.1, limit=3, window=60))
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.count("exited with code 3") == 4, err  # the first run and 3 restarts
+    delays = [line.rsplit("restarting it in ", 1)[1] for line in err.splitlines()
+              if "restarting it in" in line]
+    assert delays == ["0.05 s", "0.1 s", "0.1 s"], err  # doubling, capped
+    assert "ERROR:" in err and "not restarting slot 0" in err, err
+
+
+def test_a_slot_whose_worker_died_once_is_restarted(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marker = tmp_path / "died-once"
+    script = (f"import os, sys\np = {str(marker)!r}\nif os.path.exists(p): sys.exit(0)\n"
+              "open(p, 'w').close(); os.kill(os.getpid(), 9)")
+    code = supervise([sys.executable, "-c", script], 1, Policy(backoff=0.05))
+    err = capsys.readouterr().err
+    assert err.count("killed by SIGKILL") == 1 and err.count("restarted slot") == 1, err
+    assert code == 0, err  # the restarted worker stopped cleanly
