@@ -49,7 +49,7 @@ class Proc:
             return self.pid
 
         def find() -> int | None:
-            if "ringwork.cli" in Path(f"/proc/{self.pid}/cmdline").read_text():
+            if Path(f"/proc/{self.pid}/cmdline").read_text().split("\0")[0] == sys.executable:
                 return self.pid  # the wrapper exec'd the worker
             children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
             return int(children[0]) if children else None
