@@ -10,7 +10,12 @@ rather than trusted:
   confirmed its term) ends before anyone may usurp it: a follower only starts an election once
   the leader's registry row is ``session_timeout`` old, so ``leader_lease <= session_timeout``;
 * a revoked partition is handed over without the owner's confirmation only once any lease granted
-  before the revocation has run out: the leader waits ``max(revoke_timeout, session_timeout)``.
+  before the revocation has run out: the leader waits ``max(revoke_timeout, session_timeout)``;
+* degraded mode (a follower that hears no Ack but reaches the database): its lease is
+  ``follower_lease`` from *issuing* a poll whose touch succeeded, renewed only while a lease still
+  runs and only by a poll answered within ``degraded_poll_budget``; the leader evicts it only when
+  a poll it issued after ``session_timeout`` of silence shows its row ``session_timeout`` old.
+  The budget is at most ``lease_margin`` (see core.py's docstring for the proof).
 """
 
 from __future__ import annotations
@@ -97,6 +102,11 @@ class ProtocolConfig:
     def follower_lease(self) -> float:
         """How long one acknowledged heartbeat lets a follower claim, from its send time."""
         return self.session_timeout - self.lease_margin
+
+    @property
+    def degraded_poll_budget(self) -> float:
+        """A poll renews a degraded lease only if answered within this long of being issued."""
+        return self.lease_margin / 2
 
     @property
     def unconfirmed_revoke_wait(self) -> float:

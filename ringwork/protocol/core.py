@@ -9,12 +9,16 @@ Roles::
 
       Start
         │
-        v            Ack (lease)                 lease runs out
-    FOLLOWER ───────────────────> following ──────────────────────> suspended
-    (no leader) <─┐   ^   Join                 (claimable = held)    (claimable = {})
-        │         │   └──────────── Announce / poll names a leader ──────┘   │
-        │ poll: leader dead, my rank's turn       silence >= session_timeout │
-        v         │                               and the referee row of the │
+        v            Ack (lease)                 lease runs out, no Ack, but our own
+    FOLLOWER ───────────────────> following ───────────────────────────> degraded
+    (no leader) <─┐   ^   Join   (claimable = held)   registry touches       (claimable = held
+        │         │   │                               succeed, the leader's   ∩ partitions table)
+        │         │   │<────────────── Ack ───────────row is fresh ──────────────┘  │
+        │         │   │                                                             │ database
+        │         │   └──────────── Announce / poll names a leader ──────┐          │ lease runs
+        │         │                                                      │          v out
+        │ poll: leader dead, my rank's turn       silence >= session_timeout   suspended
+        v         │                               and the referee row of the  (claimable = {})
     ClaimLeadership(seen_term) ──lost──> poll        leader is stale ────────┘
         │ won
         v
@@ -38,6 +42,32 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   every node that was alive when the silence began (only liveness: waiting is never unsafe);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
   claim (revoked and released, timed out past every lease, or orphaned).
+
+Degraded mode -- degrade, do not stall. A follower cut off from the leader's Acks (either way)
+that still reaches the database keeps claiming through it: a poll *issued* at ``t`` whose registry
+touch succeeded, that found the same term and leader and the leader's row fresh, extends its lease
+to ``t + session_timeout - lease_margin`` over the part of ``held`` that the poll's read of the
+partitions table shows it owning at the same epochs. The leader, for its part, no longer evicts on
+heartbeat silence alone. Why no one else can be handed such a partition while that lease runs:
+
+* eviction: the leader declares a member dead only when a poll it issued at ``p`` after the
+  member had been silent for ``session_timeout`` (so every Ack lease ended by ``p - margin``)
+  read the member's row ``session_timeout`` old at ``D >= p`` (so every lease from a touch
+  before ``D`` ended by ``D - margin``). A touch landing after ``D`` can only renew a lease if its
+  poll was issued while a lease still ran (before ``D - margin``: a lapsed lease is never renewed)
+  *and* answered within ``degraded_poll_budget <= lease_margin`` -- impossible for a touch after
+  ``D``. So every lease of the evicted member has ended when the leader decides;
+* hand-over: an unreleased revocation is forced through after ``unconfirmed_revoke_wait`` only if
+  the owner's heartbeats report a grant version that includes the revocation (``Heartbeat.
+  version``): it has stopped claiming. An owner that cannot hear us keeps the partition, and
+  works it, until the heal (or its eviction);
+* elections: a degraded lease comes only from a poll that read the old term, so it was issued
+  before any successor's CAS, and ends before the successor's ``join_deadline`` (the CAS plus
+  ``session_timeout``) orphans partitions of owners that did not join it. A follower that has
+  not been acknowledged by the current leader has no degraded lease at all.
+
+What degraded mode costs: a revocation the cut owner cannot hear waits for the heal, and nothing
+reaches the cut node faster than its poll (new grants, wake-ups from the leader).
 
 A follower whose lease runs out keeps ``held`` (kazoo's SUSPENDED): if the next leader confirms
 it at the same epochs it resumes with no event at all; whatever it does not get back is ``Lost``.
@@ -89,6 +119,11 @@ class Core(Elections):
         #: joined or leading. The driver, which owns the clock, decides when that is too long.
         self.joining_since: float | None = None
         self.lease_until = -math.inf
+        # Degraded mode: a lease from our own successful registry touches, over the partitions
+        # of ``held`` that our last read of the partitions table confirmed (partition -> epoch).
+        self.db_lease_until = -math.inf
+        self.db_owned: dict[int, int] = {}
+        self._degraded_noted = False
         self.last_contact = -math.inf
         self.seq = 0
         self.next_heartbeat = math.inf
@@ -107,6 +142,7 @@ class Core(Elections):
         # says nothing about whether its node is alive (see _become_leader).
         self.referee_answered_at = -math.inf
         self.referee_silence = (-math.inf, -math.inf)
+        self.nodes_polled_at = -math.inf  # when the poll that read ``nodes`` was issued
         self._ops: dict[int, tuple[str, float]] = {}
         self._op_seq = 0
         self.election_since: float | None = None
@@ -148,17 +184,41 @@ class Core(Elections):
         return self.leadership is not None or (self.role == FOLLOWER and self.joined)
 
     def claimable(self, now: float) -> dict[int, int]:
-        """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced."""
-        return dict(self.held) if now < self.claim_deadline() else {}
+        """Partitions (-> epoch) this node may claim from at ``now``; empty when self-fenced.
+
+        ``held`` while the leader's authority (or our lease from its Acks) runs; past that, in
+        degraded mode, the part of ``held`` our last read of the partitions table confirmed at
+        the same epochs, while our database-derived lease runs."""
+        if self.leadership is not None:
+            return dict(self.held) if now < self.leadership.authority_until else {}
+        if self.role != FOLLOWER or not self.joined:
+            return {}
+        if now < self.lease_until:
+            return dict(self.held)
+        if now < self.db_lease_until:
+            return {p: e for p, e in self.held.items() if self.db_owned.get(p) == e}
+        return {}
 
     def claim_deadline(self) -> float:
-        """``claimable(now)`` is ``held`` while ``now`` is before this, and empty after: the
-        leader's authority, or the follower's lease (``-inf`` when not joined to a leader)."""
+        """When ``claimable`` next changes by time alone, as of the last ``handle()``: the
+        leader's authority, the follower's lease from Acks (after which it shrinks to the
+        degraded set), or its database-derived lease (``-inf`` when not joined to a leader)."""
         if self.leadership is not None:
             return self.leadership.authority_until
         if self.role == FOLLOWER and self.joined:
-            return self.lease_until
+            if self._now < self.lease_until:
+                return self.lease_until
+            return self.db_lease_until
         return -math.inf
+
+    @property
+    def degraded(self) -> bool:
+        """Claiming on the database-derived lease alone (cut off from the leader's Acks)."""
+        return (
+            self.leadership is None
+            and self.joined
+            and self.lease_until <= self._now < self.db_lease_until
+        )
 
     def next_deadline(self) -> float:
         """The earliest ``now`` at which the core wants a :class:`Tick` (``inf``: none)."""
@@ -172,6 +232,8 @@ class Core(Elections):
                 times.append(self.next_poll)
             if self.leader is not None:
                 times += [self.next_heartbeat, self.last_contact + self.config.session_timeout]
+            if self.joined:
+                times += [self.lease_until, self.db_lease_until]  # claimable() shrinks there
         # Whatever is due now has been acted on by the last handle(); what is still <= now
         # waits for an event (a referee answer), not for time.
         return min((t for t in times if t > self._now), default=math.inf)
@@ -190,6 +252,7 @@ class Core(Elections):
             "lease_until": self.lease_until,
             "joined": self.is_member(),
             "joining_since": self.joining_since,
+            "degraded_until": self.db_lease_until,
             "members": sorted(lead.members) if lead else None,
             "rebalances": lead.rebalances if lead else None,
         }
@@ -214,7 +277,8 @@ class Core(Elections):
 
     def poll(self) -> int:
         self.last_poll_issued = self._now
-        return self.referee_op(lambda op: ev.Poll(op_id=op))
+        follower = self.leadership is None
+        return self.referee_op(lambda op: ev.Poll(op_id=op, partitions=follower))
 
     def _pending(self, kind: str) -> bool:
         return any(k == kind for k, _ in self._ops.values())
@@ -275,9 +339,10 @@ class Core(Elections):
         self.referee_answered_at = now
 
     def _on_poll(self, now: float, result: ev.PollResult) -> None:
-        self._ops.pop(result.op_id, None)
+        _, issued = self._ops.pop(result.op_id, ("", -math.inf))
         self._referee_answered(now)
         self.nodes = {n.node_id: n for n in result.nodes}
+        self.nodes_polled_at = issued
         record = result.term
         lead = self.leadership
         if lead is not None:
@@ -291,6 +356,32 @@ class Core(Elections):
                 self._admit_held_joins(now, issued)
             return
         self._after_poll(now, record)
+        self._renew_from_db(now, issued, result)
+
+    def _renew_from_db(self, now: float, issued: float, result: ev.PollResult) -> None:
+        """Degraded mode: extend our lease through the database when the leader's Acks do not
+        reach us but our own registry touches do (see the module docstring for why it is safe).
+
+        Only a follower joined to the leader the referee still names, whose row that leader
+        would see fresh, renews; only from a poll answered within ``degraded_poll_budget``
+        (so its touch is known to be recent), and only while a lease still runs (a lapsed one
+        is never renewed: the leader may have evicted us, and only an Ack says otherwise)."""
+        cfg = self.config
+        if self.leadership is not None or self.role != FOLLOWER or not self.joined:
+            return
+        if self.leaving or now - issued > cfg.degraded_poll_budget:
+            return
+        if issued >= max(self.lease_until, self.db_lease_until):
+            return
+        record = result.term
+        if record.term != self.term or record.leader != self.leader:
+            return
+        if self.node_id not in self.nodes or not self._alive(self.leader):
+            return
+        self.db_owned = {
+            p: row.epoch for p, row in result.partitions.items() if row.owner == self.node_id
+        }
+        self.db_lease_until = max(self.db_lease_until, issued + cfg.follower_lease)
 
     def _on_assign(self, now: float, result: ev.AssignResult) -> None:
         self._ops.pop(result.op_id, None)
@@ -451,7 +542,7 @@ class Core(Elections):
         self._lose_everything()
         self.incarnation += 1
         self.joined = False
-        self.lease_until = -math.inf
+        self.lease_until = self.db_lease_until = -math.inf
         self.applied_version = -1
         self._send_join(now)
 
@@ -503,6 +594,17 @@ class Core(Elections):
                 self._heartbeat(now)
             elif not self.leaving:
                 self._send_join(now)
+        self._note_degraded(now)
+
+    def _note_degraded(self, now: float) -> None:
+        """Log entering and leaving degraded mode (an operator's first hint of a network cut)."""
+        if self.degraded and not self._degraded_noted:
+            self._degraded_noted = True
+            self.notice("degraded", leader=self.leader, partitions=len(self.claimable(now)))
+        elif not self.degraded and self._degraded_noted:
+            self._degraded_noted = False
+            ended = "ack" if self.joined and now < self.lease_until else "lease_lapsed"
+            self.notice("degraded_ended", reason=ended)
 
     def _heartbeat(self, now: float) -> None:
         assert self.leader is not None
@@ -516,6 +618,7 @@ class Core(Elections):
                 seq=self.seq,
                 sent_at=now,
                 released=tuple(sorted(self.released.items())),
+                version=self.applied_version,
             ),
         )
         self.next_heartbeat = now + self.config.heartbeat_interval

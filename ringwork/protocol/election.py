@@ -51,6 +51,7 @@ class Elections:
         applied_version: int
         joined: bool
         lease_until: float
+        db_lease_until: float
         last_contact: float
         referee_silence: tuple[float, float]
         next_poll: float
@@ -60,6 +61,7 @@ class Elections:
         cluster_state: msgs.ClusterState | None
         term_record: TermRecord
         nodes: dict[str, NodeRecord]
+        nodes_polled_at: float
         election_since: float | None
         last_authority_until: float
         leaving: bool
@@ -80,7 +82,8 @@ class Elections:
             self._step_down(now, "newer_term")
         self.role, self.term, self.leader = FOLLOWER, term, leader
         self.joined = False
-        self.lease_until = -math.inf  # leases are per leader: none yet from this one
+        # Leases are per leader: none yet from this one (a degraded lease needs an Ack first).
+        self.lease_until = self.db_lease_until = -math.inf
         self.last_contact = now
         self.applied_version = -1
         self.election_since = None
@@ -113,7 +116,7 @@ class Elections:
         self.last_authority_until = lead.authority_until
         self.leadership = None
         self.role, self.leader, self.joined = FOLLOWER, None, False
-        self.lease_until = -math.inf
+        self.lease_until = self.db_lease_until = -math.inf
         self.last_contact = -math.inf
         self.next_poll = now
         self._ops = {k: v for k, v in self._ops.items() if v[0] == "Poll"}
@@ -141,6 +144,8 @@ class Elections:
         self.election_since = None
         self.applied_version = -1  # versions are per leadership
         self.nodes = {n.node_id: n for n in result.nodes}
+        self.nodes_polled_at = issued  # read after the CAS, which was issued then
+        self.db_lease_until = -math.inf
         alive = [n for n in self.nodes if self._alive(n) and n != previous]
         silence_from, silence_to = self.referee_silence
         if now - silence_to < cfg.session_timeout:

@@ -7,8 +7,8 @@ operations carry an ``op_id`` that their result event must echo.
 Driver contract for the referee operations (see :mod:`ringwork.protocol.operations`, which
 implements it over any :class:`Referee` + :class:`Registry`):
 
-* :class:`Poll`: touch this node's registry row (committed), then read the term and the registry;
-  answer :class:`PollResult`.
+* :class:`Poll`: touch this node's registry row (committed), then read the term and the registry
+  (and the partitions table if ``partitions``); answer :class:`PollResult`.
 * :class:`ClaimLeadership`: ``claim_leadership(node, seen_term)``; on success touch this node's row
   and read the registry and the partitions (all after the CAS); answer :class:`LeadershipResult`.
 * :class:`WriteAssignment`: ``assign(leader, term, owners)``; answer :class:`AssignResult`.
@@ -53,6 +53,8 @@ class PollResult(Event):
     op_id: int
     term: TermRecord
     nodes: tuple[NodeRecord, ...]
+    #: Read after the touch when the Poll asked for it (a follower's degraded-mode lease).
+    partitions: Mapping[int, Ownership] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -121,7 +123,8 @@ class RefereeAction(Action):
 
 @dataclass(frozen=True, kw_only=True)
 class Poll(RefereeAction):
-    pass
+    #: Also read the partitions table (followers do: it backs their degraded-mode lease).
+    partitions: bool = False
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -7,7 +7,10 @@ Membership and the heartcheck::
 
     Join(incarnation i) ──> member (i)            a higher i replaces the member: its old
     Heartbeat ──> last_heard = now                partitions are orphaned (fenced by a new epoch)
-    silence >= session_timeout ──> declared dead: its partitions orphaned, rebalance
+    silence >= session_timeout, and a poll issued after that silence began shows its registry
+        row session_timeout old ──> declared dead: its partitions orphaned, rebalance
+    silence, row still fresh ──> kept (cut off from us, not from the database: it claims its
+        partitions in degraded mode, see core.py; nothing of it is handed over unheard)
     Leave ──> removed at once: its partitions (already released) orphaned, rebalance
 
 Every partition is in exactly one of these states::
@@ -61,6 +64,8 @@ class Member:
     incarnation: int
     last_heard: float
     leaving: bool = False
+    heard_version: int = -1  # the last grant version it reported applying (Heartbeat.version)
+    unreachable: bool = False  # silent for session_timeout, registry row fresh: noted once
 
 
 @dataclass
@@ -69,6 +74,8 @@ class Revocation:
     epoch: int
     started: float
     released: bool = False
+    #: The first grant version that told the owner (-1: the owner reported it, e.g. at takeover).
+    version: int = -1
 
 
 class Leadership:
@@ -261,6 +268,8 @@ class Leadership:
         if member.incarnation > msg.incarnation:
             return
         member.last_heard = now
+        member.unreachable = False
+        member.heard_version = max(member.heard_version, msg.version)
         for p, epoch in msg.released:
             self.release(msg.sender, p, epoch)
         self._ack(now, msg.sender, msg.incarnation, msg.seq, msg.sent_at)
@@ -306,8 +315,13 @@ class Leadership:
             self.poll_op = self.core.poll()
             self.next_poll = now + cfg.heartbeat_interval
         for node, member in list(self.members.items()):
-            if now - member.last_heard >= cfg.session_timeout:
+            if now - member.last_heard < cfg.session_timeout:
+                continue
+            if self._registry_stale(member):
                 self._drop_member(node, now, "member_dead")  # heartcheck
+            elif not member.unreachable:
+                member.unreachable = True  # cut off from us, not from the database: kept
+                self.core.notice("member_unreachable", node=node)
         if self.takeover_until is not None and now >= self.takeover_until:
             self.takeover_until = None
             self._orphan_unconfirmed(now, lambda owner: owner not in self.alive_at_takeover)
@@ -317,6 +331,22 @@ class Leadership:
         if self.rebalance_due is not None and now >= self.rebalance_due:
             self._rebalance(now)
         self._maybe_write(now)
+
+    def _registry_stale(self, member: Member) -> bool:
+        """Whether the last registry read, from a poll issued after ``member`` had already been
+        silent for session_timeout, shows its row stale (or gone). Silence alone is not enough:
+        a member that still touches its row may be claiming in degraded mode, and a touch that
+        lands after our read could renew its lease only if its poll was issued within a lease
+        that this very silence and that read had ended (see core.py)."""
+        core = self.core
+        if core.nodes_polled_at - member.last_heard < self.config.session_timeout:
+            return False
+        return not core._alive(member.node_id)
+
+    def _heard(self, r: Revocation) -> bool:
+        """Whether the owner of a revocation has heard of it (and so stopped claiming it)."""
+        member = self.members.get(r.owner)
+        return r.owner == self.core.node_id or member is None or member.heard_version >= r.version
 
     def _orphan_unconfirmed(self, now: float, which: Callable[[str], bool]) -> None:
         stale = [p for p, owner in self.unconfirmed.items() if which(owner)]
@@ -415,8 +445,8 @@ class Leadership:
             if owner is None or owner not in self.members:
                 self._orphan([p])
             elif target[p] != owner:  # (a leaving member's partitions are revoked too)
-                self.revoking[p] = Revocation(owner, epoch, now)  # cooperative: revoke first
-                self._changed(owner)
+                self._changed(owner)  # the next stamped version is the first to say so
+                self.revoking[p] = Revocation(owner, epoch, now, version=self.version + 1)
         self._maybe_write(now)
 
     def _ready(self, now: float) -> dict[int, str | None]:
@@ -436,7 +466,10 @@ class Leadership:
             if p not in self.target:
                 continue  # reported draining at takeover; no rebalance has placed it yet
             dest = self.target[p]
-            if (r.released or now - r.started >= wait) and (dest is None or dest in live):
+            # Unreleased, it is handed over after the wait only if its owner has heard it is
+            # revoked: an owner cut off from us may still be claiming it in degraded mode.
+            forced = now - r.started >= wait and self._heard(r)
+            if (r.released or forced) and (dest is None or dest in live):
                 ready[p] = dest
         return ready
 

@@ -49,8 +49,10 @@ from typing import Any
 
 from ringwork.errors import RingworkError
 
-#: Bumped on any incompatible change to the message set or its fields.
-PROTOCOL_VERSION = 1
+#: Bumped on any incompatible change to the message set or its fields. 2: Heartbeat carries the
+#: grant version it applied (degraded mode needs it), every value bounded. Fields a decoder does
+#: not know are ignored from 2 on, so adding an optional field needs no bump.
+PROTOCOL_VERSION = 2
 
 #: Integers on the wire are 64-bit signed (the store's BIGINT): anything outside is malformed.
 INT_MIN, INT_MAX = -(2**63), 2**63 - 1
@@ -87,12 +89,15 @@ class Join(Message):
 class Heartbeat(Message):
     """Proof of life. ``sent_at`` (sender's clock) comes back in the Ack: the lease starts there.
     ``released`` lists revoked partitions whose in-flight jobs are done (resent until the leader
-    stops listing them as revoking, so a lost message only delays the hand-over)."""
+    stops listing them as revoking, so a lost message only delays the hand-over). ``version`` is
+    the last grant version the follower applied: the leader hands a revoked partition over
+    without the owner's release only once the owner has heard of the revocation."""
 
     incarnation: int
     seq: int
     sent_at: float
     released: Pairs = ()
+    version: int = -1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -349,8 +354,9 @@ class Codec:
             return self._drop("unknown_type")
         body = envelope.get("m")
         schema = _SCHEMAS[cls]
-        if type(body) is not dict or not body.keys() <= schema.keys():
+        if type(body) is not dict:
             return self._drop("malformed")
+        # Unknown fields are ignored (a newer peer's optional additions); known ones checked.
         try:
             values = {name: check(body[name]) for name, check in schema.items() if name in body}
             message = cls(**values)

@@ -6,6 +6,8 @@ and feed the returned event back to the core. The order of the calls is part of 
 * ``Poll``: touch our registry row *before* reading the term. A leader renews its authority from
   a poll, so a successor that reads our row after its CAS sees a ``last_seen`` no older than any
   read that renewed us -- which bounds how long our authority (and every lease we granted) runs.
+  A follower's poll also reads the partitions table, after the touch and the term: a degraded
+  follower's lease starts before the touch, and what it may claim is what that read confirmed.
 * ``ClaimLeadership``: the CAS first, then touch and read. The touch after a won CAS marks the new
   leader's authority start for *its* successor; the reads after the CAS are the takeover snapshot.
 * Any :class:`~ringwork.errors.DatabaseUnavailable` becomes :class:`RefereeFailed`: the core treats
@@ -26,7 +28,9 @@ def perform(
         if isinstance(action, ev.Poll):
             registry.touch(node_id)
             term = referee.read_term()
-            return ev.PollResult(op_id=action.op_id, term=term, nodes=tuple(registry.read_nodes()))
+            nodes = tuple(registry.read_nodes())
+            owned = referee.read_partitions() if action.partitions else {}
+            return ev.PollResult(op_id=action.op_id, term=term, nodes=nodes, partitions=owned)
         if isinstance(action, ev.ClaimLeadership):
             won = referee.claim_leadership(node_id, action.seen_term)
             if won is None:

@@ -27,6 +27,9 @@ class MemoryReferee:
         self.writes = 0  # successful assign() calls
         self._nodes: dict[str, tuple[str, int, float]] = {}
         self._seq = 0
+        #: Recent registry touches (registration included) per node name: the simulator checks
+        #: evictions against them (invariant 6).
+        self.touches: dict[str, list[float]] = {}
 
     # ------------------------------------------------------------------------- the referee
 
@@ -69,12 +72,30 @@ class MemoryReferee:
     def register(self, node_id: str, endpoint: str) -> int:
         self._seq += 1
         self._nodes[node_id] = (endpoint, self._seq, self.clock())
+        self._touched(node_id)
         return self._seq
 
     def touch(self, node_id: str) -> None:
         if node_id in self._nodes:
             endpoint, seq, _ = self._nodes[node_id]
             self._nodes[node_id] = (endpoint, seq, self.clock())
+            self._touched(node_id)
+
+    def _touched(self, node_id: str) -> None:
+        history = self.touches.setdefault(node_id, [])
+        history.append(self.clock())
+        del history[:-256]
+
+    def stale_during(self, node_id: str, start: float, end: float, timeout: float) -> bool:
+        """Whether at some moment in ``[start, end]`` the node's row was missing or had not been
+        touched for ``timeout`` seconds: what a leader must have read before evicting it."""
+        history = self.touches.get(node_id, [])
+        if node_id not in self._nodes or not history:
+            return True
+        nexts = [*history[1:], float("inf")]
+        # The row is stale over [t + timeout, next touch) after each touch t.
+        return any(t + timeout <= end and nxt > start for t, nxt in zip(history, nexts, strict=True)
+                   if t + timeout < nxt)
 
     def read_nodes(self) -> list[NodeRecord]:
         now = self.clock()

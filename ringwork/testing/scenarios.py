@@ -14,7 +14,10 @@ Families:
 * ``pause``     -- long pauses (zombies that wake up after their session ended);
 * ``churn``     -- joins, clean leaves, restarts in a row (rolling restart);
 * ``referee``   -- the database fails (sometimes after applying a write) or stalls;
-* ``random``    -- all of the above at once, over a lossy, duplicating, reordering network.
+* ``random``    -- all of the above at once, over a lossy, duplicating, reordering network;
+* ``cut``       -- nodes cut off from their peers (both ways, one way, the leader too) while
+  one node's database round trips turn slow or it pauses: the races of degraded mode (a
+  registry touch landing just after the leader read the row stale).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from ringwork.protocol.config import ProtocolConfig
 from ringwork.testing.network import NetworkModel
 from ringwork.testing.simulator import RefereeModel, RuntimeModel, Simulation
 
-FAMILIES = ("crash", "partition", "pause", "churn", "referee", "random")
+FAMILIES = ("crash", "partition", "pause", "churn", "referee", "random", "cut")
 
 #: Faults are injected during [1 s, FAULT_WINDOW].
 FAULT_WINDOW = 12.0
@@ -120,6 +123,7 @@ def _heal(sim: Simulation, rng: random.Random) -> None:
     sim.net.heal()
     sim.net.model = sim.net.model.quiet()
     sim.referee_model = RefereeModel()
+    sim.db_slow.clear()
     sim.runtime = RuntimeModel()
     for node in list(sim.nodes.values()):
         if node.crashed:
@@ -239,6 +243,32 @@ def referee_stall(sim: Simulation, rng: random.Random) -> None:
     sim.at(sim.now + rng.uniform(0.5, 5.0), _referee_ok, sim)
 
 
+def isolate_node(sim: Simulation, rng: random.Random) -> None:
+    name = _victim(sim, rng)
+    if name is not None:
+        sim.net.isolate(name, sim.nodes)
+        sim._note("net", f"ISOLATE {name}")
+        sim.at(sim.now + rng.uniform(2.0, 9.0), _heal_net, sim)
+
+
+def node_db_slow(sim: Simulation, rng: random.Random) -> None:
+    """One node's database round trips slow down (around the degraded-mode poll budget, or
+    far past it) for a spell; everyone else's stay fast."""
+    name = _victim(sim, rng)
+    leader = sim.leader()
+    for who in [name, leader if leader != name and rng.random() < 0.5 else None]:
+        if who is not None:  # a slow leader widens the window between its read and its write
+            top = rng.choice([0.3, 1.0, 4.0])
+            sim.db_slow[who] = (rng.uniform(0.0, top / 2), top)
+            sim._note(who, f"DB SLOW up to {top}s")
+            sim.at(sim.now + rng.uniform(1.0, 8.0), _db_fast, sim, who)
+
+
+def _db_fast(sim: Simulation, name: str) -> None:
+    sim.db_slow.pop(name, None)
+    sim._note(name, "DB FAST")
+
+
 def _referee_ok(sim: Simulation) -> None:
     sim.referee_model = RefereeModel()
     sim._note("db", "REFEREE OK")
@@ -254,3 +284,4 @@ _FAULTS: dict[str, list[Fault]] = {
     "referee": [referee_outage, referee_stall],
 }
 _FAULTS["random"] = [f for faults in list(_FAULTS.values()) for f in faults] + [pause, split]
+_FAULTS["cut"] = [isolate_node, isolate_leader, one_way, node_db_slow, node_db_slow, pause]

@@ -23,7 +23,14 @@ Invariants, checked after **every** step (:meth:`Simulation.check`):
 4. liveness (:meth:`Simulation.converged`, checked by the runners once faults stop): exactly one
    leader, every live node a member, every partition claimable by a live node, balanced;
 5. partitions are written only to nodes that registered with the referee: a forged message
-   (:meth:`Simulation.forge`: any sender, any term) never makes a phantom a member.
+   (:meth:`Simulation.forge`: any sender, any term) never makes a phantom a member;
+6. no member is declared dead unless its registry row was stale (not touched for
+   session_timeout, or gone) at some moment in the session_timeout before: heartbeat silence
+   alone never evicts a node that still reaches the database (checked at each ``member_dead``);
+7. degrade, do not stall: while :attr:`Simulation.keep_partitions` is set -- a scenario that cuts
+   only peer links, with the referee reachable and no node joining, leaving or crashing --
+   every partition is claimable, at the referee's epoch, by its owner, at every step (a node
+   with a live database connection and no peer link keeps its partitions).
 """
 
 from __future__ import annotations
@@ -38,7 +45,7 @@ from typing import Any
 
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
-from ringwork.protocol.core import LEADER, Core
+from ringwork.protocol.core import FOLLOWER, LEADER, Core
 from ringwork.protocol.messages import Codec, Message
 from ringwork.protocol.operations import perform
 from ringwork.testing.network import Network, NetworkModel
@@ -83,6 +90,7 @@ class SimNode:
     db_free: float = 0.0  # referee operations of one node run one after the other
     events: Counter[str] = field(default_factory=Counter)
     checked: object = None  # the ``held`` dict last found consistent with the referee ...
+    checked_basis: object = None  # ... and this read of the partitions table (degraded mode)
     checked_writes: int = -1  # ... at this many referee writes
 
     @property
@@ -136,6 +144,10 @@ class Simulation:
         self.wire_every = wire_every
         self._sends = 0
         self._recent: deque[tuple[float, str, str, object]] = deque(maxlen=40)
+        #: Invariant 6 is checked while this is set (see the module docstring).
+        self.keep_partitions = False
+        #: Per-node referee latency overrides: one node's database round trips are slow.
+        self.db_slow: dict[str, tuple[float, float]] = {}
 
     # ==================================================================== scheduling and running
 
@@ -253,6 +265,8 @@ class Simulation:
                 self._note(node.name, "-> ", action)
                 if isinstance(action, ev.Revoked):
                     self._drain(node, action.partitions)
+                elif kind is ev.Notice and action.event == "member_dead":  # type: ignore[attr-defined]
+                    self._check_eviction(node, str(action.detail["node"]))  # type: ignore[attr-defined]
                 elif kind is ev.Left:
                     node.stopped = True
                     self.referee.unregister(node.name)
@@ -293,6 +307,8 @@ class Simulation:
         if isinstance(action, ev.WriteAssignment):
             self._check_write(node, action)
         lo, hi = model.slow_delay if model.slow and rng.random() < model.slow else model.delay
+        if node.name in self.db_slow:
+            lo, hi = self.db_slow[node.name]
         run_at = max(node.db_free, self.now + rng.uniform(lo, hi))
         node.db_free = run_at
         self.at(run_at, self._execute, node, node.process, action)
@@ -311,7 +327,7 @@ class Simulation:
         if isinstance(result, ev.AssignResult) and result.epochs is not None:
             self.writes += 1
         self._note(node.name, f"referee {type(action).__name__} -> ", result)
-        lo, hi = model.delay
+        lo, hi = self.db_slow.get(node.name, model.delay)
         self.at(self.now + rng.uniform(lo, hi), self._feed, node, process, result)
 
     # ============================================================================= invariants
@@ -328,9 +344,11 @@ class Simulation:
         what they would believe if they woke up now).
 
         Equivalent to comparing every ``claimable(now)`` with the referee at every step, but
-        cheap: a node's claimable set is ``held`` until ``claim_deadline()`` and empty after, so
-        it only needs re-checking when ``held`` (always replaced, never mutated) or the
-        referee's epochs have changed -- time alone can only shrink it.
+        cheap: a node's claimable set is ``held`` while its authority or lease runs, then the part
+        of ``held`` its last read of the partitions table confirmed (``db_owned``) while its
+        database-derived lease runs, then empty; so it only needs re-checking when ``held`` or
+        ``db_owned`` (always replaced, never mutated) or the referee's epochs have changed --
+        time alone can only shrink it.
         """
         epoch, owner = self.referee.epoch, self.referee.owner
         winners = self.referee.leaders_by_term
@@ -349,18 +367,62 @@ class Simulation:
                     )
                 leading[core.term] = node.name
             held = core.held
-            if self.now + node.offset >= core.claim_deadline():
+            local = self.now + node.offset
+            # What the node may claim rests on the leader's word (``held``) while its lease
+            # or authority runs, and on its last read of the partitions table while only its
+            # database-derived lease does (degraded mode): re-check when either changes.
+            basis: object = None
+            lead = core.leadership
+            if lead is not None:
+                if local >= lead.authority_until:
+                    continue
+                claim = held
+            elif core.role == FOLLOWER and core.joined and local < core.lease_until:
+                claim = held
+            elif core.role == FOLLOWER and core.joined and local < core.db_lease_until:
+                basis = core.db_owned
+                claim = core.claimable(local)
+            else:
                 continue
-            if node.checked is held and node.checked_writes == writes:
+            same = node.checked is held and node.checked_basis is basis
+            if same and node.checked_writes == writes:
                 continue
-            node.checked, node.checked_writes = held, writes
-            for p, e in held.items():
+            node.checked, node.checked_basis, node.checked_writes = held, basis, writes
+            for p, e in claim.items():
                 if epoch[p] != e or owner[p] != node.name:
                     raise self.violation(
                         2,
                         f"{node.name} may claim partition {p} at epoch {e}; "
                         f"referee: owner {owner[p]} epoch {epoch[p]}",
                     )
+
+        if self.keep_partitions:
+            self._check_kept()
+
+    def _check_kept(self) -> None:
+        """Invariant 7: every partition claimable by its referee owner at its epoch."""
+        claims: dict[str, dict[int, int]] = {}
+        for p in range(self.config.partitions):
+            o = self.referee.owner[p]
+            node = self.nodes.get(o) if o is not None else None
+            if o is None or node is None or not node.live:
+                raise self.violation(7, f"partition {p} owned by {o}, not a live node")
+            if o not in claims:
+                claims[o] = node.core.claimable(self.now + node.offset)
+            if claims[o].get(p) != self.referee.epoch[p]:
+                raise self.violation(
+                    7, f"partition {p} not claimable by its owner {o} at epoch "
+                    f"{self.referee.epoch[p]} ({node.core.role}, cut from its peers?)"
+                )
+
+    def _check_eviction(self, leader: SimNode, member: str) -> None:
+        """Invariant 6: an evicted member's registry row was stale during the last session."""
+        timeout = self.config.session_timeout
+        if not self.referee.stale_during(member, self.now - timeout, self.now, timeout):
+            raise self.violation(
+                6, f"{leader.name} declared {member} dead although its registry row was fresh "
+                f"for the whole last {timeout}s"
+            )
 
     def _check_write(self, node: SimNode, action: ev.WriteAssignment) -> None:
         lead = node.core.leadership

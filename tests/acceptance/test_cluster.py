@@ -195,9 +195,9 @@ def test_garbage_on_router_and_sub_is_dropped_and_counted(cluster: Cluster) -> N
     garbage = [
         bytes(rng.randrange(256) for _ in range(64)),
         b'{"v": 99, "c": "%s", "t": "Heartbeat", "m": {}}' % cluster.name.encode(),
-        b'{"v": 1, "c": "someone-else", "t": "Heartbeat", "m": {}}',
+        b'{"v": 2, "c": "someone-else", "t": "Heartbeat", "m": {}}',
         b"x" * (ProtocolConfig(partitions=64).max_message_bytes + 10),
-        b'{"v": 1, "c": "%s", "t": "Heartbeat", "m": {"sender": 5}}' % cluster.name.encode(),
+        b'{"v": 2, "c": "%s", "t": "Heartbeat", "m": {"sender": 5}}' % cluster.name.encode(),
     ]
 
     def dropped() -> dict[str, float]:

@@ -129,7 +129,7 @@ class Fuzzer:
         return [a[: self.rng.randrange(len(a))] + b[self.rng.randrange(len(b)):]]
 
     def _encode(self, kind: str, body: Any, **envelope: Any) -> bytes:
-        env = {"v": 1, "c": self.codec.cluster, "t": kind, "m": body, **envelope}
+        env = {"v": 2, "c": self.codec.cluster, "t": kind, "m": body, **envelope}
         text = json.dumps(env, ensure_ascii=self.rng.random() < 0.5)
         if self.rng.random() < 0.1:
             text = text.replace("2.0", "NaN", 1).replace("1.5", "Infinity", 1)
@@ -228,7 +228,7 @@ def test_a_flood_of_max_size_frames_stays_within_the_memory_bound(
     # The costliest frame to receive: valid JSON of the maximum size, parsed in full before it
     # is found to be a Heartbeat from someone other than the connection's identity (spoofed).
     pairs = ",".join(["[1,2]"] * (MAX_BYTES // 6 + 1))
-    head = (f'{{"v":1,"c":"{cluster_name}","t":"Heartbeat","m":{{"sender":"x","term":1,'
+    head = (f'{{"v":2,"c":"{cluster_name}","t":"Heartbeat","m":{{"sender":"x","term":1,'
             f'"incarnation":0,"seq":1,"sent_at":0,"released":[').encode()
     body = pairs.encode()[: MAX_BYTES - len(head) - 10].rsplit(b",", 1)[0]
     frame = head + body + b"]}}"

@@ -150,7 +150,7 @@ def test_extremes_within_bounds_are_accepted() -> None:
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400"])
 def test_non_finite_numbers(literal: bytes) -> None:
-    data = (b'{"v":1,"c":"prod","t":"Heartbeat","m":{"sender":"a","term":1,"incarnation":0,'
+    data = (b'{"v":2,"c":"prod","t":"Heartbeat","m":{"sender":"a","term":1,"incarnation":0,'
             b'"seq":1,"sent_at":' + literal + b"}}")
     codec = Codec(CLUSTER)
     assert check_sound(codec, data) is None
@@ -163,8 +163,22 @@ def test_deep_nesting(where: str) -> None:
     if where == "envelope":
         data = deep
     else:
-        data = (b'{"v":1,"c":"prod","t":"Heartbeat","m":{"sender":"a","term":1,"incarnation":0,'
+        data = (b'{"v":2,"c":"prod","t":"Heartbeat","m":{"sender":"a","term":1,"incarnation":0,'
                 b'"seq":1,"sent_at":0,"released":' + deep + b"}}")
     codec = Codec(CLUSTER)
     assert check_sound(codec, data) is None
+    assert codec.dropped["malformed"] == 1
+
+
+def test_unknown_fields_are_ignored_and_known_ones_still_checked() -> None:
+    """A newer peer may add optional fields: they are ignored, not a reason to drop the message
+    (one that rejected them would make a rolling upgrade flap); the known fields are checked."""
+    codec = Codec(CLUSTER)
+    body = {"sender": "b", "term": 1, "incarnation": 1, "seq": 1, "sent_at": 0.5,
+            "from_the_future": {"x": [1, 2]}}
+    env = {"v": PROTOCOL_VERSION, "c": CLUSTER, "t": "Heartbeat", "m": body}
+    message = codec.decode(json.dumps(env).encode())
+    assert isinstance(message, Heartbeat) and message.sender == "b"
+    body["term"] = 10**400
+    assert codec.decode(json.dumps(env).encode()) is None
     assert codec.dropped["malformed"] == 1

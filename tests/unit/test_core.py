@@ -192,6 +192,55 @@ def test_a_follower_lease_runs_from_the_send_time_of_the_acknowledged_heartbeat(
     assert core.claimable(expected) == {}  # self-fenced: nothing, however sure it feels
 
 
+def _poll(core: Core, issued: float, answered: float, owner: str = "f", epoch: int = 5,
+          leader_age: float = 0.2) -> None:
+    """Let ``core`` issue a poll at ``issued`` and answer it at ``answered``."""
+    core.next_poll = issued
+    out = core.handle(issued, ev.Tick())
+    polls = of(out, ev.Poll)
+    assert polls and polls[0].partitions  # a follower's poll reads the partitions table
+    core.handle(
+        answered,
+        ev.PollResult(
+            op_id=polls[0].op_id,
+            term=TermRecord(term=1, leader="L"),
+            nodes=(node("L", 1, age=leader_age), node("f", 2)),
+            partitions={2: Ownership(2, owner, epoch)},
+        ),
+    )
+
+
+def test_cut_off_from_acks_a_follower_keeps_claiming_on_a_lease_from_its_own_touches() -> None:
+    core = following()  # its lease from the Ack runs until 2.0
+    _poll(core, 1.5, 1.51)  # its registry touch issued at 1.5 succeeded: degraded lease to 4.0
+    assert core.claimable(1.9) == {2: 5} and not core.degraded
+    _poll(core, 2.5, 2.51)
+    assert core.degraded and core.claimable(2.6) == {2: 5} and core.claim_deadline() == 5.0
+    _poll(core, 3.5, 3.52)  # renewed while it runs
+    assert core.claimable(5.9) == {2: 5} and core.claimable(6.0) == {}
+
+
+def test_a_degraded_follower_claims_only_what_the_partitions_table_confirms() -> None:
+    core = following()
+    _poll(core, 1.5, 1.51, epoch=6)  # the leader moved it on: the fence shows through the read
+    assert core.claimable(2.5) == {}
+    core = following()
+    _poll(core, 1.5, 1.51, owner="g")
+    assert core.claimable(2.5) == {}
+
+
+def test_no_degraded_lease_from_a_slow_poll_a_lapsed_lease_or_a_stale_leader() -> None:
+    core = following()
+    _poll(core, 1.5, 1.5 + CFG.degraded_poll_budget + 0.01)  # its touch may have landed late
+    assert core.claimable(2.1) == {}
+    core = following()
+    _poll(core, 2.1, 2.11)  # the Ack lease ran out at 2.0: only an Ack says it is still a member
+    assert core.claimable(2.2) == {}
+    core = following()
+    _poll(core, 1.5, 1.51, leader_age=CFG.session_timeout)  # an election may be coming
+    assert core.claimable(2.1) == {}
+
+
 def test_an_ack_never_grants_beyond_the_leaders_authority() -> None:
     core = following()
     core.lease_until = -math.inf
@@ -312,17 +361,39 @@ def test_a_join_from_a_node_missing_from_the_registry_waits_for_a_poll() -> None
     assert core._unregistered_joins == {}
 
 
-def test_the_leader_declares_a_silent_member_dead_after_session_timeout() -> None:
-    core = leader_with_member()
-    for t in (0.5, 1.0, 1.5, 2.0, 2.5):  # keep its authority alive: answer every poll it made
-        core.handle(t, ev.Tick())
+def _answer_polls(core: Core, t: float, nodes: tuple[NodeRecord, ...]) -> list[ev.Action]:
+    out = core.handle(t, ev.Tick())
+    for _ in range(3):  # an answer may make it poll again at once
         for poll in [op for op, (kind, _) in core._ops.items() if kind == "Poll"]:
-            result = ev.PollResult(op_id=poll, term=TermRecord(term=1, leader="a"), nodes=())
-            core.handle(t, result)
+            result = ev.PollResult(op_id=poll, term=TermRecord(term=1, leader="a"), nodes=nodes)
+            out += core.handle(t, result)
+    return out
+
+
+def _dead(out: list[ev.Action]) -> list[object]:
+    return [n.detail["node"] for n in of(out, ev.Notice) if n.event == "member_dead"]
+
+
+def test_the_leader_declares_a_silent_member_dead_once_its_registry_row_is_stale() -> None:
+    core = leader_with_member()
+    stale = (node("a", 1), node("b", 2, age=CFG.session_timeout))
+    for t in (0.5, 1.0, 1.5, 2.0, 2.5):  # keep its authority alive: answer every poll it made
+        _answer_polls(core, t, stale)
     assert "b" in core.leadership.members  # type: ignore[union-attr]
-    out = core.handle(CFG.session_timeout, ev.Tick())
+    # Silent for session_timeout: not enough -- only a poll issued after that may evict it.
+    assert _dead(core.handle(CFG.session_timeout, ev.Tick())) == []
+    out = _answer_polls(core, CFG.session_timeout + 0.01, stale)
     assert "b" not in core.leadership.members  # type: ignore[union-attr]
-    assert [n.detail["node"] for n in of(out, ev.Notice) if n.event == "member_dead"] == ["b"]
+    assert _dead(out) == ["b"]
+
+
+def test_a_silent_member_whose_registry_row_is_fresh_is_not_evicted() -> None:
+    core = leader_with_member()
+    fresh = (node("a", 1), node("b", 2, age=0.3))  # it touches its row: cut off from us only
+    out: list[ev.Action] = []
+    for i in range(1, 30):
+        out += _answer_polls(core, i * 0.5, fresh)
+    assert "b" in core.leadership.members and _dead(out) == []  # type: ignore[union-attr]
 
 
 def test_a_heartbeat_from_a_dropped_member_is_answered_with_rejoin() -> None:
