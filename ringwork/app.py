@@ -10,10 +10,11 @@ import dataclasses
 import functools
 import inspect
 import json
+import math
 import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ringwork.errors import ConfigurationError, PayloadError, UnknownTaskError
@@ -205,7 +206,10 @@ class App:
         except (TypeError, ValueError) as exc:
             raise PayloadError(f"payload of task {task!r} is not JSON: {exc}") from None
         if delay is not None:
-            run_at = datetime.now(timezone.utc) + timedelta(seconds=delay)
+            # Relative to the database's clock at the insert, not this process's (one clock).
+            if not math.isfinite(delay):
+                raise PayloadError(f"delay must be a finite number of seconds, not {delay!r}")
+            run_at = None
         return NewJob.prepared(
             task,
             key,
@@ -217,6 +221,7 @@ class App:
             spec.max_attempts,
             spec.ordered,
             dedupe_key,
+            delay,
         )
 
     def enqueue(self, task: str, key: str, payload: Any = None, **options: Any) -> int:

@@ -34,7 +34,13 @@ UNFINISHED_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 @dataclass(frozen=True, kw_only=True)
 class NewJob:
-    """A job to insert. ``partition`` is computed by the App from ``key``."""
+    """A job to insert. ``partition`` is computed by the App from ``key``.
+
+    When it may run: ``run_at``, an absolute time (the caller's intent, stored as given), or
+    ``delay``, seconds after the database's clock at the insert (so the enqueuing process's own
+    clock never matters); neither means now, by the database's clock. ``run_at`` wins if both
+    are given.
+    """
 
     task: str
     key: str
@@ -45,6 +51,7 @@ class NewJob:
     max_attempts: int = 5
     ordered: bool = False
     dedupe_key: str | None = None
+    delay: float | None = None
 
     @classmethod
     def prepared(
@@ -59,6 +66,7 @@ class NewJob:
         max_attempts: int,
         ordered: bool,
         dedupe_key: str | None,
+        delay: float | None = None,
     ) -> NewJob:
         """A NewJob that also carries ``payload`` already encoded (``payload_json``).
 
@@ -78,6 +86,7 @@ class NewJob:
             max_attempts=max_attempts,
             ordered=ordered,
             dedupe_key=dedupe_key,
+            delay=delay,
             _payload_json=payload_json,
         )
         return job

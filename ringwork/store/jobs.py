@@ -1,9 +1,8 @@
 """Job lifecycle statements: enqueue, claim, complete, fail, cancel, retry, inspection.
 
 Each function runs inside a transaction the caller (:class:`ringwork.store.Store`) opened and
-does one statement on the hot paths. Clocks: on PostgreSQL every timestamp comes from the
-server's ``now()`` so that many machines agree; SQLite is one machine, so Python's clock (UTC)
-is bound in instead.
+does one statement on the hot paths. Every timestamp, and every "is it due yet", is the
+database's own clock inside the statement (:mod:`ringwork.store.clock`), never the process's.
 """
 
 from __future__ import annotations
@@ -19,7 +18,8 @@ import sqlalchemy as sa
 from ringwork.errors import DatabaseError, InvalidJobState, JobNotFound
 from ringwork.job import Job, JobRecord, NewJob, Outcome, encoded_payload, payload_encoder
 from ringwork.store import queries
-from ringwork.store.schema import JOB_STATES, UTCDateTime, jobs
+from ringwork.store.clock import now_expr, sqlite_offset
+from ringwork.store.schema import JOB_STATES, jobs
 
 #: Rows per enqueue statement (bounded to stay well inside SQLite's bound-variable/JSON limits
 #: and to keep one statement's lock footprint modest).
@@ -36,24 +36,11 @@ QUEUED: sa.ColumnClause[Any] = sa.literal_column("'queued'")
 RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
 
 
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
 def as_utc(value: datetime) -> datetime:
     """Naive datetimes are taken to be UTC (documented in docs/store.md)."""
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
-
-
-def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
-    """The current time plus ``offset`` seconds, by the dialect's clock (server on PostgreSQL)."""
-    if dialect == "postgresql":
-        if offset:
-            return sa.func.now() + sa.literal(timedelta(seconds=offset), sa.Interval)
-        return sa.func.now()
-    return sa.literal(utcnow() + timedelta(seconds=offset), UTCDateTime)
 
 
 def _sqlite_ts(value: datetime) -> str:
@@ -100,9 +87,7 @@ def enqueue(
             else:
                 sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
                 doc = json.dumps(sqlite_rows, separators=(",", ":"))
-                result = conn.execute(
-                    queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": doc, "now": utcnow()}
-                )
+                result = conn.execute(queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": doc})
             fresh = []
             for job_id, task, dedupe_key in result:
                 if dedupe_key is None:
@@ -159,19 +144,19 @@ def _copy_pg(
     is due now (the common case); timestamps are the transaction's ``now()``, exactly what the
     ``INSERT`` would store. NOTIFY and rows commit (or roll back) together.
     """
-    timed = any(j.run_at is not None for j in rows)
+    timed = any(j.run_at is not None or j.delay for j in rows)
     wake = None if timed else _wake_payload({j.partition for j in rows})
     now, new_ids, _ = conn.execute(
         queries.ENQUEUE_PG_IDS, {"n": len(rows), "channel": channel, "wake": wake}
     ).one()
-    ts = now.isoformat()
+    ts = now.isoformat()  # the server's clock, as the INSERT would take it
     head = f"\t{_copy_text(cluster)}\t"
     tasks = {task: _copy_text(task) for task in {j.task for j in rows}}
     data = "".join(
         [
             f"{job_id}{head}{tasks[j.task]}\t{_copy_text(j.key)}\t{j.partition}\t"
             f"{_copy_json(payload)}\t{j.priority}\tqueued\t"
-            f"{ts if j.run_at is None else as_utc(j.run_at).isoformat()}\t0\t"
+            f"{_run_at_text(j, now, ts)}\t0\t"
             f"{j.max_attempts}\t{'t' if j.ordered else 'f'}\t{ts}\n"
             for job_id, j, payload in zip(new_ids, rows, payloads, strict=True)
         ]
@@ -185,10 +170,23 @@ def _copy_pg(
     with raw.cursor() as cursor, cursor.copy(queries.ENQUEUE_PG_COPY) as copy:
         copy.write(encoded)
     if timed:
-        due = {j.partition for j in rows if j.run_at is None or as_utc(j.run_at) <= now}
+        due = {j.partition for j in rows if _due_at(j, now) <= now}
         if due:
             conn.execute(queries.NOTIFY_PG, {"channel": channel, "wake": _wake_payload(due)})
     return sorted(new_ids)
+
+
+def _due_at(j: NewJob, now: datetime) -> datetime:
+    """When ``j`` becomes due, ``now`` being the database's time of the insert."""
+    if j.run_at is not None:
+        return as_utc(j.run_at)
+    return now + timedelta(seconds=j.delay) if j.delay else now
+
+
+def _run_at_text(j: NewJob, now: datetime, now_text: str) -> str:
+    if j.run_at is None and not j.delay:
+        return now_text
+    return _due_at(j, now).isoformat()
 
 
 def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
@@ -198,7 +196,8 @@ def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
             f"[{_json_str(j.task)},{_json_str(j.key)},{j.partition},{payload},{j.priority},"
             f"{'null' if j.run_at is None else _json_str(as_utc(j.run_at).isoformat())},"
             f"{j.max_attempts},{'true' if j.ordered else 'false'},"
-            f"{'null' if j.dedupe_key is None else _json_str(j.dedupe_key)}]"
+            f"{'null' if j.dedupe_key is None else _json_str(j.dedupe_key)},"
+            f"{float(j.delay) if j.delay else 'null'}]"
             for j, payload in zip(rows, payloads, strict=True)
         ]
     )
@@ -207,6 +206,7 @@ def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
 
 def _sqlite_row(j: NewJob, payload: str) -> list[Any]:
     run_at = None if j.run_at is None else _sqlite_ts(j.run_at)
+    # A delay is added to the statement's clock in SQL (a date modifier); no delay: now.
     return [
         j.task,
         j.key,
@@ -217,6 +217,7 @@ def _sqlite_row(j: NewJob, payload: str) -> list[Any]:
         j.max_attempts,
         j.ordered,
         j.dedupe_key,
+        sqlite_offset(j.delay or 0.0),
     ]
 
 
@@ -237,7 +238,7 @@ def claim(
     parts = sorted(owned)
     params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
     params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
-    params.update(owned=json.dumps([[p, owned[p]] for p in parts]), now=utcnow(),
+    params.update(owned=json.dumps([[p, owned[p]] for p in parts]),
                   cluster=cluster, node=node_id, limit=limit)
     return claimed_jobs(conn.execute(queries.claim_sqlite(len(parts)), params))
 
@@ -276,7 +277,7 @@ def complete(
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = queries.COMPLETE_PG
     else:
-        params = {"done": json.dumps([list(d) for d in done]), "now": utcnow()}
+        params = {"done": json.dumps([list(d) for d in done])}
         stmt = queries.COMPLETE_SQLITE
     params.update(cluster=cluster, node=node_id)
     updated = set(conn.execute(stmt, params).scalars())

@@ -14,6 +14,10 @@ Fencing: the claim joins the caller's ``(partition, epoch)`` pairs against the p
 and, on PostgreSQL, locks those rows ``FOR SHARE`` in partition order; ``assign`` locks them
 ``FOR UPDATE`` in the same order, so the two serialise without deadlocks. Completion checks
 ``claimed_by`` and ``claim_epoch`` on the job row itself, never through the partitions table.
+
+Clock: every time is the database's, taken in the statement (``now()`` on PostgreSQL,
+``SQLITE_NOW`` on SQLite; see ``clock.py``). No statement binds a time from the caller, except a
+user's absolute ``run_at``.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ringwork.store.clock import SQLITE_FORMAT, SQLITE_NOW
 from ringwork.store.schema import UTCDateTime
 
 #: SQLite: above this many owned partitions the claim uses one correlated scan per partition
@@ -62,7 +67,9 @@ ENQUEUE_PG = sa.text(f"""
 WITH ins AS (
     {_INSERT_COLUMNS}
     SELECT :cluster, t.r->>0, t.r->>1, CAST(t.r->>2 AS integer), t.r->3,
-           CAST(t.r->>4 AS integer), 'queued', COALESCE(CAST(t.r->>5 AS timestamptz), now()), 0,
+           CAST(t.r->>4 AS integer), 'queued',
+           COALESCE(CAST(t.r->>5 AS timestamptz),
+                    now() + make_interval(secs => COALESCE(CAST(t.r->>9 AS float8), 0))), 0,
            CAST(t.r->>6 AS integer), CAST(t.r->>7 AS boolean), t.r->>8, now()
     FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS t(r, ord)
     ORDER BY t.ord
@@ -172,22 +179,23 @@ ENQUEUE_SQLITE = (
 {_INSERT_COLUMNS}
 SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'),
-       json_extract(r.value, '$[4]'), 'queued', COALESCE(json_extract(r.value, '$[5]'), :now),
+       json_extract(r.value, '$[4]'), 'queued',
+       COALESCE(json_extract(r.value, '$[5]'),
+                strftime('{SQLITE_FORMAT}', 'now', json_extract(r.value, '$[9]'))),
        0, json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'),
-       json_extract(r.value, '$[8]'), :now
+       json_extract(r.value, '$[8]'), {SQLITE_NOW}
 FROM json_each(:rows) AS r
 WHERE true
 ORDER BY r.key
 {_DEDUPE_CONFLICT}
 RETURNING id, task, dedupe_key
 """)
-    .bindparams(sa.bindparam("now", type_=UTCDateTime))
     .columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
 )
 
-_CLAIM_SQLITE_SET = """
+_CLAIM_SQLITE_SET = f"""
 UPDATE ringwork_jobs
-SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = :now,
+SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = {SQLITE_NOW},
     claim_epoch = (SELECT p.epoch FROM ringwork_partitions AS p
                    WHERE p.cluster = ringwork_jobs.cluster
                      AND p."partition" = ringwork_jobs."partition")
@@ -203,7 +211,7 @@ WHERE id IN (
     JOIN ringwork_jobs AS c ON c.id IN (
         SELECT t.id FROM ringwork_jobs AS t
         WHERE t.cluster = :cluster AND t."partition" = p."partition"
-          AND t.state = 'queued' AND t.run_at <= :now
+          AND t.state = 'queued' AND t.run_at <= {SQLITE_NOW}
           AND {_ORDERED_HEAD.format(j="t")}
         ORDER BY t.priority DESC, t.id
         LIMIT :limit)
@@ -214,7 +222,7 @@ WHERE id IN (
 
 _ARM_SQLITE = f"""    SELECT t.id, t.priority FROM ringwork_jobs AS t
     WHERE t.cluster = :cluster AND t."partition" = :p{{i}}
-      AND t.state = 'queued' AND t.run_at <= :now
+      AND t.state = 'queued' AND t.run_at <= {SQLITE_NOW}
       AND EXISTS (SELECT 1 FROM ringwork_partitions AS p
                   WHERE p.cluster = :cluster AND p."partition" = :p{{i}}
                     AND p.owner = :node AND p.epoch = :e{{i}})
@@ -245,14 +253,13 @@ WHERE id IN (SELECT id FROM (
 ))"""
     return (
         sa.text(_CLAIM_SQLITE_SET + where + _CLAIM_SQLITE_RETURNING)
-        .bindparams(sa.bindparam("now", type_=UTCDateTime))
         .columns(**_CLAIM_COLUMNS)
     )
 
 
 COMPLETE_SQLITE = (
-    sa.text("""
-UPDATE ringwork_jobs SET state = 'succeeded', finished_at = :now
+    sa.text(f"""
+UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {SQLITE_NOW}
 FROM (SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok
       FROM json_each(:done)) AS d
 WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
@@ -260,6 +267,5 @@ WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
   AND ringwork_jobs.state = 'running'
 RETURNING ringwork_jobs.id
 """)
-    .bindparams(sa.bindparam("now", type_=UTCDateTime))
     .columns(id=sa.BigInteger)
 )

@@ -19,7 +19,8 @@ from sqlalchemy.dialects import sqlite
 
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
-from ringwork.store.jobs import RUNNING, as_utc, now_expr, utcnow
+from ringwork.store.clock import age_expr, now_expr
+from ringwork.store.jobs import RUNNING
 from ringwork.store.schema import clusters, jobs, nodes, partitions
 
 
@@ -35,8 +36,8 @@ class NodeRecord:
     last_seen: datetime
     #: A member as of the node's last write (``None``: not recorded by that node's version).
     joined: bool | None = None
-    #: Seconds since ``last_seen`` by the database's clock (the server's on PostgreSQL), so the
-    #: protocol never compares two processes' clocks.
+    #: Seconds since ``last_seen``, computed in SQL by the database's clock at the read (see
+    #: :mod:`ringwork.store.clock`), so the protocol never compares two processes' clocks.
     age: float = 0.0
 
 
@@ -236,10 +237,6 @@ def deregister_node(conn: sa.Connection, cluster: str, node_id: str) -> None:
     conn.execute(sa.delete(nodes).where(nodes.c.cluster == cluster, nodes.c.node_id == node_id))
 
 
-def _age(now: datetime, then: datetime) -> float:
-    return max(0.0, (as_utc(now) - as_utc(then)).total_seconds())
-
-
 def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeRecord]:
     n = nodes.c
     rows = conn.execute(
@@ -251,12 +248,9 @@ def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeReco
             n.registered_seq,
             n.last_seen,
             n.joined,
+            age_expr(dialect, n.last_seen),
         )
         .where(n.cluster == cluster)
         .order_by(n.registered_seq)
     ).all()
-    if dialect == "postgresql":
-        now = conn.execute(sa.select(sa.func.clock_timestamp())).scalar_one()
-    else:
-        now = utcnow()
-    return [NodeRecord(**r._asdict(), age=_age(now, r.last_seen)) for r in rows]
+    return [NodeRecord(**{**r._asdict(), "age": max(0.0, float(r.age))}) for r in rows]

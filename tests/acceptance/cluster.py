@@ -33,10 +33,28 @@ APP_SPEC = "tests.acceptance.cluster_app:app"
 class Proc:
     popen: subprocess.Popen[bytes]
     log: Path
+    #: Started under a wrapper (``prefix``): one that execs the worker (``ip netns exec``) or
+    #: one that forks it as its child (``faketime``).
+    wrapped: bool = False
 
     @property
     def pid(self) -> int:
+        """The process group leader's pid (the worker's, unless a wrapper forked it)."""
         return self.popen.pid
+
+    @property
+    def worker_pid(self) -> int:
+        """The worker's own pid (it is in its node id)."""
+        if not self.wrapped:
+            return self.pid
+
+        def find() -> int | None:
+            if Path(f"/proc/{self.pid}/cmdline").read_text().split("\0")[0] == sys.executable:
+                return self.pid  # the wrapper exec'd the worker
+            children = Path(f"/proc/{self.pid}/task/{self.pid}/children").read_text().split()
+            return int(children[0]) if children else None
+
+        return wait_for(find, 10, 0.02, "the wrapped worker")
 
     @property
     def metrics_port(self) -> int:
@@ -81,12 +99,14 @@ class Cluster:
     # -- processes -----------------------------------------------------------------------------
 
     def start(self, n: int = 1, *extra: str, prefix: Sequence[str] = (),
-              db_url: str | None = None) -> list[Proc]:
-        """Start ``n`` workers; ``prefix`` wraps the command (``ip netns exec NS``) and
-        ``db_url`` is the database as the workers reach it (default: as the test does)."""
+              db_url: str | None = None, env: dict[str, str] | None = None) -> list[Proc]:
+        """Start ``n`` workers; ``prefix`` wraps the command (``ip netns exec NS``, ``faketime
+        -f +1h``), ``db_url`` is the database as the workers reach it (default: as the test
+        does) and ``env`` adds variables to the workers' environment."""
         env = {**os.environ, "RINGWORK_DATABASE_URL": db_url or self.db_url,
                "RINGWORK_CLUSTER": self.name,
-               "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO"}
+               "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO",
+               **(env or {})}
         started = []
         for _ in range(n):
             log = self.workdir / f"worker-{len(self.procs)}.log"
@@ -98,7 +118,7 @@ class Cluster:
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
                     start_new_session=True,
                 )
-            proc = Proc(popen, log)
+            proc = Proc(popen, log, wrapped=bool(prefix))
             self.procs.append(proc)
             started.append(proc)
         return started
@@ -132,7 +152,7 @@ class Cluster:
     def node_of(self, proc: Proc, doc: dict[str, Any] | None = None) -> dict[str, Any] | None:
         doc = doc or self.status()
         for node in doc["nodes"]:
-            if f"-{proc.pid}-" in node["id"] and node["role"] != "stale":
+            if f"-{proc.worker_pid}-" in node["id"] and node["role"] != "stale":
                 return node
         return None
 
