@@ -214,6 +214,15 @@ def check_logs(cluster: Cluster) -> str:
     return logs
 
 
+def check_after_the_outage(cluster: Cluster, n: int) -> tuple[int, str]:
+    """Every job succeeded once, the logs are clean, every worker alive: (re-runs, logs)."""
+    wait_all_succeeded(cluster, n)
+    reruns = check_every_job_once(cluster, n)
+    logs = check_logs(cluster)
+    assert_alive(cluster)
+    return reruns, logs
+
+
 def terms(cluster: Cluster) -> list[int]:
     logs = "".join(p.log.read_text() for p in cluster.procs)
     return sorted({int(t) for t in re.findall(r"event=leader_elected .*?term=(\d+)", logs)})
@@ -253,10 +262,7 @@ def test_cluster_rides_out_postgres_restarts(server: PrivatePostgres, cluster: C
                            f"accepted connections, balanced after {time.time() - back:.2f} s")
     finally:
         n = feeder.stop()
-    wait_all_succeeded(cluster, n)
-    reruns = check_every_job_once(cluster, n)
-    logs = check_logs(cluster)
-    assert_alive(cluster)
+    reruns, logs = check_after_the_outage(cluster, n)
     cluster.wait_balanced(cluster.procs)
     assert "event=partition_lost" not in logs, cluster.logs()
     print(f"{n} jobs, {reruns} ran twice, {feeder.failures} enqueue failures, "
@@ -321,10 +327,7 @@ def test_cluster_rides_out_postgres_stopped_past_the_session_timeout(
         per_worker = first_start_per_worker(cluster, back)
     finally:
         n = feeder.stop()
-    wait_all_succeeded(cluster, n)
-    reruns = check_every_job_once(cluster, n)
-    logs = check_logs(cluster)
-    assert_alive(cluster)
+    reruns, logs = check_after_the_outage(cluster, n)
     assert doc["term"] > term_before, "the lapsed leader's term cannot carry on"
     # Every worker was alive throughout: none may lose its partitions to the new leader (that
     # would drop the outcomes it finished during the outage and run those jobs again).
