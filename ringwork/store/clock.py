@@ -10,12 +10,16 @@ the same times, and sees the same ages and due jobs, as one whose clock is right
   timestamp one transaction writes is the same instant, and our transactions are a few
   statements long). Ages use ``clock_timestamp()``, the time of the read itself: a row
   committed after the reading transaction began could otherwise look younger than zero.
-* SQLite: the clock of the host the file lives on, read by SQLite in the statement
-  (``'now'``, the same value for the whole statement). Every process that opens one SQLite
-  file runs on that host, so they all read the one kernel clock. Stored as text in exactly
-  the format SQLAlchemy's SQLite ``DATETIME`` writes (``YYYY-MM-DD HH:MM:SS.ffffff``), so
-  values written from Python (a user's absolute ``run_at``) and by SQL compare correctly as
-  text; SQLite's clock has millisecond resolution, hence the three zero digits.
+* SQLite: the host's kernel clock. SQLite reads ``'now'`` inside the process that runs the
+  statement, through libc, so a process whose libc clock is faked (``faketime``'s
+  ``LD_PRELOAD``) would read a different time from its neighbours on the same file. Every
+  SQLite statement therefore adds this process's *clock offset* as a date modifier
+  (``strftime(.., 'now', :clock)``; :func:`sqlite_clock`): the kernel's wall clock minus the
+  process's, measured by :mod:`ringwork.store.hostclock`. It is zero in a normal process,
+  so there the times are exactly SQLite's own. Stored as text in exactly the format
+  SQLAlchemy's SQLite ``DATETIME`` writes (``YYYY-MM-DD HH:MM:SS.ffffff``), so values written
+  from Python (a user's absolute ``run_at``) and by SQL compare correctly as text; SQLite's
+  clock has millisecond resolution, hence the three zero digits.
 """
 
 from __future__ import annotations
@@ -25,12 +29,16 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ringwork.store import hostclock
 from ringwork.store.schema import UTCDateTime
 
 #: strftime format of a SQLite timestamp (the text SQLAlchemy's DATETIME stores).
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%f000"
-#: SQLite: the statement's current time, as stored text. For hand-written statements.
-SQLITE_NOW = f"strftime('{SQLITE_FORMAT}', 'now')"
+#: The bound parameter every hand-written SQLite statement takes: :func:`sqlite_clock`.
+SQLITE_CLOCK = "clock"
+#: SQLite: the statement's current time, as stored text. For hand-written statements, which
+#: must then be given ``{SQLITE_CLOCK: sqlite_clock()}``.
+SQLITE_NOW = f"strftime('{SQLITE_FORMAT}', 'now', :{SQLITE_CLOCK})"
 
 
 def sqlite_offset(seconds: float) -> str:
@@ -38,15 +46,27 @@ def sqlite_offset(seconds: float) -> str:
     return f"{seconds:+.6f} seconds"
 
 
+def sqlite_clock() -> str:
+    """The date modifier that turns SQLite's ``'now'`` in this process into the host's time.
+
+    ``'+0.000000 seconds'`` in a normal process; see :mod:`ringwork.store.hostclock`.
+    """
+    return sqlite_offset(hostclock.offset())
+
+
 def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
-    """The database's current time plus ``offset`` seconds, as a SQL expression."""
+    """The database's current time plus ``offset`` seconds, as a SQL expression.
+
+    On SQLite the process's clock offset is taken when the expression is built: build it for
+    the statement about to run, not once for many.
+    """
     if dialect == "postgresql":
         if offset:
             return sa.func.now() + sa.literal(timedelta(seconds=offset), sa.Interval)
         return sa.func.now()
-    if offset:
-        return sa.func.strftime(SQLITE_FORMAT, "now", sqlite_offset(offset), type_=UTCDateTime)
-    return sa.literal_column(SQLITE_NOW, UTCDateTime)
+    return sa.func.strftime(
+        SQLITE_FORMAT, "now", sqlite_offset(hostclock.offset() + offset), type_=UTCDateTime
+    )
 
 
 def age_expr(dialect: str, then: sa.ColumnElement[Any]) -> sa.ColumnElement[float]:
@@ -55,4 +75,5 @@ def age_expr(dialect: str, then: sa.ColumnElement[Any]) -> sa.ColumnElement[floa
         return sa.cast(
             sa.extract("epoch", sa.func.clock_timestamp() - then), sa.Float
         ).label("age")
-    return ((sa.func.julianday("now") - sa.func.julianday(then)) * 86400.0).label("age")
+    now = sa.func.julianday("now", sqlite_clock())
+    return ((now - sa.func.julianday(then)) * 86400.0).label("age")

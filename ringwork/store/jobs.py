@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ringwork.errors import DatabaseError, InvalidJobState, JobNotFound
 from ringwork.job import Job, JobRecord, NewJob, Outcome, encoded_payload, payload_encoder
 from ringwork.store import queries
-from ringwork.store.clock import now_expr, sqlite_offset
+from ringwork.store.clock import SQLITE_CLOCK, now_expr, sqlite_clock, sqlite_offset
 from ringwork.store.schema import JOB_STATES, jobs
 
 #: Rows per enqueue statement (bounded to stay well inside SQLite's bound-variable/JSON limits
@@ -87,7 +87,10 @@ def enqueue(
             else:
                 sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
                 doc = json.dumps(sqlite_rows, separators=(",", ":"))
-                result = conn.execute(queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": doc})
+                result = conn.execute(
+                    queries.ENQUEUE_SQLITE,
+                    {"cluster": cluster, "rows": doc, SQLITE_CLOCK: sqlite_clock()},
+                )
             fresh = []
             for job_id, task, dedupe_key in result:
                 if dedupe_key is None:
@@ -240,6 +243,7 @@ def claim(
     params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
     params.update(owned=json.dumps([[p, owned[p]] for p in parts]),
                   cluster=cluster, node=node_id, limit=limit)
+    params[SQLITE_CLOCK] = sqlite_clock()
     return claimed_jobs(conn.execute(queries.claim_sqlite(len(parts)), params))
 
 
@@ -277,7 +281,7 @@ def complete(
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = queries.COMPLETE_PG
     else:
-        params = {"done": json.dumps([list(d) for d in done])}
+        params = {"done": json.dumps([list(d) for d in done]), SQLITE_CLOCK: sqlite_clock()}
         stmt = queries.COMPLETE_SQLITE
     params.update(cluster=cluster, node=node_id)
     updated = set(conn.execute(stmt, params).scalars())

@@ -17,7 +17,9 @@ and, on PostgreSQL, locks those rows ``FOR SHARE`` in partition order; ``assign`
 
 Clock: every time is the database's, taken in the statement (``now()`` on PostgreSQL,
 ``SQLITE_NOW`` on SQLite; see ``clock.py``). No statement binds a time from the caller, except a
-user's absolute ``run_at``.
+user's absolute ``run_at``. Every SQLite statement takes ``:clock``, the date modifier that
+corrects the process's clock offset (``clock.sqlite_clock()``; ``'+0.000000 seconds'`` in a
+normal process).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ringwork.store.clock import SQLITE_FORMAT, SQLITE_NOW
+from ringwork.store.clock import SQLITE_CLOCK, SQLITE_FORMAT, SQLITE_NOW
 from ringwork.store.schema import UTCDateTime
 
 #: SQLite: above this many owned partitions the claim uses one correlated scan per partition
@@ -181,7 +183,8 @@ SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'),
        json_extract(r.value, '$[4]'), 'queued',
        COALESCE(json_extract(r.value, '$[5]'),
-                strftime('{SQLITE_FORMAT}', 'now', json_extract(r.value, '$[9]'))),
+                strftime('{SQLITE_FORMAT}', 'now', :{SQLITE_CLOCK},
+                         json_extract(r.value, '$[9]'))),
        0, json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'),
        json_extract(r.value, '$[8]'), {SQLITE_NOW}
 FROM json_each(:rows) AS r
