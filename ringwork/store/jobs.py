@@ -43,6 +43,13 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+def _with_clock(params: dict[str, Any], clock: str | None) -> dict[str, Any]:
+    """``params`` for a SQLite statement's plain (``clock`` None) or skewed variant."""
+    if clock is not None:
+        params[SQLITE_CLOCK] = clock
+    return params
+
+
 def _sqlite_ts(value: datetime) -> str:
     # The text format SQLAlchemy's SQLite DATETIME stores, so values compare as text.
     return as_utc(value).strftime("%Y-%m-%d %H:%M:%S.%f")
@@ -87,9 +94,10 @@ def enqueue(
             else:
                 sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
                 doc = json.dumps(sqlite_rows, separators=(",", ":"))
+                clock = sqlite_clock()
                 result = conn.execute(
-                    queries.ENQUEUE_SQLITE,
-                    {"cluster": cluster, "rows": doc, SQLITE_CLOCK: sqlite_clock()},
+                    queries.enqueue_sqlite(clock is not None),
+                    _with_clock({"cluster": cluster, "rows": doc}, clock),
                 )
             fresh = []
             for job_id, task, dedupe_key in result:
@@ -243,8 +251,9 @@ def claim(
     params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
     params.update(owned=json.dumps([[p, owned[p]] for p in parts]),
                   cluster=cluster, node=node_id, limit=limit)
-    params[SQLITE_CLOCK] = sqlite_clock()
-    return claimed_jobs(conn.execute(queries.claim_sqlite(len(parts)), params))
+    clock = sqlite_clock()
+    stmt = queries.claim_sqlite(len(parts), clock is not None)
+    return claimed_jobs(conn.execute(stmt, _with_clock(params, clock)))
 
 
 def claim_params_pg(
@@ -281,8 +290,9 @@ def complete(
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = queries.COMPLETE_PG
     else:
-        params = {"done": json.dumps([list(d) for d in done]), SQLITE_CLOCK: sqlite_clock()}
-        stmt = queries.COMPLETE_SQLITE
+        clock = sqlite_clock()
+        params = _with_clock({"done": json.dumps([list(d) for d in done])}, clock)
+        stmt = queries.complete_sqlite(clock is not None)
     params.update(cluster=cluster, node=node_id)
     updated = set(conn.execute(stmt, params).scalars())
     return [job_id for job_id, _ in done if job_id not in updated]

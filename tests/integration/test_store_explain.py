@@ -17,7 +17,6 @@ import sqlalchemy as sa
 
 from ringwork.job import NewJob
 from ringwork.store import Store, queries
-from ringwork.store.clock import sqlite_clock
 
 BACKLOG = 20_000
 OWNED = {0: 1, 1: 1, 2: 1}
@@ -85,7 +84,7 @@ def claim_plan(store: Store, *, generic: bool = False) -> str:
         params |= {"parts": parts, "epochs": [OWNED[p] for p in parts]}
         return explain(store, queries.CLAIM_PG, params, generic=generic)
     params |= {f"e{i}": OWNED[p] for i, p in enumerate(parts)}
-    params |= {"owned": json.dumps(list(OWNED.items())), "clock": sqlite_clock()}
+    params |= {"owned": json.dumps(list(OWNED.items())), "now": "2100-01-01 00:00:00.000000"}
     return explain(store, queries.claim_sqlite(len(parts)), params)
 
 
@@ -94,7 +93,7 @@ def complete_plan(store: Store, *, generic: bool = False) -> str:
     if store.dialect == "postgresql":
         params |= {"ids": [1, 2, 3], "tokens": [1, 1, 1]}
         return explain(store, queries.COMPLETE_PG, params, generic=generic)
-    params |= {"done": "[[1,1],[2,1],[3,1]]", "clock": sqlite_clock()}
+    params |= {"done": "[[1,1],[2,1],[3,1]]", "now": "2100-01-01 00:00:00.000000"}
     return explain(store, queries.COMPLETE_SQLITE, params)
 
 

@@ -27,7 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob, Outcome
-from ringwork.store import Store, hostclock
+from ringwork.store import Store, hostclock, queries
 from ringwork.store.schema import jobs, nodes
 from tests.support import own_all
 
@@ -232,7 +232,7 @@ def test_a_skewed_process_backs_off_by_the_hosts_clock(
 
 _PROBE = """
 import json, sys
-from ringwork.store import Store, hostclock
+from ringwork.store import Store, hostclock, queries
 from ringwork.job import NewJob
 store = Store(sys.argv[1], cluster="c", partitions=4)
 store.open()
@@ -277,3 +277,24 @@ def test_a_process_under_faketime_uses_the_hosts_clock(
     host_delay = (record.run_at - _utc_now()).total_seconds()
     assert 20 < host_delay <= 30, record
     assert store.get_job(future) is not None
+
+
+def test_the_skewed_claim_has_the_plain_claims_plan(sqlite_store: Callable[[], Store]) -> None:
+    """The offset is a constant modifier: the claim's skewed variant plans the same way."""
+    store = sqlite_store()
+    epochs = own_all(store, "node-a")
+    parts = sorted(epochs)
+    params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
+    params |= {f"e{i}": epochs[p] for i, p in enumerate(parts)}
+    params |= {"owned": json.dumps([[p, epochs[p]] for p in parts]), "cluster": store.cluster,
+               "node": "node-a", "limit": 10, "clock": "+3600.000000 seconds"}
+
+    def plan(skewed: bool) -> list[str]:
+        stmt = queries.claim_sqlite(len(parts), skewed)
+        with store.engine.connect() as conn:
+            rows = conn.execute(sa.text(f"EXPLAIN QUERY PLAN {stmt.element.text}"), params)
+            return [r[3] for r in rows]
+
+    assert plan(True) == plan(False)
+    assert ":clock" in queries.claim_sqlite(len(parts), True).element.text
+    assert ":clock" not in queries.claim_sqlite(len(parts), False).element.text
