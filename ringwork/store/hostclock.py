@@ -10,18 +10,19 @@ the SQLite statements can add it back (:func:`ringwork.store.clock.sqlite_clock`
 
 Where the kernel's time comes from (Linux; on other systems :func:`offset` is always 0):
 
-* **coarse**: ``btime`` from ``/proc/stat`` plus ``/proc/uptime``. Both are text the kernel
-  computes when the file is read; an interposer of libc's time calls does not change them.
-  ``btime`` is whole seconds (truncated), so the sum is up to 1 s behind the true time, by
-  the same amount for every process of one boot.
 * **precise**: ``clock_gettime(CLOCK_REALTIME)`` issued as a raw system call (x86_64, aarch64),
   which goes past libc and the vDSO and so past any ``LD_PRELOAD`` interposer. Nanoseconds.
-  Trusted only when it agrees with the coarse reading, so an interposer that fakes
-  ``syscall()`` too is caught and the coarse reading used.
+* **coarse**, where the raw call is not available: ``btime`` from ``/proc/stat`` plus
+  ``/proc/uptime``. Both are text the kernel computes when the file is read; an interposer of
+  libc's time calls does not change them. ``btime`` is whole seconds (truncated), so the sum is
+  up to 1 s behind the true time (we add 0.5 s). Used only while ``/proc/uptime`` agrees with
+  ``CLOCK_BOOTTIME`` to a second: a container runtime that rewrites ``/proc/uptime`` (lxcfs
+  shows the container's) or a faker that moves the monotonic clocks too makes it unusable, and
+  then there is no correction at all rather than a wrong one for every process.
 
 Measured with Debian's libfaketime 0.9.10 under ``faketime -f +1h``: ``time.time()`` is 3600 s
 ahead; ``CLOCK_MONOTONIC``/``CLOCK_BOOTTIME`` are faked as well (to absurd values) unless
-``FAKETIME_DONT_FAKE_MONOTONIC=1``, so they are not used here; both sources above are real.
+``FAKETIME_DONT_FAKE_MONOTONIC=1``; the raw system call and the ``/proc`` files are real.
 
 The offset is cached and measured again every :data:`REFRESH_S` seconds (by the monotonic
 clock) and in a forked child on its first use. Offsets under :data:`TOLERANCE_S` count as 0: a
@@ -39,7 +40,9 @@ import sys
 import time
 from collections.abc import Callable
 
-#: Offsets smaller than this are taken to be 0 (the coarse source is only good to 1 s).
+#: Offsets smaller than this are taken to be 0 (the coarse source is only good to 1 s; a
+#: real offset that small is well inside every timeout, and ignoring it keeps normal
+#: processes on SQLite's own clock exactly).
 TOLERANCE_S = 2.0
 #: How often the offset is measured again (a faked clock may run at another rate or be reset).
 REFRESH_S = 5.0
@@ -54,13 +57,19 @@ class _Timespec(ctypes.Structure):
 
 
 def coarse_time() -> float | None:
-    """The kernel's wall clock from ``/proc`` (0-1 s behind), or ``None`` off Linux."""
+    """The kernel's wall clock from ``/proc`` (0-1 s behind), or ``None`` off Linux.
+
+    ``None`` too when ``/proc/uptime`` and ``CLOCK_BOOTTIME`` disagree (see the module).
+    """
     try:
         with open("/proc/stat", "rb") as f:
             btime = next(int(line.split()[1]) for line in f if line.startswith(b"btime "))
         with open("/proc/uptime", "rb") as f:
             uptime = float(f.read().split()[0])
-    except (OSError, StopIteration, ValueError, IndexError):
+        boottime = time.clock_gettime(time.CLOCK_BOOTTIME)
+    except (OSError, StopIteration, ValueError, IndexError, AttributeError):
+        return None
+    if abs(uptime - boottime) >= 1.0:
         return None
     return btime + uptime
 
@@ -97,13 +106,11 @@ def precise_time() -> float | None:
 
 def kernel_time() -> float | None:
     """The host's wall clock, as the kernel keeps it; ``None`` when it cannot be read."""
-    coarse = coarse_time()
-    if coarse is None:
-        return None
     precise = precise_time()
-    if precise is not None and -TOLERANCE_S < precise - coarse < TOLERANCE_S:
+    if precise is not None:
         return precise
-    return coarse + 0.5  # the middle of btime's truncation
+    coarse = coarse_time()
+    return None if coarse is None else coarse + 0.5  # the middle of btime's truncation
 
 
 def sqlite_time() -> float:
@@ -121,11 +128,23 @@ def sqlite_time() -> float:
 
 
 def measure() -> float:
-    """Kernel wall clock minus SQLite's ``'now'`` here, in ms; 0 if under the tolerance."""
-    kernel = kernel_time()
-    if kernel is None:
+    """Kernel wall clock minus SQLite's ``'now'`` here, in ms; 0 if under the tolerance.
+
+    The SQLite reading is taken between two kernel readings, which must be close: a clock step
+    landing between two reads would otherwise be taken for an offset of its size (and used for
+    :data:`REFRESH_S`). If the clock keeps stepping, no correction for now.
+    """
+    for _ in range(3):
+        before = kernel_time()
+        if before is None:
+            return 0.0
+        sqlite = sqlite_time()
+        after = kernel_time()
+        if after is not None and 0.0 <= after - before < 0.5:
+            break
+    else:
         return 0.0
-    offset = kernel - sqlite_time()
+    offset = (before + after) / 2 - sqlite
     if -TOLERANCE_S < offset < TOLERANCE_S:
         return 0.0
     return round(offset, 3)

@@ -119,15 +119,29 @@ def test_without_a_kernel_clock_the_offset_is_zero(monkeypatch: pytest.MonkeyPat
     assert hostclock.measure() == 0.0
 
 
-def test_a_faked_raw_clock_is_caught_by_the_coarse_one(monkeypatch: pytest.MonkeyPatch) -> None:
-    """An interposer that fakes ``syscall()`` too cannot move the kernel time we read."""
-    real = hostclock.precise_time
-    monkeypatch.setattr(hostclock, "precise_time", lambda: (real() or time.time()) + HOUR)
-    coarse = hostclock.coarse_time()
-    if coarse is None:
-        pytest.skip("no /proc clock here (not Linux)")
+def test_without_the_raw_call_the_proc_clock_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Linux on other machines: ``/proc/stat``'s btime plus ``/proc/uptime``, within a second."""
+    if hostclock.coarse_time() is None:
+        pytest.skip("no usable /proc clock here")
+    monkeypatch.setattr(hostclock, "precise_time", lambda: None)
     kernel = hostclock.kernel_time()
-    assert kernel is not None and abs(kernel - time.time()) < 2.0
+    assert kernel is not None and abs(kernel - time.time()) < 1.0
+    real = hostclock.sqlite_time
+    monkeypatch.setattr(hostclock, "sqlite_time", lambda: real() - HOUR)
+    assert abs(hostclock.measure() - HOUR) < 1.0
+
+
+def test_a_rewritten_uptime_means_no_correction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """/proc/uptime that is not the kernel's boot clock (lxcfs shows a container's uptime, and
+    a faker may move CLOCK_BOOTTIME): no correction rather than a wrong one."""
+    if hostclock.coarse_time() is None:
+        pytest.skip("no usable /proc clock here")
+    real = time.clock_gettime
+    monkeypatch.setattr(hostclock, "precise_time", lambda: None)
+    monkeypatch.setattr(hostclock.time, "clock_gettime", lambda clock: real(clock) + 600.0)
+    assert hostclock.coarse_time() is None
+    assert hostclock.kernel_time() is None
+    assert hostclock.measure() == 0.0
 
 
 def test_the_offset_is_cached_and_measured_again(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -298,3 +312,17 @@ def test_the_skewed_claim_has_the_plain_claims_plan(sqlite_store: Callable[[], S
     assert plan(True) == plan(False)
     assert ":clock" in queries.claim_sqlite(len(parts), True).element.text
     assert ":clock" not in queries.claim_sqlite(len(parts), False).element.text
+
+
+def test_a_clock_step_between_readings_is_not_an_offset(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A real step of the host's clock landing mid-measurement must not become a 1 h offset."""
+    real = hostclock.kernel_time
+    steps = iter([0.0, HOUR, HOUR, HOUR])  # stepped after the first kernel reading
+
+    monkeypatch.setattr(hostclock, "kernel_time", lambda: (real() or 0.0) + next(steps))
+    real_sqlite = hostclock.sqlite_time
+    monkeypatch.setattr(hostclock, "sqlite_time", lambda: real_sqlite() + HOUR)
+    assert hostclock.measure() == 0.0  # first try discarded; the second agrees: both stepped
+    monkeypatch.setattr(hostclock, "kernel_time", lambda: (real() or 0.0) + next(flapping))
+    flapping = iter([0.0, HOUR] * 3)
+    assert hostclock.measure() == 0.0  # never two close readings: no correction
