@@ -10,12 +10,17 @@ the same times, and sees the same ages and due jobs, as one whose clock is right
   timestamp one transaction writes is the same instant, and our transactions are a few
   statements long). Ages use ``clock_timestamp()``, the time of the read itself: a row
   committed after the reading transaction began could otherwise look younger than zero.
-* SQLite: the clock of the host the file lives on, read by SQLite in the statement
-  (``'now'``, the same value for the whole statement). Every process that opens one SQLite
-  file runs on that host, so they all read the one kernel clock. Stored as text in exactly
-  the format SQLAlchemy's SQLite ``DATETIME`` writes (``YYYY-MM-DD HH:MM:SS.ffffff``), so
-  values written from Python (a user's absolute ``run_at``) and by SQL compare correctly as
-  text; SQLite's clock has millisecond resolution, hence the three zero digits.
+* SQLite: the host's kernel clock. SQLite reads ``'now'`` inside the process that runs the
+  statement, through libc, so a process whose libc clock is faked (``faketime``'s
+  ``LD_PRELOAD``) would read a different time from its neighbours on the same file. Every
+  SQLite statement therefore adds this process's *clock offset* as a date modifier
+  (``strftime(.., 'now', :clock)``; :func:`sqlite_clock`): the kernel's wall clock minus
+  SQLite's ``'now'`` here, measured by :mod:`ringwork.store.hostclock`. It is zero in a normal
+  process, which runs the statements without the modifier, exactly as SQLite's own clock.
+  Stored as text in exactly the format SQLAlchemy's SQLite ``DATETIME`` writes
+  (``YYYY-MM-DD HH:MM:SS.ffffff``), so values written from Python (a user's absolute
+  ``run_at``) and by SQL compare correctly as text; SQLite's clock has millisecond
+  resolution, hence the three zero digits.
 """
 
 from __future__ import annotations
@@ -25,12 +30,30 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ringwork.store import hostclock
 from ringwork.store.schema import UTCDateTime
 
 #: strftime format of a SQLite timestamp (the text SQLAlchemy's DATETIME stores).
 SQLITE_FORMAT = "%Y-%m-%d %H:%M:%f000"
-#: SQLite: the statement's current time, as stored text. For hand-written statements.
-SQLITE_NOW = f"strftime('{SQLITE_FORMAT}', 'now')"
+#: The bound parameter a hand-written SQLite statement's skewed variant takes: the modifier
+#: :func:`sqlite_clock` returns.
+SQLITE_CLOCK = "clock"
+
+
+def sqlite_now(skewed: bool, *modifiers: str) -> str:
+    """SQLite: the statement's current time, as stored text, for hand-written statements.
+
+    ``skewed``: the variant for a process whose clock is off the host's, which must be given
+    ``{SQLITE_CLOCK: sqlite_clock()}``; the plain variant is what it always was, so a normal
+    process pays nothing (a bound modifier in every claim arm cost ~4% of a claim).
+    ``modifiers``: further SQL date modifiers (a delay), applied after the offset.
+    """
+    args = ["'now'", *([f":{SQLITE_CLOCK}"] if skewed else []), *modifiers]
+    return f"strftime('{SQLITE_FORMAT}', {', '.join(args)})"
+
+
+#: SQLite: the statement's current time in a normal process (offset 0).
+SQLITE_NOW = sqlite_now(False)
 
 
 def sqlite_offset(seconds: float) -> str:
@@ -38,14 +61,29 @@ def sqlite_offset(seconds: float) -> str:
     return f"{seconds:+.6f} seconds"
 
 
+def sqlite_clock() -> str | None:
+    """The date modifier that turns SQLite's ``'now'`` in this process into the host's time.
+
+    ``None`` in a normal process (offset 0: use the plain statements); see
+    :mod:`ringwork.store.hostclock`.
+    """
+    offset = hostclock.offset()
+    return sqlite_offset(offset) if offset else None
+
+
 def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
-    """The database's current time plus ``offset`` seconds, as a SQL expression."""
+    """The database's current time plus ``offset`` seconds, as a SQL expression.
+
+    On SQLite the process's clock offset is taken when the expression is built: build it for
+    the statement about to run, not once for many.
+    """
     if dialect == "postgresql":
         if offset:
             return sa.func.now() + sa.literal(timedelta(seconds=offset), sa.Interval)
         return sa.func.now()
-    if offset:
-        return sa.func.strftime(SQLITE_FORMAT, "now", sqlite_offset(offset), type_=UTCDateTime)
+    total = hostclock.offset() + offset
+    if total:
+        return sa.func.strftime(SQLITE_FORMAT, "now", sqlite_offset(total), type_=UTCDateTime)
     return sa.literal_column(SQLITE_NOW, UTCDateTime)
 
 
@@ -55,4 +93,6 @@ def age_expr(dialect: str, then: sa.ColumnElement[Any]) -> sa.ColumnElement[floa
         return sa.cast(
             sa.extract("epoch", sa.func.clock_timestamp() - then), sa.Float
         ).label("age")
-    return ((sa.func.julianday("now") - sa.func.julianday(then)) * 86400.0).label("age")
+    clock = sqlite_clock()
+    now = sa.func.julianday("now", clock) if clock else sa.func.julianday("now")
+    return ((now - sa.func.julianday(then)) * 86400.0).label("age")

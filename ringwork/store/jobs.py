@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from ringwork.errors import DatabaseError, InvalidJobState, JobNotFound
 from ringwork.job import Job, JobRecord, NewJob, Outcome, encoded_payload, payload_encoder
 from ringwork.store import queries
-from ringwork.store.clock import now_expr, sqlite_offset
+from ringwork.store.clock import SQLITE_CLOCK, now_expr, sqlite_clock, sqlite_offset
 from ringwork.store.schema import JOB_STATES, jobs
 
 #: Rows per enqueue statement (bounded to stay well inside SQLite's bound-variable/JSON limits
@@ -41,6 +41,13 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=timezone.utc)
     return value.astimezone(timezone.utc)
+
+
+def _with_clock(params: dict[str, Any], clock: str | None) -> dict[str, Any]:
+    """``params`` for a SQLite statement's plain (``clock`` None) or skewed variant."""
+    if clock is not None:
+        params[SQLITE_CLOCK] = clock
+    return params
 
 
 def _sqlite_ts(value: datetime) -> str:
@@ -87,7 +94,11 @@ def enqueue(
             else:
                 sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
                 doc = json.dumps(sqlite_rows, separators=(",", ":"))
-                result = conn.execute(queries.ENQUEUE_SQLITE, {"cluster": cluster, "rows": doc})
+                clock = sqlite_clock()
+                result = conn.execute(
+                    queries.enqueue_sqlite(clock is not None),
+                    _with_clock({"cluster": cluster, "rows": doc}, clock),
+                )
             fresh = []
             for job_id, task, dedupe_key in result:
                 if dedupe_key is None:
@@ -240,7 +251,9 @@ def claim(
     params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
     params.update(owned=json.dumps([[p, owned[p]] for p in parts]),
                   cluster=cluster, node=node_id, limit=limit)
-    return claimed_jobs(conn.execute(queries.claim_sqlite(len(parts)), params))
+    clock = sqlite_clock()
+    stmt = queries.claim_sqlite(len(parts), clock is not None)
+    return claimed_jobs(conn.execute(stmt, _with_clock(params, clock)))
 
 
 def claim_params_pg(
@@ -277,8 +290,9 @@ def complete(
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = queries.COMPLETE_PG
     else:
-        params = {"done": json.dumps([list(d) for d in done])}
-        stmt = queries.COMPLETE_SQLITE
+        clock = sqlite_clock()
+        params = _with_clock({"done": json.dumps([list(d) for d in done])}, clock)
+        stmt = queries.complete_sqlite(clock is not None)
     params.update(cluster=cluster, node=node_id)
     updated = set(conn.execute(stmt, params).scalars())
     return [job_id for job_id, _ in done if job_id not in updated]

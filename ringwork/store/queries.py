@@ -17,7 +17,10 @@ and, on PostgreSQL, locks those rows ``FOR SHARE`` in partition order; ``assign`
 
 Clock: every time is the database's, taken in the statement (``now()`` on PostgreSQL,
 ``SQLITE_NOW`` on SQLite; see ``clock.py``). No statement binds a time from the caller, except a
-user's absolute ``run_at``.
+user's absolute ``run_at``. Every SQLite statement comes in two variants: the plain one, and
+the *skewed* one that takes ``:clock``, the date modifier correcting a process's clock offset
+from the host's (``clock.sqlite_clock()``, ``None`` in a normal process, which runs the plain
+one: the hot path is what it was).
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from ringwork.store.clock import SQLITE_FORMAT, SQLITE_NOW
+from ringwork.store.clock import sqlite_now
 from ringwork.store.schema import UTCDateTime
 
 #: SQLite: above this many owned partitions the claim uses one correlated scan per partition
@@ -174,35 +177,41 @@ RETURNING j.id
 # --- SQLite -----------------------------------------------------------------------------------
 # Runs inside BEGIN IMMEDIATE (the database write lock), so reads and the write are one step.
 
-ENQUEUE_SQLITE = (
-    sa.text(f"""
+@functools.lru_cache(maxsize=2)
+def enqueue_sqlite(skewed: bool = False) -> Any:
+    """The SQLite enqueue; ``skewed``: the variant that takes ``:clock``."""
+    delayed = sqlite_now(skewed, "json_extract(r.value, '$[9]')")
+    return (
+        sa.text(f"""
 {_INSERT_COLUMNS}
 SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[2]'), json_extract(r.value, '$[3]'),
        json_extract(r.value, '$[4]'), 'queued',
-       COALESCE(json_extract(r.value, '$[5]'),
-                strftime('{SQLITE_FORMAT}', 'now', json_extract(r.value, '$[9]'))),
+       COALESCE(json_extract(r.value, '$[5]'), {delayed}),
        0, json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'),
-       json_extract(r.value, '$[8]'), {SQLITE_NOW}
+       json_extract(r.value, '$[8]'), {sqlite_now(skewed)}
 FROM json_each(:rows) AS r
 WHERE true
 ORDER BY r.key
 {_DEDUPE_CONFLICT}
 RETURNING id, task, dedupe_key
 """)
-    .columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
-)
+        .columns(id=sa.BigInteger, task=sa.String, dedupe_key=sa.String)
+    )
 
-_CLAIM_SQLITE_SET = f"""
+
+ENQUEUE_SQLITE = enqueue_sqlite(False)
+
+_CLAIM_SQLITE_SET = """
 UPDATE ringwork_jobs
-SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = {SQLITE_NOW},
+SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at = {now},
     claim_epoch = (SELECT p.epoch FROM ringwork_partitions AS p
                    WHERE p.cluster = ringwork_jobs.cluster
                      AND p."partition" = ringwork_jobs."partition")
 """
 
 # Wide fallback: a correlated, limited index scan per owned partition, merged in a temp b-tree.
-_CLAIM_SQLITE_WIDE_WHERE = f"""
+_CLAIM_SQLITE_WIDE_WHERE = """
 WHERE id IN (
     SELECT c.id
     FROM ringwork_partitions AS p
@@ -211,8 +220,8 @@ WHERE id IN (
     JOIN ringwork_jobs AS c ON c.id IN (
         SELECT t.id FROM ringwork_jobs AS t
         WHERE t.cluster = :cluster AND t."partition" = p."partition"
-          AND t.state = 'queued' AND t.run_at <= {SQLITE_NOW}
-          AND {_ORDERED_HEAD.format(j="t")}
+          AND t.state = 'queued' AND t.run_at <= {now}
+          AND ORDERED_HEAD_T
         ORDER BY t.priority DESC, t.id
         LIMIT :limit)
     WHERE p.cluster = :cluster AND p.owner = :node
@@ -220,13 +229,13 @@ WHERE id IN (
     LIMIT :limit
 )"""
 
-_ARM_SQLITE = f"""    SELECT t.id, t.priority FROM ringwork_jobs AS t
-    WHERE t.cluster = :cluster AND t."partition" = :p{{i}}
-      AND t.state = 'queued' AND t.run_at <= {SQLITE_NOW}
+_ARM_SQLITE = """    SELECT t.id, t.priority FROM ringwork_jobs AS t
+    WHERE t.cluster = :cluster AND t."partition" = :p{i}
+      AND t.state = 'queued' AND t.run_at <= {now}
       AND EXISTS (SELECT 1 FROM ringwork_partitions AS p
-                  WHERE p.cluster = :cluster AND p."partition" = :p{{i}}
-                    AND p.owner = :node AND p.epoch = :e{{i}})
-      AND {_ORDERED_HEAD.format(j="t")}"""
+                  WHERE p.cluster = :cluster AND p."partition" = :p{i}
+                    AND p.owner = :node AND p.epoch = :e{i})
+      AND ORDERED_HEAD_T"""
 
 _CLAIM_SQLITE_RETURNING = """
 RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
@@ -234,17 +243,20 @@ RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_e
 
 
 @functools.lru_cache(maxsize=256)
-def claim_sqlite(owned: int) -> Any:
+def claim_sqlite(owned: int, skewed: bool = False) -> Any:
     """The SQLite claim for ``owned`` partitions (``:p0``/``:e0``.. in ascending order).
+
+    ``skewed``: the variant that takes ``:clock`` (see the module's docstring).
 
     Up to :data:`MERGE_MAX_PARTITIONS` (SQLite allows 500 compound terms), a ``UNION ALL`` with
     ``ORDER BY .. LIMIT`` that SQLite runs as a lazy ``MERGE (UNION ALL)`` of per-partition index
     scans, reading about ``limit + owned`` rows.
     """
+    now = sqlite_now(skewed)
     if owned > MERGE_MAX_PARTITIONS:
-        where = _CLAIM_SQLITE_WIDE_WHERE
+        where = _CLAIM_SQLITE_WIDE_WHERE.format(now=now)
     else:
-        arms = "\n    UNION ALL\n".join(_ARM_SQLITE.format(i=i) for i in range(owned))
+        arms = "\n    UNION ALL\n".join(_ARM_SQLITE.format(i=i, now=now) for i in range(owned))
         where = f"""
 WHERE id IN (SELECT id FROM (
 {arms}
@@ -252,14 +264,19 @@ WHERE id IN (SELECT id FROM (
     LIMIT :limit
 ))"""
     return (
-        sa.text(_CLAIM_SQLITE_SET + where + _CLAIM_SQLITE_RETURNING)
+        sa.text(_CLAIM_SQLITE_SET.format(now=now)
+                + where.replace("ORDERED_HEAD_T", _ORDERED_HEAD.format(j="t"))
+                + _CLAIM_SQLITE_RETURNING)
         .columns(**_CLAIM_COLUMNS)
     )
 
 
-COMPLETE_SQLITE = (
-    sa.text(f"""
-UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {SQLITE_NOW}
+@functools.lru_cache(maxsize=2)
+def complete_sqlite(skewed: bool = False) -> Any:
+    """The SQLite completion; ``skewed``: the variant that takes ``:clock``."""
+    return (
+        sa.text(f"""
+UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {sqlite_now(skewed)}
 FROM (SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok
       FROM json_each(:done)) AS d
 WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
@@ -267,5 +284,8 @@ WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
   AND ringwork_jobs.state = 'running'
 RETURNING ringwork_jobs.id
 """)
-    .columns(id=sa.BigInteger)
-)
+        .columns(id=sa.BigInteger)
+    )
+
+
+COMPLETE_SQLITE = complete_sqlite(False)
