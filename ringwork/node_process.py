@@ -34,7 +34,8 @@ The child follows its parent's fate:
 * parent stopped (SIGSTOP, a debugger): the child freezes its node too (it watches the
   parent's state in ``/proc``), so a paused worker is a paused member, as it was when the node
   was a thread: the leader moves its partitions and a resumed zombie is fenced;
-* parent gone (kill -9, a crash): the child sees the pipe close, gives every partition back at
+* parent gone (kill -9, a crash): the child sees the pipe close (or, when a process the
+  parent forked still holds the pipe, that it has been reparented), gives every partition back at
   once (a dead process has nothing in flight: its database connections closed with it) and
   exits -- the survivors take over without waiting out the session timeout;
 * child gone (its loop died, the OOM killer): the parent's :meth:`NodeProcess.failure` says so,
@@ -455,6 +456,11 @@ class _Child:
                     except (EOFError, OSError):
                         return self._orphaned()
                     self._handle(message)
+                if os.getppid() != self.parent:
+                    # Gone although the pipe is open: a process the worker forked (a handler's
+                    # multiprocessing pool) holds its end, so no EOF will come. Reparented
+                    # means dead.
+                    return self._orphaned()
                 if _stopped(self.parent):
                     self._wait_while_parent_stopped()
                 if not self.started:
@@ -557,7 +563,7 @@ class _Child:
         self.node.freeze()
         log_event("node_frozen", logging.WARNING, node=self.spec.node_id, parent=self.parent)
         try:
-            while _stopped(self.parent):
+            while _stopped(self.parent) and os.getppid() == self.parent:
                 time.sleep(WATCH_INTERVAL)
         finally:
             self.node.thaw()

@@ -5,6 +5,7 @@ processes in tests/acceptance/test_node_fate.py; a test process has threads of i
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterator
 
@@ -83,3 +84,61 @@ def test_stopped_reads_the_state_after_the_command_name() -> None:
         child.wait(5)
         if child.stdout is not None:
             child.stdout.close()
+
+
+# A worker (one thread, so its node process is forked) that forks a child of its own, as a
+# handler's multiprocessing pool does: that child holds the worker's end of the pipe.
+_FORKING_WORKER = """
+import os, sys, time
+from ringwork import App
+from ringwork.runtime import cluster_node
+app = App(database_url=sys.argv[1], partitions=8, cluster=sys.argv[2])
+node = cluster_node(app)
+node.start(lambda kind, parts: None, None)
+pid = os.fork()
+if pid == 0:
+    time.sleep(60)
+    os._exit(0)
+print(type(node._child).__name__, node._child.pid, pid, flush=True)
+time.sleep(60)
+"""
+
+
+@pytest.mark.slow
+def test_node_process_exits_when_its_worker_dies_though_a_fork_holds_the_pipe(
+    db_url: str, cluster_name: str
+) -> None:
+    """The pipe never closes while the worker's own child holds its end: the node process
+    must notice that it was reparented, or a dead worker's partitions stay held for good."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    worker = subprocess.Popen([sys.executable, "-c", _FORKING_WORKER, db_url, cluster_name],
+                              stdout=subprocess.PIPE)
+    pids: list[int] = []
+    try:
+        assert worker.stdout is not None
+        method, node_pid, forked_pid = worker.stdout.readline().split()
+        pids = [int(node_pid), int(forked_pid)]
+        assert method == b"_Forked"
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait(10)
+
+        def gone(pid: int) -> bool:
+            try:
+                with open(f"/proc/{pid}/stat", "rb") as f:
+                    return f.read().rsplit(b")", 1)[1].split()[0] == b"Z"
+            except FileNotFoundError:
+                return True
+
+        wait_for(lambda: gone(pids[0]), 15, 0.05, "node process exited after its worker")
+    finally:
+        worker.kill()
+        worker.wait(5)
+        if worker.stdout is not None:
+            worker.stdout.close()
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
