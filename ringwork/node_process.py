@@ -518,7 +518,12 @@ class _Child:
             logging.getLogger("ringwork").exception("store call %s failed", name)
             self._push("error", call_id, "RingworkError", f"{type(exc).__name__}: {exc}")
         else:
-            self._push("result", call_id, result)
+            try:
+                self._push("result", call_id, result, deep=True)
+            except Exception as exc:  # it could not be pickled: an answer all the same
+                logging.getLogger("ringwork").exception("store call %s: result not sent", name)
+                self._push("error", call_id, "RingworkError",
+                           f"the result of {name} could not be sent: {type(exc).__name__}: {exc}")
 
     def _on_partitions(self, kind: str, partitions: frozenset[int]) -> None:
         """The node's listener (on its thread): forward, with the snapshot the event implies."""
@@ -539,10 +544,20 @@ class _Child:
             self._last_snapshot = snapshot
             self._push("claimable", *snapshot)
 
-    def _push(self, *message: Any) -> None:
+    def _push(self, *message: Any, deep: bool = False) -> None:
+        """Send one message; ``deep``: it may nest as deep as a JSON payload can (the decoder
+        takes up to the recursion limit, the pickler needs about twice as many frames)."""
         try:
             with self._lock:
-                self.conn.send(message)
+                if not deep:
+                    self.conn.send(message)
+                    return
+                limit = sys.getrecursionlimit()
+                sys.setrecursionlimit(4 * limit)
+                try:
+                    self.conn.send(message)
+                finally:
+                    sys.setrecursionlimit(limit)
         except (OSError, ValueError):
             pass  # the parent is gone; serve() notices on its next read
 

@@ -142,3 +142,25 @@ def test_node_process_exits_when_its_worker_dies_though_a_fork_holds_the_pipe(
         for pid in pids:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_a_deeply_nested_payload_crosses_from_the_node_process(app: App) -> None:
+    """The claim decodes payloads in the node process; one the JSON decoder takes must also
+    cross the pipe (the pickler needs about twice the frames), or the worker waits forever."""
+    import json
+
+    depth = 950
+    got: list[int] = []
+
+    @app.task("deep")
+    def deep(job: Job) -> None:
+        n, value = 0, job.payload
+        while isinstance(value, list) and value:
+            n, value = n + 1, value[0]
+        got.append(n)
+
+    payload = json.loads("[" * depth + "]" * depth)
+    app.enqueue("deep", "k", payload)
+    with running_worker(app):
+        wait_for(lambda: got, 30, message="the deep job ran")
+    assert got == [depth - 1]
