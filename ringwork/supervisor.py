@@ -104,7 +104,9 @@ class Supervisor:
                     assert slot.child is not None
                     _say(f"restarted slot {slot.number}: worker {slot.child.pid}"
                          f" ({len(slot.restarts)} restarts in the last {self.policy.window:g} s)")
-            if all(s.child is None and s.start_at is None for s in self.slots):
+            # A restart still due counts only while not stopping: the signal handler may have
+            # cleared start_at just before _died set it, and that restart never comes.
+            if all(s.child is None and (s.start_at is None or self.stopping) for s in self.slots):
                 break
             time.sleep(0.1)
         failed = any(s.gave_up or s.last_code != 0 for s in self.slots)

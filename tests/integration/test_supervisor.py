@@ -36,3 +36,26 @@ def test_a_slot_whose_worker_died_once_is_restarted(
     err = capsys.readouterr().err
     assert err.count("killed by SIGKILL") == 1 and err.count("restarted slot") == 1, err
     assert code == 0, err  # the restarted worker stopped cleanly
+
+
+def test_a_shutdown_signal_while_a_restart_is_being_scheduled_still_ends_the_run() -> None:
+    """The signal handler may run between ``_died``'s check of ``stopping`` and its setting of
+    ``start_at``: that restart never happens, and must not keep the supervisor waiting for it."""
+    import subprocess
+    import threading
+
+    from ringwork.supervisor import Slot, Supervisor
+
+    class SignalledMidway(Supervisor):
+        def _died(self, slot: Slot, child: subprocess.Popen[bytes], now: float) -> None:
+            super()._died(slot, child, now)
+            self.stopping = True  # as if SIGTERM came just before start_at was set
+
+    runner = SignalledMidway([sys.executable, "-c", "import sys; sys.exit(3)"], 1,
+                             Policy(backoff=30.0))
+    codes: list[int] = []
+    thread = threading.Thread(target=lambda: codes.append(runner._supervise()), daemon=True)
+    thread.start()
+    thread.join(10)
+    assert not thread.is_alive(), "the supervisor kept waiting for a restart it never starts"
+    assert codes == [1]
