@@ -430,7 +430,7 @@ class _Child:
         self.conn = conn
         self.spec = spec
         self.parent = os.getppid()
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # one message at a time; a snapshot with its send
         store = Store(spec.database_url, cluster=spec.cluster, partitions=spec.partitions,
                       migrate=False)  # the parent migrated before it asked us to start
         curve = CurveKeys.load(spec.curve_key_file) if spec.curve_key_file else None
@@ -532,17 +532,24 @@ class _Child:
                 self.node.revoke_done(partitions)
                 return
             self.revoking |= partitions
-        held, deadline = self._snapshot()
-        self._push("event", kind, partitions, held, deadline)
+        with self._lock:  # taken and sent in one step: see _push_snapshot
+            held, deadline = self._snapshot()
+            self._push("event", kind, partitions, held, deadline)
 
     def _snapshot(self) -> tuple[dict[int, int], float]:
         return self.node.claimable_snapshot()
 
     def _push_snapshot(self) -> None:
-        snapshot = self._snapshot()
-        if snapshot != self._last_snapshot:
-            self._last_snapshot = snapshot
-            self._push("claimable", *snapshot)
+        """Send the snapshot if it changed. Taken and sent under the send lock, as the node
+        thread's events are: otherwise one taken before a revocation could be sent after the
+        event that carried the newer one, and the parent, which keeps the last it got, would
+        claim the revoked partition again after confirming it (a duplicate run on the next
+        owner)."""
+        with self._lock:
+            snapshot = self._snapshot()
+            if snapshot != self._last_snapshot:
+                self._last_snapshot = snapshot
+                self._push("claimable", *snapshot)
 
     def _push(self, *message: Any, deep: bool = False) -> None:
         """Send one message; ``deep``: it may nest as deep as a JSON payload can (the decoder

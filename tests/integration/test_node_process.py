@@ -164,3 +164,47 @@ def test_a_deeply_nested_payload_crosses_from_the_node_process(app: App) -> None
     with running_worker(app):
         wait_for(lambda: got, 30, message="the deep job ran")
     assert got == [depth - 1]
+
+
+def test_a_snapshot_taken_before_a_revocation_is_never_sent_after_it() -> None:
+    """The child's main thread pushes snapshots while the node thread pushes events with
+    theirs; the parent keeps the last one it receives, so they must arrive in the order they
+    were taken, or a revoked partition becomes claimable again after the worker confirmed it."""
+    from multiprocessing import Pipe
+
+    from ringwork.node_process import _Child
+
+    revoked = threading.Event()
+    held = {0: 1, 1: 1}
+
+    class Node:
+        def __init__(self) -> None:
+            self.calls = 0
+
+        def claimable_snapshot(self) -> tuple[dict[int, int], float]:
+            self.calls += 1
+            taken = dict(held)
+            if self.calls == 1:  # the main thread's: the node thread revokes meanwhile
+                revoker.start()
+                revoked.wait(0.5)
+            return taken, 100.0
+
+    def revoke() -> None:
+        held.pop(1)
+        child._on_partitions("revoked", frozenset({1}))
+        revoked.set()
+
+    ours, theirs = Pipe()
+    child = object.__new__(_Child)
+    child.node = Node()  # type: ignore[assignment]
+    child.conn, child.orphaned, child.revoking = theirs, False, set()
+    child._lock = threading.RLock()  # as _Child.__init__ makes it
+    child._last_snapshot = None
+    revoker = threading.Thread(target=revoke)
+    child._push_snapshot()
+    revoker.join(5)
+    last = None
+    while ours.poll(0.2):
+        message = ours.recv()
+        last = message[1] if message[0] == "claimable" else message[3]
+    assert last == {0: 1}, "a stale snapshot arrived after the revocation"
