@@ -359,7 +359,12 @@ class Worker:
             batch_deadline = None
             self._maybe_more = False  # a wake-up arriving during the round sets it again
             self._completed = []
+            # A revocation confirmed while this round is out would let the next owner take the
+            # partition at a new epoch and re-run what the round claims under the old one: the
+            # partitions it claims from are busy until it returns (see _finish_revoke).
             self._flushing_partitions = {job.partition for job in done}
+            if want > 0:
+                self._flushing_partitions.update(owned)
             try:
                 if done or self._claimer is None:
                     pairs = [(job.id, job.token) for job in done]
