@@ -141,6 +141,7 @@ class NodeProcess:
         self._view: dict[str, object] = {}
         self._failure: str | None = None
         self._stopping = False
+        self._gone = False  # the reader has stopped: nothing more will be answered
         self._reader: threading.Thread | None = None
         self._calls: dict[int, Future[Any]] = {}
         self._call_ids = itertools.count()
@@ -157,6 +158,8 @@ class NodeProcess:
         and re-raises the node's own error class here so the runtime's retry policy applies.
         """
         self._listener = listener
+        if self._failure is not None:  # its one "gone" may have been taken by an earlier try
+            raise RingworkError(f"cluster node could not start: {self._failure}")
         self.store.open()  # connect and migrate here: the child only checks the schema
         if self._child is None:
             self._spawn()
@@ -187,7 +190,7 @@ class NodeProcess:
         child = self._child
         if child is None:
             return
-        self._send("stop")
+        self._send("stop", force=True)  # after a failure too: the child may still be alive
         budget = self.config.revoke_timeout + self.config.leave_timeout + 10.0
         if child.wait(budget) is None:
             log_event("node_process_killed", logging.WARNING, node=self.node_id)
@@ -211,9 +214,9 @@ class NodeProcess:
         future: Future[Any] = Future()
         call_id = next(self._call_ids)
         self._calls[call_id] = future
-        if self._failure is not None:
+        if self._failure is not None or self._gone:
             self._calls.pop(call_id, None)
-            raise DatabaseUnavailable(f"cluster node process is gone: {self._failure}")
+            raise DatabaseUnavailable(f"cluster node process is gone: {self._failure or 'stopped'}")
         self._send("call", call_id, name, args, kwargs)
         return future.result()
 
@@ -259,9 +262,9 @@ class NodeProcess:
         self._reader.start()
         log_event("node_process_started", node=self.node_id, pid=self._child.pid, method=method)
 
-    def _send(self, *message: Any) -> None:
+    def _send(self, *message: Any, force: bool = False) -> None:
         conn = self._conn
-        if conn is None or self._failure is not None:
+        if conn is None or (self._failure is not None and not force):
             return
         try:
             with self._send_lock:
@@ -270,7 +273,24 @@ class NodeProcess:
             pass  # the reader sees the child's end and reports it
 
     def _read(self) -> None:
-        """On the reader thread: apply what the child reports, until its end closes."""
+        """On the reader thread: apply what the child reports, until its end closes.
+
+        Whatever ends it (the child's end closing, or a bug in applying a message), every
+        caller waiting on it is answered: no job write and no ``start`` waits forever.
+        """
+        try:
+            self._apply_messages()
+        except Exception as exc:  # we can no longer hear the node: as good as gone
+            logging.getLogger("ringwork").exception("reading from the node process failed")
+            self._fail(f"reading from the node process failed: {type(exc).__name__}: {exc}")
+        code = self._child.wait(5) if self._child is not None else None
+        if not self._stopping or self._failure is not None:
+            self._fail(self._failure or f"cluster node process exited (code {code})")
+        self._gone = True  # before answering the callers: call() checks it after registering
+        self._fail_calls(self._failure or "it exited while stopping")
+        self._replies.put(("gone",))
+
+    def _apply_messages(self) -> None:
         assert self._conn is not None
         while True:
             try:
@@ -298,23 +318,25 @@ class NodeProcess:
                 self._fail(message[1])
             else:  # replies to start
                 self._replies.put(message)
-        code = self._child.wait(5) if self._child is not None else None
-        if not self._stopping or self._failure is not None:
-            self._fail(self._failure or f"cluster node process exited (code {code})")
-        self._replies.put(("gone",))
 
     def _fail(self, reason: str) -> None:
         if self._failure is not None:
             return
         self._failure = reason
         self._snapshot = ({}, -1.0)
+        self._fail_calls(reason)
+        log_event("node_failed", logging.ERROR, node=self.node_id, reason=reason)
+        if self._listener is not None:
+            try:
+                self._listener("lost", frozenset(range(self._spec.partitions)))
+            except Exception:  # the runtime checks failure() all the same
+                logging.getLogger("ringwork").exception("reporting the lost partitions failed")
+
+    def _fail_calls(self, reason: str) -> None:
         for call_id in list(self._calls):
             future = self._calls.pop(call_id, None)
             if future is not None:
                 future.set_exception(DatabaseUnavailable(f"cluster node process is gone: {reason}"))
-        log_event("node_failed", logging.ERROR, node=self.node_id, reason=reason)
-        if self._listener is not None:
-            self._listener("lost", frozenset(range(self._spec.partitions)))
 
 
 class RemoteStore:

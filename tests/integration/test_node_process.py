@@ -208,3 +208,27 @@ def test_a_snapshot_taken_before_a_revocation_is_never_sent_after_it() -> None:
         message = ours.recv()
         last = message[1] if message[0] == "claimable" else message[3]
     assert last == {0: 1}, "a stale snapshot arrived after the revocation"
+
+
+def test_a_failure_while_applying_a_message_answers_every_caller(app: App) -> None:
+    """If the reader thread cannot apply a message (here the listener raises), the node is as
+    good as gone: failure() says so and a job write fails at once instead of waiting forever."""
+    from ringwork.runtime import cluster_node
+
+    node = cluster_node(app)
+    assert isinstance(node, NodeProcess)
+
+    def listener(kind: str, partitions: frozenset[int]) -> None:
+        if kind == "assigned":
+            raise RuntimeError("listener bug")
+
+    try:
+        node.start(listener, None)
+        wait_for(lambda: node.failure() is not None, 30, message="the reader's failure")
+        assert "listener bug" in (node.failure() or "")
+        assert node.claimable() == {}
+        with pytest.raises(DatabaseUnavailable):
+            node.call("release_unknown", node.node_id, [])
+    finally:
+        node.stop()
+    assert node._child is not None and node._child.wait(1) is not None  # stop still reached it
