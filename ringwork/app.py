@@ -23,6 +23,10 @@ from ringwork.partitioner import partition_for
 from ringwork.settings import Settings
 from ringwork.wakeup import WakeSender
 
+#: The longest ``delay=`` accepted: far beyond any real use, well inside every database's
+#: timestamp range (SQLite's date functions give NULL past year 9999).
+MAX_DELAY = 100 * 365.25 * 86400
+
 if TYPE_CHECKING:
     from ringwork.store import Store
 
@@ -207,8 +211,11 @@ class App:
             raise PayloadError(f"payload of task {task!r} is not JSON: {exc}") from None
         if delay is not None:
             # Relative to the database's clock at the insert, not this process's (one clock).
-            if not math.isfinite(delay):
-                raise PayloadError(f"delay must be a finite number of seconds, not {delay!r}")
+            if not math.isfinite(delay) or abs(delay) > MAX_DELAY:
+                raise PayloadError(
+                    f"delay must be a number of seconds up to {MAX_DELAY:.0f} (100 years), "
+                    f"not {delay!r}"
+                )
             run_at = None
         return NewJob.prepared(
             task,

@@ -251,6 +251,10 @@ class NodeProcess:
                     pass_fds=(theirs.fileno(),),
                     stdin=subprocess.DEVNULL,
                     start_new_session=False,
+                    # The same import path as ours: ringwork (and the app) may be importable
+                    # only through a sys.path entry this program added at run time.
+                    env={**os.environ, "PYTHONPATH": os.pathsep.join(
+                        p or os.getcwd() for p in sys.path)},
                 )
             )
             method = "spawn"
@@ -356,7 +360,14 @@ class RemoteStore:
 
 
 def _may_fork() -> bool:
-    return hasattr(os, "fork") and threading.active_count() == 1
+    """One thread only, counting threads started outside Python too (a BLAS pool, grpc, a zmq
+    context an app made at import): a fork copies the locks of every other thread."""
+    if not hasattr(os, "fork") or threading.active_count() != 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:
+        return True  # no /proc: Python's own count is all there is
 
 
 class _Process:

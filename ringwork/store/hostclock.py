@@ -86,9 +86,9 @@ def _raw_syscall() -> Callable[[], float | None] | None:
     except (OSError, AttributeError):
         return None
     syscall.restype = ctypes.c_long
-    ts = _Timespec()
 
     def read() -> float | None:
+        ts = _Timespec()  # one per call: readers on several threads must not share a buffer
         if syscall(ctypes.c_long(number), ctypes.c_long(_CLOCK_REALTIME), ctypes.byref(ts)):
             return None
         return ts.tv_sec + ts.tv_nsec / 1e9
@@ -128,7 +128,8 @@ def sqlite_time() -> float:
 
 
 def measure() -> float:
-    """Kernel wall clock minus SQLite's ``'now'`` here, in ms; 0 if under the tolerance.
+    """Kernel wall clock minus SQLite's ``'now'`` here, in seconds (rounded to the ms); 0 if
+    under the tolerance.
 
     The SQLite reading is taken between two kernel readings, which must be close: a clock step
     landing between two reads would otherwise be taken for an offset of its size (and used for

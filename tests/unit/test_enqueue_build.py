@@ -89,3 +89,16 @@ def test_enqueue_many_validates_like_build_job_before_the_database() -> None:
     with pytest.raises(TypeError):
         app.enqueue_many([{"task": "plain", "key": "a", "colour": "red"}])
     assert app._store is None
+
+
+@pytest.mark.parametrize("delay", [1e12, -1e12, 4e9])
+def test_a_delay_past_a_century_is_refused_with_a_clear_error(delay: float) -> None:
+    """SQLite's date functions give NULL past year 9999 (a NOT NULL error), PostgreSQL an
+    out-of-range one: a delay that large is a mistake, said as such before any database."""
+    app = App(partitions=8)
+
+    @app.task("t")
+    def t(job: object) -> None: ...
+
+    with pytest.raises(PayloadError, match="delay must be a number of seconds up to"):
+        app.build_job("t", key="k", delay=delay)
