@@ -13,7 +13,8 @@ import pytest
 
 from ringwork import App, Job
 from ringwork.errors import DatabaseUnavailable, RingworkError
-from ringwork.node_process import NodeProcess, _error, _Spawned, _stopped
+from ringwork.node_child import _stopped
+from ringwork.node_process import NodeProcess, _error, _Spawned
 from tests.support import running_worker, wait_for
 
 
@@ -172,7 +173,7 @@ def test_a_snapshot_taken_before_a_revocation_is_never_sent_after_it() -> None:
     were taken, or a revoked partition becomes claimable again after the worker confirmed it."""
     from multiprocessing import Pipe
 
-    from ringwork.node_process import _Child
+    from ringwork.node_child import _Child
 
     revoked = threading.Event()
     held = {0: 1, 1: 1}
