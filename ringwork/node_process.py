@@ -304,7 +304,7 @@ class NodeProcess:
         self._failure = reason
         self._snapshot = ({}, -1.0)
         self._fail_calls(reason)
-        log_event("node_failed", logging.ERROR, node=self.node_id, reason=reason)
+        # No log line here: the worker logs node_failed with this reason when it notices.
         if self._listener is not None:
             try:
                 self._listener("lost", frozenset(range(self._spec.partitions)))
