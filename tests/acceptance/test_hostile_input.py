@@ -29,6 +29,7 @@ import pytest
 import zmq
 
 from ringwork.node import RCVHWM
+from ringwork.node_child import VIEW_INTERVAL
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.messages import Codec
 from tests.acceptance.cluster import APP_SPEC, ROOT, Cluster, Proc
@@ -162,7 +163,8 @@ class Fuzzer:
 
 
 def settled(proc: Proc) -> dict[str, float]:
-    """The worker's metrics once its count of dropped messages holds still for 0.5 s."""
+    """The worker's metrics once its count of dropped messages holds still for longer than the
+    node process takes to report a new count (its view reaches the worker once a second)."""
     last: list[float] = []
 
     def total() -> dict[str, float] | None:
@@ -173,7 +175,7 @@ def settled(proc: Proc) -> dict[str, float]:
         last.append(now)
         return None
 
-    return wait_for(total, 30, 0.5, "the leader drained the fuzz frames")
+    return wait_for(total, 30, VIEW_INTERVAL + 0.5, "the leader drained the fuzz frames")
 
 
 @pytest.mark.timeout(180)
