@@ -52,15 +52,18 @@ class Task:
 class App:
     """A ringwork application: tasks, their jobs' database, and the cluster they run in.
 
-    ``database_url``, ``partitions`` and ``cluster`` set the app's defaults; ``RINGWORK_*``
-    environment variables and CLI flags override them (see :class:`ringwork.settings.Settings`).
+    ``settings`` is the app's configuration in code; ``database_url``, ``partitions`` and
+    ``cluster``, when passed, replace those fields of it (left out, they change nothing: the
+    defaults live in :class:`~ringwork.settings.Settings` alone, so an explicit ``settings=``
+    is never overridden by a keyword's default). ``RINGWORK_*`` variables and CLI flags override
+    both; the whole order is in :mod:`ringwork.settings`.
     """
 
     def __init__(
         self,
         database_url: str | None = None,
-        partitions: int = 64,
-        cluster: str = "default",
+        partitions: int | None = None,
+        cluster: str | None = None,
         *,
         settings: Settings | None = None,
     ) -> None:

@@ -1,8 +1,19 @@
 """One frozen settings object, read once, with every default documented in one place.
 
-Precedence, highest first: explicit overrides (CLI flags), ``RINGWORK_*`` environment variables,
-``App(...)`` arguments, then the defaults below. Components receive a ``Settings`` rather than a
-dozen constructor parameters.
+Where a value comes from, highest precedence first (this is the one place that says so):
+
+1. CLI flags (``ringwork worker --concurrency 8``), applied by ``App.configure``. A flag left
+   out changes nothing. Flags that name a variable (``--database-url`` and
+   ``RINGWORK_DATABASE_URL``) read the same value as step 2, so the two cannot disagree.
+2. ``RINGWORK_<FIELD>`` environment variables, one per field below (``RINGWORK_PARTITIONS``,
+   ``RINGWORK_CLUSTER``, ...), read when the app's settings are first used. Empty means unset.
+3. The keyword arguments actually passed to ``App(database_url=, partitions=, cluster=)``.
+4. The ``Settings`` object passed as ``App(settings=...)``.
+5. The defaults below.
+
+So configuration in code (3, 4) sets what a deployment (2, 1) may override, and ``None`` means
+"not given" at every step. Components receive a ``Settings`` rather than a dozen constructor
+parameters.
 """
 
 from __future__ import annotations

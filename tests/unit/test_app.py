@@ -95,3 +95,29 @@ def test_default_settings_give_the_protocols_default_timings() -> None:
     from ringwork.settings import Settings
 
     assert protocol_config(Settings()) == ProtocolConfig()
+
+
+def test_explicit_settings_are_kept_unless_a_keyword_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Issue 10, bug 1: the keyword defaults (64, "default") used to override ``settings=``."""
+    from ringwork.settings import Settings
+
+    for name in ("PARTITIONS", "CLUSTER", "DATABASE_URL", "CONCURRENCY"):
+        monkeypatch.delenv(f"RINGWORK_{name}", raising=False)
+    given = Settings(partitions=8, cluster="c8", concurrency=5, database_url="sqlite:///s.db")
+    app = App(settings=given)
+    assert app.settings == given
+    # A keyword that is passed wins over the settings object, field by field.
+    app = App(partitions=16, settings=given)
+    assert (app.settings.partitions, app.settings.cluster) == (16, "c8")
+    assert App(cluster="k", settings=given).settings.partitions == 8
+    # The environment overrides both; CLI flags (configure) override the environment.
+    monkeypatch.setenv("RINGWORK_CLUSTER", "from-env")
+    app = App(cluster="k", settings=given)
+    assert (app.settings.cluster, app.settings.partitions) == ("from-env", 8)
+    app.configure(cluster="from-flag")
+    assert app.settings.cluster == "from-flag"
+    # Without settings=, the keywords and then the documented defaults apply.
+    monkeypatch.delenv("RINGWORK_CLUSTER")
+    assert (App().settings.partitions, App().settings.cluster) == (64, "default")
