@@ -1,12 +1,50 @@
 """ringwork: Kafka-style consumer-group work distribution over SQL and ZeroMQ.
 
-The public surface is small on purpose; everything else is an implementation module.
+Everything a user's code touches is importable from here: the app and its tasks, the job
+records handlers and ``get_job`` hand out, the settings, and the errors worth catching. Every
+other module is an implementation detail that may change between releases;
+tests/unit/test_public_api.py pins this list.
 """
 
 from ringwork.app import App, Task
-from ringwork.errors import RingworkError
-from ringwork.job import Job, JobRecord, JobState
+from ringwork.errors import (
+    ConfigurationError,
+    DatabaseError,
+    DatabaseUnavailable,
+    DatabaseURLError,
+    InvalidJobState,
+    JobNotFound,
+    PartitionCountMismatch,
+    PayloadError,
+    RingworkError,
+    SchemaError,
+    UnknownTaskError,
+)
+from ringwork.job import Job, JobRecord, JobState, NewJob
 from ringwork.partitioner import partition_for
+from ringwork.settings import Settings
 
-__all__ = ["App", "Job", "JobRecord", "JobState", "RingworkError", "Task", "partition_for"]
 __version__ = "0.1.0"
+
+__all__ = [
+    "App",
+    "ConfigurationError",
+    "DatabaseError",
+    "DatabaseURLError",
+    "DatabaseUnavailable",
+    "InvalidJobState",
+    "Job",
+    "JobNotFound",
+    "JobRecord",
+    "JobState",
+    "NewJob",
+    "PartitionCountMismatch",
+    "PayloadError",
+    "RingworkError",
+    "SchemaError",
+    "Settings",
+    "Task",
+    "UnknownTaskError",
+    "__version__",
+    "partition_for",
+]

@@ -1,7 +1,12 @@
-"""Terminal rendering with rich: tables for ``jobs list`` (and, with the cluster, ``status``)."""
+"""Terminal rendering with rich: tables for ``jobs list`` (and, with the cluster, ``status``).
+
+Runs on the main thread of a ``ringwork`` command.
+"""
 
 from __future__ import annotations
 
+import errno
+import os
 from collections.abc import Sequence
 from typing import Any
 
@@ -20,8 +25,25 @@ _STATE_STYLE = {
 }
 
 
+class _Terminal(Console):
+    """A console that lets a closed output end the command as the CLI decides.
+
+    rich's own answer to a broken pipe is ``SystemExit(1)``; the CLI ends quietly with 141 like
+    every other command that prints (ringwork.cli.group), so the error goes up to it.
+    """
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True  # nothing more to write: a Live display's exit must not try again
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def terminal() -> Console:
+    """The console the CLI prints to (stdout)."""
+    return _Terminal()
+
+
 def jobs_table(records: Sequence[JobRecord], console: Console | None = None) -> None:
-    console = console or Console()
+    console = console or terminal()
     table = Table(box=None, header_style="bold")
     for column in (
         "id",

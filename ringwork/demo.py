@@ -1,9 +1,10 @@
 """``ringwork demo``: a local showcase that proves its own result.
 
-It runs the example app on a temporary SQLite database: enqueues a few thousand jobs over many
-keys, starts worker processes, shows live progress, (with more than one process) kills one with
-SIGKILL midway and shows the failover, then checks the outcome against the handlers' own event
-logs -- not ringwork's records -- and exits 0 only if every job succeeded and nothing was lost.
+It runs the example app's tasks (``ringwork.demo_app``) on a temporary SQLite database: enqueues
+a few thousand jobs over many keys, starts worker processes, shows live progress, (with more than
+one process) kills one with SIGKILL midway and shows the failover, then checks the outcome
+against the handlers' own event logs -- not ringwork's records -- and exits 0 only if every job
+succeeded and nothing was lost.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from ringwork.app import App
 
 Popen = subprocess.Popen[bytes]
 
+#: Shipped inside the package, so the demo needs nothing but an install (see ringwork.demo_app).
+DEMO_APP = "ringwork.demo_app:app"
 DEADLINE = 90.0  # seconds for the whole run before the demo gives up and reports failure
 
 
@@ -68,7 +71,7 @@ def _spawn(app_spec: str, env: dict[str, str], log: Path) -> subprocess.Popen[by
 
 
 def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> int:
-    from workers.example import app
+    from ringwork.demo_app import LOG_DIR_VARIABLE, app
 
     console = Console()
     tmp = Path(tempfile.mkdtemp(prefix="ringwork-demo-"))
@@ -76,7 +79,7 @@ def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> i
     env = {
         **os.environ,
         "RINGWORK_DATABASE_URL": url,
-        "RINGWORK_EXAMPLE_LOG": str(tmp),
+        LOG_DIR_VARIABLE: str(tmp),
         "RINGWORK_LOG_LEVEL": "INFO",
     }
     app.configure(database_url=url)
@@ -95,7 +98,7 @@ def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> i
             f"{time.monotonic() - t0:.2f}s (every 5th is an ordered 'ledger' job)"
         )
         for n in range(processes):
-            procs.append(_spawn("workers.example:app", env, tmp / f"worker-{n}.log"))
+            procs.append(_spawn(DEMO_APP, env, tmp / f"worker-{n}.log"))
         console.print(
             f"started {processes} worker process(es): " + ", ".join(str(p.pid) for p in procs)
         )

@@ -15,6 +15,7 @@ import pytest
 from tests.support import wait_for
 
 APP = "workers.example:app"
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def ringwork(*args: str, db_url: str | None = None, timeout: float = 60,
@@ -183,3 +184,54 @@ def test_second_signal_exits_at_once_and_jobs_are_requeued(db_url: str, tmp_path
     finally:
         kill_group(next_proc)
         app.close()
+
+
+def ringwork_into_closed_pipe(*args: str, db_url: str,
+                              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+    """Run with stdout a pipe whose reader is already gone, as ``ringwork ... | head -1`` is
+    once head has exited: the first write fails with EPIPE (deterministic, no race with head)."""
+    env = {**os.environ, "RINGWORK_LOG_LEVEL": "WARNING", "RINGWORK_DATABASE_URL": db_url}
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        return subprocess.run([sys.executable, "-m", "ringwork.cli", *args], stdout=write_end,
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60, cwd=cwd)
+    finally:
+        os.close(write_end)
+
+
+def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
+    """Issue 10, bug 6: ``ringwork jobs APP list --json | head -1`` printed ``Error: internal
+    error: BrokenPipeError``. Every printing command now ends as Unix tools do: no traceback, no
+    error line, exit 141 (128 + SIGPIPE)."""
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    done = ringwork("enqueue", APP, "greet", "--key", "k{i}", "--count", "3", "--delay", "3600",
+                    db_url=url)
+    assert done.returncode == 0, done.stderr
+    job_id = done.stdout.split()[0]
+    commands = [
+        ("jobs", APP, "list", "--json"), ("jobs", APP, "list"), ("jobs", APP, "show", job_id),
+        ("jobs", APP, "show", job_id, "--json"), ("jobs", APP, "cancel", job_id),
+        ("jobs", APP, "retry", job_id), ("enqueue", APP, "greet", "--key", "k"),
+        ("status", APP), ("status", APP, "--json"), ("status", APP, "--json", "--watch"),
+        ("db", "current"), ("db", "upgrade", APP), ("keys", "-o", str(tmp_path / "k.key")),
+        ("--help",), ("jobs", APP, "list", "--help"), ("--version",),
+    ]
+    for command in commands:
+        result = ringwork_into_closed_pipe(*command, db_url=url)
+        assert result.stderr == "" and result.returncode == 141, (command, result)
+
+
+@pytest.mark.parametrize("command", [
+    ("jobs", "x:y", "list"), ("jobs", "x:y", "show"), ("jobs", "x:y", "retry"),
+    ("jobs", "x:y", "cancel"), ("jobs", "x:y"), ("worker", "x:y"), ("enqueue", "x:y", "t"),
+    ("status", "x:y"), ("run", "x:y"), ("db", "upgrade", "x:y"), ("db", "current", "x:y"),
+])
+def test_help_never_imports_the_app(command: tuple[str, ...], tmp_path: Path) -> None:
+    """Issue 10, bug 7: ``ringwork jobs x:y list --help`` failed with ``cannot import 'x'``."""
+    (tmp_path / "x.py").write_text("raise SystemExit('x was imported')\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}  # this checkout's ringwork, from tmp_path
+    result = subprocess.run([sys.executable, "-m", "ringwork.cli", *command, "--help"],
+                            capture_output=True, text=True, env=env, timeout=60, cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result
+    assert result.stdout.startswith("Usage: ") and "--help" in result.stdout, result.stdout

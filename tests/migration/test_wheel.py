@@ -127,3 +127,37 @@ def test_migrations_run_from_the_built_wheel(tmp_path: Path) -> None:
     expected = set(schema_metadata.tables) | {VERSION_TABLE}
     assert expected <= set(result["tables"]), result["tables"]
     assert (elsewhere / "x.db").exists()
+
+
+def test_the_wheel_ships_only_ringwork_and_its_demo_runs_from_it(tmp_path: Path) -> None:
+    """Issue 10, bug 4: the wheel installed a top-level ``workers`` package (the repository's
+    example app, which the demo imported), colliding with a user's own ``workers/``. Only
+    ``ringwork`` is installed now, and ``ringwork demo`` runs from the installed wheel alone."""
+    wheel = build_wheel(tmp_path)
+    with zipfile.ZipFile(wheel) as zf:
+        names = zf.namelist()
+        site = tmp_path / "site"
+        zf.extractall(site)
+    top_level = {n.split("/", 1)[0] for n in names if not n.split("/", 1)[0].endswith(
+        (".dist-info", ".data"))}
+    assert top_level == {"ringwork"}, sorted(top_level)
+    assert "ringwork/cli/__main__.py" in names  # `python -m ringwork.cli`, as the demo spawns
+
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    # A user's own top-level `workers` package (with an `example` module of its own, first on
+    # the path): the installed ringwork must neither shadow it nor need the repository's.
+    user = tmp_path / "user"
+    (user / "workers").mkdir(parents=True)
+    (user / "workers" / "__init__.py").write_text("")
+    (user / "workers" / "example.py").write_text("raise ImportError('the user\\'s own module')\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RINGWORK_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(user), str(site)])
+    done = subprocess.run(
+        [sys.executable, "-m", "ringwork.cli", "demo", "--jobs", "200", "--processes", "2"],
+        cwd=elsewhere, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "clean: every job succeeded, none lost" in done.stdout
+    assert "Traceback" not in done.stdout + done.stderr
+    assert not list(elsewhere.iterdir())  # nothing left behind in the working directory

@@ -1,0 +1,64 @@
+"""The ``ringwork`` command line. Commands only parse, call into the library and print.
+
+Every failure the user can cause (unimportable app, unknown task, bad JSON, bad or unreachable
+database URL, partition-count mismatch) ends as one ``Error: ...`` line and a non-zero exit,
+never a traceback; output piped into a reader that leaves early ends quietly (see
+:mod:`ringwork.cli.group`). ``RINGWORK_DEBUG=1`` shows tracebacks for unexpected errors.
+
+One module per concern: :mod:`~ringwork.cli.options` (shared options, loading ``MODULE:APP``),
+:mod:`~ringwork.cli.worker` (``worker``, ``run``, ``status``), :mod:`~ringwork.cli.jobs`
+(``enqueue``, ``jobs``), :mod:`~ringwork.cli.db`, :mod:`~ringwork.cli.keys`. ``main`` is the
+console entry point; ``python -m ringwork.cli`` runs it too.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ringwork.cli.db import db
+from ringwork.cli.group import RingworkGroup, flush_at_exit
+from ringwork.cli.jobs import enqueue, jobs
+from ringwork.cli.keys import keys
+from ringwork.cli.worker import run, status, worker
+from ringwork.log import configure as configure_logging
+
+
+@click.group(cls=RingworkGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--log-level",
+    envvar="RINGWORK_LOG_LEVEL",
+    default="INFO",
+    show_default=True,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.version_option(package_name="ringwork")
+def cli(log_level: str) -> None:
+    """ringwork: partitioned SQL jobs, run by a cluster of worker processes."""
+    configure_logging(log_level)
+
+
+@click.command()
+@click.option("--jobs", "job_count", type=click.IntRange(min=10), default=3000, show_default=True)
+@click.option("--processes", type=click.IntRange(min=1), default=3, show_default=True)
+@click.option("--keep", is_flag=True, help="Keep the temporary directory for inspection.")
+def demo(job_count: int, processes: int, keep: bool) -> None:
+    """A self-contained showcase on a temporary SQLite database."""
+    from ringwork.demo import run_demo
+
+    sys.exit(run_demo(job_count=job_count, processes=processes, keep=keep))
+
+
+for command in (worker, enqueue, jobs, status, run, keys, db, demo):
+    cli.add_command(command)
+
+
+def main() -> None:
+    try:
+        cli(prog_name="ringwork")
+    finally:
+        flush_at_exit()
+
+
+__all__ = ["cli", "main"]

@@ -1,0 +1,143 @@
+"""``ringwork enqueue`` and ``ringwork jobs APP list|show|retry|cancel``: jobs in the database.
+
+Runs on the main thread of a ``ringwork`` process.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from ringwork.app import App
+from ringwork.cli.options import AppRef, database_option, load_app, migrate_option, pass_app
+from ringwork.errors import JobNotFound, PayloadError
+from ringwork.job import JobRecord
+
+
+@click.command()
+@click.argument("app_spec", metavar="MODULE:APP")
+@click.argument("task")
+@click.option("--key", required=True, help="Partitioning key; '{i}' is replaced by 0..N-1.")
+@click.option("--payload", default=None, help="JSON payload.")
+@click.option("--count", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--priority", type=int, default=None, help="Higher runs first.")
+@click.option("--delay", type=click.FloatRange(min=0), default=None, help="Seconds to wait.")
+@click.option("--dedupe-key", default=None, help="Skip if an unfinished job has this key.")
+@database_option
+@migrate_option
+def enqueue(
+    app_spec: str,
+    task: str,
+    key: str,
+    payload: str | None,
+    count: int,
+    priority: int | None,
+    delay: float | None,
+    dedupe_key: str | None,
+    database_url: str | None,
+    no_migrate: bool,
+) -> None:
+    """Enqueue COUNT jobs of TASK."""
+    app = load_app(app_spec, database_url, no_migrate)
+    app.get_task(task)  # unknown task: fail before touching the database
+    try:
+        data = json.loads(payload) if payload is not None else None
+    except json.JSONDecodeError as exc:
+        raise PayloadError(f"--payload is not valid JSON: {exc}") from None
+    jobs = [
+        app.build_job(
+            task,
+            key.replace("{i}", str(i)),
+            data,
+            delay=delay,
+            priority=priority,
+            dedupe_key=dedupe_key,
+        )
+        for i in range(count)
+    ]
+    ids = app.enqueue_many(jobs)
+    if len(ids) <= 20:
+        for job_id in ids:
+            click.echo(job_id)
+    else:
+        click.echo(f"enqueued {len(ids)} jobs of {task} (ids {ids[0]}..{ids[-1]})")
+    app.close()
+
+
+@click.group()
+@click.argument("app_spec", metavar="MODULE:APP")
+@database_option
+@migrate_option
+@click.pass_context
+def jobs(ctx: click.Context, app_spec: str, database_url: str | None, no_migrate: bool) -> None:
+    """Inspect and manage jobs: ringwork jobs MODULE:APP list|show|retry|cancel."""
+    ref = AppRef(app_spec, database_url, no_migrate)
+    ctx.obj = ref
+    ctx.call_on_close(ref.close)
+
+
+@jobs.command("list")
+@click.option("--state", type=click.Choice(["queued", "running", "succeeded", "dead", "cancelled"]))
+@click.option("--task", default=None)
+@click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@pass_app
+def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json: bool) -> None:
+    """List jobs, newest first."""
+    from ringwork.console import jobs_table
+
+    records = app.store.list_jobs(state=state, task=task, limit=limit)
+    if as_json:
+        for record in records:
+            click.echo(json.dumps(_record_dict(record)))
+    else:
+        jobs_table(records)
+
+
+@jobs.command("show")
+@click.argument("job_id", type=int)
+@click.option("--json", "as_json", is_flag=True)
+@pass_app
+def jobs_show(app: App, job_id: int, as_json: bool) -> None:
+    """Show one job in full, including its last error."""
+    record = app.get_job(job_id)
+    if record is None:
+        raise JobNotFound(f"no job {job_id} in cluster {app.settings.cluster!r}")
+    data = _record_dict(record)
+    if as_json:
+        click.echo(json.dumps(data))
+        return
+    for name, value in data.items():
+        if name == "last_error" and value:
+            click.echo(f"{name}:\n  " + str(value).replace("\n", "\n  "))
+        else:
+            click.echo(f"{name}: {value}")
+
+
+@jobs.command("retry")
+@click.argument("job_id", type=int)
+@pass_app
+def jobs_retry(app: App, job_id: int) -> None:
+    """Queue a dead or cancelled job again."""
+    app.retry(job_id)
+    click.echo(f"job {job_id} queued again")
+
+
+@jobs.command("cancel")
+@click.argument("job_id", type=int)
+@pass_app
+def jobs_cancel(app: App, job_id: int) -> None:
+    """Cancel a queued job."""
+    app.cancel(job_id)
+    click.echo(f"job {job_id} cancelled")
+
+
+def _record_dict(record: JobRecord) -> dict[str, Any]:
+    data = asdict(record)
+    for name, value in data.items():
+        if hasattr(value, "isoformat"):
+            data[name] = value.isoformat()
+    return data
