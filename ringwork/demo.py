@@ -25,6 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ringwork.app import App
+from ringwork.console import terminal
 
 Popen = subprocess.Popen[bytes]
 
@@ -73,7 +74,7 @@ def _spawn(app_spec: str, env: dict[str, str], log: Path) -> subprocess.Popen[by
 def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> int:
     from ringwork.demo_app import LOG_DIR_VARIABLE, app
 
-    console = Console()
+    console = terminal()  # a closed stdout ends the demo as it ends any command
     tmp = Path(tempfile.mkdtemp(prefix="ringwork-demo-"))
     url = f"sqlite:///{tmp / 'demo.db'}"
     env = {
@@ -83,9 +84,9 @@ def run_demo(job_count: int = 3000, processes: int = 3, keep: bool = False) -> i
         "RINGWORK_LOG_LEVEL": "INFO",
     }
     app.configure(database_url=url)
-    console.print(f"[bold]ringwork demo[/] -- database {url}")
     procs: list[subprocess.Popen[bytes]] = []
     try:
+        console.print(f"[bold]ringwork demo[/] -- database {url}")
         t0 = time.monotonic()
         batch = []
         for i in range(job_count):

@@ -187,15 +187,16 @@ def test_second_signal_exits_at_once_and_jobs_are_requeued(db_url: str, tmp_path
 
 
 def ringwork_into_closed_pipe(*args: str, db_url: str,
-                              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
+                              tmpdir: Path) -> subprocess.CompletedProcess[str]:
     """Run with stdout a pipe whose reader is already gone, as ``ringwork ... | head -1`` is
     once head has exited: the first write fails with EPIPE (deterministic, no race with head)."""
-    env = {**os.environ, "RINGWORK_LOG_LEVEL": "WARNING", "RINGWORK_DATABASE_URL": db_url}
+    env = {**os.environ, "RINGWORK_LOG_LEVEL": "WARNING", "RINGWORK_DATABASE_URL": db_url,
+           "TMPDIR": str(tmpdir)}
     read_end, write_end = os.pipe()
     os.close(read_end)
     try:
         return subprocess.run([sys.executable, "-m", "ringwork.cli", *args], stdout=write_end,
-                              stderr=subprocess.PIPE, text=True, env=env, timeout=60, cwd=cwd)
+                              stderr=subprocess.PIPE, text=True, env=env, timeout=60)
     finally:
         os.close(write_end)
 
@@ -216,10 +217,14 @@ def test_a_closed_stdout_ends_quietly(tmp_path: Path) -> None:
         ("status", APP), ("status", APP, "--json"), ("status", APP, "--json", "--watch"),
         ("db", "current"), ("db", "upgrade", APP), ("keys", "-o", str(tmp_path / "k.key")),
         ("--help",), ("jobs", APP, "list", "--help"), ("--version",),
+        ("demo", "--jobs", "10", "--processes", "1"),
     ]
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
     for command in commands:
-        result = ringwork_into_closed_pipe(*command, db_url=url)
+        result = ringwork_into_closed_pipe(*command, db_url=url, tmpdir=tmpdir)
         assert result.stderr == "" and result.returncode == 141, (command, result)
+    assert not list(tmpdir.iterdir())  # the demo cleaned up after itself
 
 
 @pytest.mark.parametrize("command", [
