@@ -99,7 +99,7 @@ def flush_at_exit() -> None:
 
 
 def _reader_gone(fd: int) -> bool:
-    """Linux (and the BSDs) report POLLERR on a pipe's write end once its reader closed it."""
+    """Linux reports POLLERR on a pipe's write end once every reader has closed it."""
     try:
         poller = select.poll()
         poller.register(fd, select.POLLOUT)

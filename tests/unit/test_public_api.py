@@ -33,8 +33,8 @@ def test_the_export_list_is_exactly_the_public_names() -> None:
 def test_every_export_is_importable_from_the_top() -> None:
     namespace: dict[str, object] = {}
     exec("from ringwork import *", namespace)
+    module = importlib.import_module("ringwork")
     for name in PUBLIC:
-        module = importlib.import_module("ringwork")
         assert getattr(module, name) is namespace[name], name
 
 
