@@ -71,6 +71,14 @@ def sqlite_clock() -> str | None:
     return sqlite_offset(offset) if offset else None
 
 
+def with_clock(params: dict[str, Any], clock: str | None) -> dict[str, Any]:
+    """``params`` for a hand-written SQLite statement's plain (``clock`` None) or skewed
+    variant: the skewed one also binds :data:`SQLITE_CLOCK`."""
+    if clock is not None:
+        params[SQLITE_CLOCK] = clock
+    return params
+
+
 def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:
     """The database's current time plus ``offset`` seconds, as a SQL expression.
 

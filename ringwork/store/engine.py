@@ -28,7 +28,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ringwork.errors import (
@@ -124,18 +124,38 @@ def create_engine(url: str | URL) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     _cache_long_statements()
-    options = " ".join(filter(None, [str(parsed.query.get("options", "")), PG_SESSION_OPTIONS]))
-    return sa.create_engine(
-        parsed,
-        pool_size=4,
-        max_overflow=4,
-        pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 10,
-            "application_name": "ringwork",
-            "options": options,
-        },
-    )
+    engine = sa.create_engine(parsed, pool_size=4, max_overflow=4, pool_recycle=1800)
+
+    def connect_as_ours(
+        dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        # SQLAlchemy's do_connect hook: the pool connects with pg_connect_kwargs too.
+        kwargs = pg_connect_kwargs(dialect, parsed)
+        cargs.clear()
+        cparams.clear()
+        cparams.update(kwargs)
+
+    event.listen(engine, "do_connect", connect_as_ours)
+    return engine
+
+
+def pg_connect_kwargs(dialect: Dialect, url: URL) -> dict[str, Any]:
+    """The keyword arguments of every psycopg connection ringwork makes to ``url``.
+
+    The pool's (:func:`create_engine`), the LISTEN connection's and the loop claimer's alike:
+    the URL as SQLAlchemy's psycopg dialect translates it (with the dialect's type adapters),
+    plus our session options (:data:`PG_SESSION_OPTIONS`, after any the URL gives), a 10 s
+    connect timeout and ``application_name``.
+    """
+    cargs, cparams = dialect.create_connect_args(url)
+    options = " ".join(filter(None, [cparams.get("options"), PG_SESSION_OPTIONS]))
+    return {
+        **cparams,
+        "conninfo": cargs[0] if cargs else "",
+        "options": options,
+        "connect_timeout": 10,
+        "application_name": "ringwork",
+    }
 
 
 def _enter_wal(cursor: Any) -> None:

@@ -14,7 +14,7 @@ from ringwork import App
 from ringwork.errors import DatabaseError
 from ringwork.job import NewJob
 from ringwork.store import Store
-from ringwork.store import jobs as store_jobs
+from ringwork.store import enqueue as store_jobs
 from tests.support import own_all
 
 NODE = "node-a"
