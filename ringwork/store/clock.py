@@ -21,6 +21,9 @@ the same times, and sees the same ages and due jobs, as one whose clock is right
   (``YYYY-MM-DD HH:MM:SS.ffffff``), so values written from Python (a user's absolute
   ``run_at``) and by SQL compare correctly as text; SQLite's clock has millisecond
   resolution, hence the three zero digits.
+
+Threads: any; these functions build SQL text and expressions and read only
+:mod:`.hostclock`'s offset, which is safe to read from any thread.
 """
 
 from __future__ import annotations

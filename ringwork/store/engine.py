@@ -15,6 +15,12 @@ SQLite settings, and why:
 
 PostgreSQL runs at READ COMMITTED through psycopg 3; all fencing is designed for that level.
 Connections set ``jit=off`` and ``plan_cache_mode=force_generic_plan`` (:data:`PG_SESSION_OPTIONS`).
+Every psycopg connection ringwork makes -- the pool's, the LISTEN one, the loop claimer's -- is
+made with :func:`pg_connect_kwargs`, so none can miss a setting.
+
+Threads: any. An engine and its pool are thread-safe and hand each caller its own connection
+(SQLite connections are created with ``check_same_thread=False`` because the pool moves them
+between threads, never shares one at a time); :func:`translated` is a plain context manager.
 """
 
 from __future__ import annotations
@@ -67,10 +73,10 @@ def _cache_long_statements() -> None:
     """Let psycopg cache the conversion of our long claim statement.
 
     psycopg re-parses (``%(name)s`` -> ``$n``) any statement longer than 4 KiB or with more
-    than 50 parameters on *every* execution; the claim (one UNION ALL arm per owned partition)
-    is 10-40 KiB, and parsing it cost 0.5-1 ms of CPU per claim -- the largest single item in
-    a worker's profile. The limits are module constants of psycopg's query layer; if a future
-    psycopg renames them this does nothing and only speed is lost.
+    than 50 parameters on *every* execution; the claim was 10-40 KiB when it had one UNION ALL
+    arm per owned partition, and parsing it cost 0.5-1 ms of CPU per claim -- the largest
+    single item in a worker's profile then. The limits are module constants of psycopg's
+    query layer; if a future psycopg renames them this does nothing and only speed is lost.
     """
     from psycopg import _queries
 
