@@ -1,4 +1,5 @@
-"""Engines and driver errors: the only place that knows about URLs, pools, pragmas and exceptions.
+"""Engines, transactions and driver errors: the only place that knows about URLs, pools, pragmas
+and exceptions.
 
 SQLite settings, and why:
 
@@ -162,6 +163,40 @@ def pg_connect_kwargs(dialect: Dialect, url: URL) -> dict[str, Any]:
         "connect_timeout": 10,
         "application_name": "ringwork",
     }
+
+
+@contextmanager
+def begin(engine: Engine, *, write: bool) -> Iterator[sa.Connection]:
+    """A connection in a transaction; ``write``: SQLite takes the write lock at BEGIN."""
+    with engine.connect() as conn:
+        if write and engine.dialect.name == "sqlite":
+            conn.execution_options(**{SQLITE_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool = False) -> Iterator[sa.Connection]:
+    """:func:`begin`, driver errors coming out as :class:`ringwork.errors.DatabaseError`."""
+    with translated(), begin(engine, write=write) as conn:
+        yield conn
+
+
+@contextmanager
+def one_statement(engine: Engine) -> Iterator[sa.Connection]:
+    """A write that is a single statement: its own transaction, without BEGIN and COMMIT.
+
+    On PostgreSQL the statement runs in autocommit, which is still one atomic, durable
+    transaction (it returns only once its commit is flushed), but one round trip instead of
+    three (psycopg sends BEGIN, the statement and COMMIT separately). SQLite has no round
+    trips to save and keeps ``BEGIN IMMEDIATE`` (a deferred write could fail to upgrade).
+    """
+    if engine.dialect.name != "postgresql":
+        with transaction(engine, write=True) as conn:
+            yield conn
+        return
+    with translated(), engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _enter_wal(cursor: Any) -> None:

@@ -1,12 +1,12 @@
 """The store facade: one object per process that the runtime, the CLI and the App talk to.
 
-It owns the engine and the transaction boundaries (which calls are one autocommit statement,
-which a transaction, which take SQLite's write lock up front), translates driver errors into
-:mod:`ringwork.errors`, and delegates the SQL, by concept, to :mod:`.enqueue`, :mod:`.claim`
-(claim and complete), :mod:`.jobs` (the rest of a job's life, inspection), :mod:`.referee`
-(term, epochs) and :mod:`.registry` (node rows). It implements
-:class:`ringwork.protocol.referee.Referee`. Constructing it touches no database; the first call
-(or :meth:`open`) connects, migrates and makes sure the cluster exists.
+It owns the engine and decides the transaction boundaries (which calls are one autocommit
+statement, which a transaction, which take SQLite's write lock up front; :mod:`.engine` runs
+them and translates driver errors into :mod:`ringwork.errors`), and delegates the SQL, by
+concept, to :mod:`.enqueue`, :mod:`.claim` (claim and complete), :mod:`.jobs` (the rest of a
+job's life, inspection), :mod:`.referee` (term, epochs) and :mod:`.registry` (node rows). It
+implements :class:`ringwork.protocol.referee.Referee`. Constructing it touches no database; the
+first call (or :meth:`open`) connects, migrates and makes sure the cluster exists.
 
 Threads: one ``Store`` is shared by every thread of a process, and every method is safe to call
 from any of them (the engine's pool hands each call its own connection; :meth:`open` is locked).
@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -33,11 +33,13 @@ from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
 from ringwork.store import claim, enqueue, jobs, migrate, referee, registry
 from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
-    SQLITE_IMMEDIATE,
+    begin,
     create_engine,
     describe,
     normalize_url,
+    one_statement,
     pg_connect_kwargs,
+    transaction,
     translated,
 )
 from ringwork.store.listen import Listener, channel_for
@@ -85,7 +87,7 @@ class Store:
                         migrate.upgrade_engine(engine)
                     else:
                         migrate.check_engine(engine)
-                    with self._begin_on(engine, write=True) as conn:
+                    with begin(engine, write=True) as conn:
                         referee.ensure_cluster(conn, self.dialect, self.cluster, self.partitions)
             except BaseException:
                 engine.dispose()
@@ -112,37 +114,11 @@ class Store:
         assert self._engine is not None
         return self._engine
 
-    @contextmanager
-    def _begin_on(self, engine: Engine, *, write: bool) -> Iterator[sa.Connection]:
-        with engine.connect() as conn:
-            if write and engine.dialect.name == "sqlite":
-                conn.execution_options(**{SQLITE_IMMEDIATE: True})
-            with conn.begin():
-                yield conn
+    def _tx(self, *, write: bool = False) -> AbstractContextManager[sa.Connection]:
+        return transaction(self.engine, write=write)
 
-    @contextmanager
-    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction; driver errors come out as :class:`ringwork.errors.DatabaseError`."""
-        engine = self.engine
-        with translated(), self._begin_on(engine, write=write) as conn:
-            yield conn
-
-    @contextmanager
-    def _one_statement(self) -> Iterator[sa.Connection]:
-        """A write that is a single statement: its own transaction, without BEGIN and COMMIT.
-
-        On PostgreSQL the statement runs in autocommit, which is still one atomic, durable
-        transaction (it returns only once its commit is flushed), but one round trip instead of
-        three (psycopg sends BEGIN, the statement and COMMIT separately). SQLite has no round
-        trips to save and keeps ``BEGIN IMMEDIATE`` (a deferred write could fail to upgrade).
-        """
-        engine = self.engine
-        if engine.dialect.name != "postgresql":
-            with self._tx(write=True) as conn:
-                yield conn
-            return
-        with translated(), engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    def _one_statement(self) -> AbstractContextManager[sa.Connection]:
+        return one_statement(self.engine)
 
     # -- jobs -----------------------------------------------------------------------------------
 
