@@ -34,7 +34,7 @@ from ringwork.job import Job, Outcome
 from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
-from ringwork.store.aclaim import AsyncClaimer
+from ringwork.store.claim import AsyncClaimer
 from ringwork.store.listen import Listener
 from ringwork.wakeup import WakeReceiver
 

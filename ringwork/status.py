@@ -55,7 +55,7 @@ def collect(app: App) -> dict[str, Any]:
                 "priority": n.registered_seq,
                 "partitions": owned.get(n.node_id, []),
                 "last_heartbeat_age_s": round(n.age, 3),
-                "last_heartbeat": n.last_seen.isoformat(),
+                "last_heartbeat": n.last_seen.isoformat() if n.last_seen else None,
             }
         )
     known = {n.node_id for n in nodes}

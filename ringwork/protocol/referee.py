@@ -1,6 +1,6 @@
 """The referee: the few cluster facts that must never be wrong, changed only by compare-and-set.
 
-In production this is the SQL store (:class:`ringwork.store.referee.SqlReferee`); the simulator
+In production this is the SQL store (:class:`ringwork.store.Store`); the simulator
 and unit tests use :class:`ringwork.testing.referee.MemoryReferee`, an in-memory twin with the
 same semantics. The protocol core never calls it: it emits actions (become-leader, assign), the
 driver performs them here and feeds the result back as an event. That keeps the core free of I/O.
@@ -23,7 +23,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from datetime import datetime  # a value the store reads; the core never reads a clock
 
 
 @dataclass(frozen=True)
@@ -62,17 +65,25 @@ class Referee(Protocol):
 
 @dataclass(frozen=True)
 class NodeRecord:
-    """One row of the node registry as the protocol core sees it.
+    """One row of the node registry: the only node record, the core's and the store's.
 
     ``registered_seq`` is the join-order priority (lower = earlier = preferred leader candidate).
     ``age`` is the number of seconds since the node last touched its row, measured by the
     referee's own clock at the moment of the read (so no two processes' clocks are compared).
+    The core decides by these four fields alone; the rest are what the SQL registry also keeps
+    for the node driver, wake-ups and ``status`` (the memory twin leaves them unset).
     """
 
     node_id: str
     endpoint: str
     registered_seq: int
     age: float
+    pub_endpoint: str | None = None
+    wake_endpoint: str | None = None
+    #: A member as of the node's last write (``None``: not recorded by that node's version).
+    joined: bool | None = None
+    #: When the node last touched its row, by the referee's clock (for display; not compared).
+    last_seen: datetime | None = None
 
 
 class Registry(Protocol):

@@ -21,6 +21,9 @@ the same times, and sees the same ages and due jobs, as one whose clock is right
   (``YYYY-MM-DD HH:MM:SS.ffffff``), so values written from Python (a user's absolute
   ``run_at``) and by SQL compare correctly as text; SQLite's clock has millisecond
   resolution, hence the three zero digits.
+
+Threads: any; these functions build SQL text and expressions and read only
+:mod:`.hostclock`'s offset, which is safe to read from any thread.
 """
 
 from __future__ import annotations
@@ -69,6 +72,14 @@ def sqlite_clock() -> str | None:
     """
     offset = hostclock.offset()
     return sqlite_offset(offset) if offset else None
+
+
+def with_clock(params: dict[str, Any], clock: str | None) -> dict[str, Any]:
+    """``params`` for a hand-written SQLite statement's plain (``clock`` None) or skewed
+    variant: the skewed one also binds :data:`SQLITE_CLOCK`."""
+    if clock is not None:
+        params[SQLITE_CLOCK] = clock
+    return params
 
 
 def now_expr(dialect: str, offset: float = 0.0) -> sa.ColumnElement[Any]:

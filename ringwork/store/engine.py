@@ -1,4 +1,5 @@
-"""Engines and driver errors: the only place that knows about URLs, pools, pragmas and exceptions.
+"""Engines, transactions and driver errors: the only place that knows about URLs, pools, pragmas
+and exceptions.
 
 SQLite settings, and why:
 
@@ -15,6 +16,12 @@ SQLite settings, and why:
 
 PostgreSQL runs at READ COMMITTED through psycopg 3; all fencing is designed for that level.
 Connections set ``jit=off`` and ``plan_cache_mode=force_generic_plan`` (:data:`PG_SESSION_OPTIONS`).
+Every psycopg connection ringwork makes -- the pool's, the LISTEN one, the loop claimer's -- is
+made with :func:`pg_connect_kwargs`, so none can miss a setting.
+
+Threads: any. An engine and its pool are thread-safe and hand each caller its own connection
+(SQLite connections are created with ``check_same_thread=False`` because the pool moves them
+between threads, never shares one at a time); :func:`translated` is a plain context manager.
 """
 
 from __future__ import annotations
@@ -28,7 +35,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event, exc
-from sqlalchemy.engine import URL, Engine
+from sqlalchemy.engine import URL, Dialect, Engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from ringwork.errors import (
@@ -67,10 +74,10 @@ def _cache_long_statements() -> None:
     """Let psycopg cache the conversion of our long claim statement.
 
     psycopg re-parses (``%(name)s`` -> ``$n``) any statement longer than 4 KiB or with more
-    than 50 parameters on *every* execution; the claim (one UNION ALL arm per owned partition)
-    is 10-40 KiB, and parsing it cost 0.5-1 ms of CPU per claim -- the largest single item in
-    a worker's profile. The limits are module constants of psycopg's query layer; if a future
-    psycopg renames them this does nothing and only speed is lost.
+    than 50 parameters on *every* execution; the claim was 10-40 KiB when it had one UNION ALL
+    arm per owned partition, and parsing it cost 0.5-1 ms of CPU per claim -- the largest
+    single item in a worker's profile then. The limits are module constants of psycopg's
+    query layer; if a future psycopg renames them this does nothing and only speed is lost.
     """
     from psycopg import _queries
 
@@ -124,18 +131,72 @@ def create_engine(url: str | URL) -> Engine:
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
     _cache_long_statements()
-    options = " ".join(filter(None, [str(parsed.query.get("options", "")), PG_SESSION_OPTIONS]))
-    return sa.create_engine(
-        parsed,
-        pool_size=4,
-        max_overflow=4,
-        pool_recycle=1800,
-        connect_args={
-            "connect_timeout": 10,
-            "application_name": "ringwork",
-            "options": options,
-        },
-    )
+    engine = sa.create_engine(parsed, pool_size=4, max_overflow=4, pool_recycle=1800)
+
+    def connect_as_ours(
+        dialect: Dialect, _record: ConnectionPoolEntry, cargs: list[Any], cparams: dict[str, Any]
+    ) -> None:
+        # SQLAlchemy's do_connect hook: the pool connects with pg_connect_kwargs too.
+        kwargs = pg_connect_kwargs(dialect, parsed)
+        cargs.clear()
+        cparams.clear()
+        cparams.update(kwargs)
+
+    event.listen(engine, "do_connect", connect_as_ours)
+    return engine
+
+
+def pg_connect_kwargs(dialect: Dialect, url: URL) -> dict[str, Any]:
+    """The keyword arguments of every psycopg connection ringwork makes to ``url``.
+
+    The pool's (:func:`create_engine`), the LISTEN connection's and the loop claimer's alike:
+    the URL as SQLAlchemy's psycopg dialect translates it (with the dialect's type adapters),
+    plus our session options (:data:`PG_SESSION_OPTIONS`, after any the URL gives), a 10 s
+    connect timeout and ``application_name``.
+    """
+    cargs, cparams = dialect.create_connect_args(url)
+    options = " ".join(filter(None, [cparams.get("options"), PG_SESSION_OPTIONS]))
+    return {
+        **cparams,
+        "conninfo": cargs[0] if cargs else "",
+        "options": options,
+        "connect_timeout": 10,
+        "application_name": "ringwork",
+    }
+
+
+@contextmanager
+def begin(engine: Engine, *, write: bool) -> Iterator[sa.Connection]:
+    """A connection in a transaction; ``write``: SQLite takes the write lock at BEGIN."""
+    with engine.connect() as conn:
+        if write and engine.dialect.name == "sqlite":
+            conn.execution_options(**{SQLITE_IMMEDIATE: True})
+        with conn.begin():
+            yield conn
+
+
+@contextmanager
+def transaction(engine: Engine, *, write: bool = False) -> Iterator[sa.Connection]:
+    """:func:`begin`, driver errors coming out as :class:`ringwork.errors.DatabaseError`."""
+    with translated(), begin(engine, write=write) as conn:
+        yield conn
+
+
+@contextmanager
+def one_statement(engine: Engine) -> Iterator[sa.Connection]:
+    """A write that is a single statement: its own transaction, without BEGIN and COMMIT.
+
+    On PostgreSQL the statement runs in autocommit, which is still one atomic, durable
+    transaction (it returns only once its commit is flushed), but one round trip instead of
+    three (psycopg sends BEGIN, the statement and COMMIT separately). SQLite has no round
+    trips to save and keeps ``BEGIN IMMEDIATE`` (a deferred write could fail to upgrade).
+    """
+    if engine.dialect.name != "postgresql":
+        with transaction(engine, write=True) as conn:
+            yield conn
+        return
+    with translated(), engine.connect() as conn:
+        yield conn.execution_options(isolation_level="AUTOCOMMIT")
 
 
 def _enter_wal(cursor: Any) -> None:

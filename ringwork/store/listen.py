@@ -2,8 +2,13 @@
 
 Enqueue calls ``pg_notify(channel, '3,17,42')`` in its own transaction (so the wake-up is
 delivered exactly when the jobs become visible) with the partitions that got runnable jobs, or
-``'*'`` when there are too many to list. A worker waits on a dedicated connection outside the
-pool, so an idle worker starts a new job within milliseconds instead of a poll period.
+:data:`WAKE_ALL` when there are more than ``enqueue.WAKE_LIST_MAX``. A worker waits on a
+dedicated connection outside the pool, so an idle worker starts a new job within milliseconds
+instead of a poll period.
+
+Threads: :meth:`ringwork.store.Store.listen` connects on whichever thread calls it (the worker
+runs it in its event loop's default executor, since connecting blocks); the worker then polls
+the :class:`Listener` from its event loop thread, and may close it from either.
 
 The channel is derived from a hash of the cluster name: a channel is an identifier of at most
 63 bytes, while cluster names are free text.
@@ -18,6 +23,10 @@ from ringwork.store.engine import translated
 
 if TYPE_CHECKING:
     import psycopg
+
+
+#: The payload that wakes every partition (the enqueue's list would be too long).
+WAKE_ALL = "*"
 
 
 def channel_for(cluster: str) -> str:
@@ -68,7 +77,7 @@ class Listener:
     def _partitions_of(self, received: list[psycopg.Notify]) -> set[int]:
         found: set[int] = set()
         for note in received:
-            if note.payload == "*":
+            if note.payload == WAKE_ALL:
                 found.update(range(self._partitions))
                 continue
             for part in note.payload.split(","):

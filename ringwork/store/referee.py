@@ -1,54 +1,34 @@
-"""The referee in SQL: cluster row, leader term, partition epochs and the node registry.
+"""The referee in SQL: the cluster row, the leader term and the partition epochs.
 
 These are the facts that must never be wrong; each changes only by compare-and-set or under a
 row lock (see :mod:`ringwork.protocol.referee` for the contract, shared with the in-memory twin).
-The functions run inside a transaction opened by :class:`ringwork.store.Store` -- a write
-transaction (``BEGIN IMMEDIATE`` on SQLite) for anything that changes a row.
+Moving a partition also re-queues its jobs still running under an older epoch, in the same
+transaction, which is why the job table appears here. The node registry is
+:mod:`ringwork.store.registry`.
+
+Threads: each function runs inside a transaction opened by :class:`ringwork.store.Store` -- a
+write transaction (``BEGIN IMMEDIATE`` on SQLite) for anything that changes a row -- on the
+node's protocol thread (in the worker or the node child process), except :func:`ensure_cluster`,
+which runs once, on whichever thread opens the store first, and the reads ``ringwork status``
+makes.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql as pg
-from sqlalchemy.dialects import sqlite
 
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
-from ringwork.store.clock import age_expr, now_expr
-from ringwork.store.jobs import RUNNING
-from ringwork.store.schema import clusters, jobs, nodes, partitions
-
-
-@dataclass(frozen=True)
-class NodeRecord:
-    """One registered node; ``registered_seq`` is its priority (lower joined earlier)."""
-
-    node_id: str
-    endpoint: str
-    pub_endpoint: str | None
-    wake_endpoint: str | None
-    registered_seq: int
-    last_seen: datetime
-    #: A member as of the node's last write (``None``: not recorded by that node's version).
-    joined: bool | None = None
-    #: Seconds since ``last_seen``, computed in SQL by the database's clock at the read (see
-    #: :mod:`ringwork.store.clock`), so the protocol never compares two processes' clocks.
-    age: float = 0.0
-
-
-def _insert(dialect: str, table: sa.Table) -> Any:
-    return (pg.insert if dialect == "postgresql" else sqlite.insert)(table)
+from ringwork.store.clock import now_expr
+from ringwork.store.schema import RUNNING, clusters, dialect_insert, jobs, partitions
 
 
 def ensure_cluster(conn: sa.Connection, dialect: str, cluster: str, count: int) -> None:
     """Create the cluster row and its partition rows if missing; check the partition count."""
     conn.execute(
-        _insert(dialect, clusters)
+        dialect_insert(dialect, clusters)
         .values(name=cluster, partitions=count, term=0, node_seq=0, created_at=now_expr(dialect))
         .on_conflict_do_nothing(index_elements=[clusters.c.name])
     )
@@ -64,7 +44,7 @@ def ensure_cluster(conn: sa.Connection, dialect: str, cluster: str, count: int) 
     ).scalar_one()
     if have < count:
         conn.execute(
-            _insert(dialect, partitions)
+            dialect_insert(dialect, partitions)
             .values([{"cluster": cluster, "partition": p, "epoch": 0} for p in range(count)])
             .on_conflict_do_nothing(index_elements=[partitions.c.cluster, partitions.c.partition])
         )
@@ -167,90 +147,3 @@ def read_partitions(conn: sa.Connection, cluster: str) -> dict[int, Ownership]:
         sa.select(p.partition, p.owner, p.epoch).where(p.cluster == cluster).order_by(p.partition)
     )
     return {r.partition: Ownership(r.partition, r.owner, r.epoch) for r in rows}
-
-
-def register_node(
-    conn: sa.Connection,
-    dialect: str,
-    cluster: str,
-    node_id: str,
-    endpoint: str,
-    pub_endpoint: str | None,
-    wake_endpoint: str | None,
-) -> int:
-    """Register (or refresh) a node; its ``registered_seq``, kept across re-registration.
-
-    Bumping the cluster's counter row-locks it, so concurrent registrations get their seqs in
-    commit order: a node that sees another's row also sees every lower seq.
-    """
-    seq = conn.execute(
-        sa.update(clusters)
-        .where(clusters.c.name == cluster)
-        .values(node_seq=clusters.c.node_seq + 1)
-        .returning(clusters.c.node_seq)
-    ).scalar_one()
-    now = now_expr(dialect)
-    stmt = _insert(dialect, nodes).values(
-        cluster=cluster,
-        node_id=node_id,
-        endpoint=endpoint,
-        pub_endpoint=pub_endpoint,
-        wake_endpoint=wake_endpoint,
-        registered_seq=seq,
-        last_seen=now,
-        joined=False,
-    )
-    stmt = stmt.on_conflict_do_update(
-        index_elements=[nodes.c.cluster, nodes.c.node_id],
-        set_={
-            "endpoint": stmt.excluded.endpoint,
-            "pub_endpoint": stmt.excluded.pub_endpoint,
-            "wake_endpoint": stmt.excluded.wake_endpoint,
-            "last_seen": stmt.excluded.last_seen,
-            "joined": stmt.excluded.joined,
-        },
-    ).returning(nodes.c.registered_seq)
-    return int(conn.execute(stmt).scalar_one())
-
-
-def touch_node(
-    conn: sa.Connection, dialect: str, cluster: str, node_id: str, joined: bool | None = None
-) -> None:
-    """Refresh ``last_seen`` (and record ``joined`` when given)."""
-    values: dict[str, Any] = {"last_seen": now_expr(dialect)}
-    if joined is not None:
-        values["joined"] = joined
-    mine = sa.and_(nodes.c.cluster == cluster, nodes.c.node_id == node_id)
-    conn.execute(sa.update(nodes).where(mine).values(values))
-
-
-def mark_joined(conn: sa.Connection, cluster: str, node_id: str, joined: bool) -> None:
-    """Record membership alone: ``last_seen`` is liveness, written only by the registry touch."""
-    conn.execute(
-        sa.update(nodes)
-        .where(nodes.c.cluster == cluster, nodes.c.node_id == node_id)
-        .values(joined=joined)
-    )
-
-
-def deregister_node(conn: sa.Connection, cluster: str, node_id: str) -> None:
-    conn.execute(sa.delete(nodes).where(nodes.c.cluster == cluster, nodes.c.node_id == node_id))
-
-
-def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeRecord]:
-    n = nodes.c
-    rows = conn.execute(
-        sa.select(
-            n.node_id,
-            n.endpoint,
-            n.pub_endpoint,
-            n.wake_endpoint,
-            n.registered_seq,
-            n.last_seen,
-            n.joined,
-            age_expr(dialect, n.last_seen),
-        )
-        .where(n.cluster == cluster)
-        .order_by(n.registered_seq)
-    ).all()
-    return [NodeRecord(**{**r._asdict(), "age": max(0.0, float(r.age))}) for r in rows]

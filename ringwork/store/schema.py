@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql as pg
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine import Dialect
 
 #: The job states (contract), in lifecycle order.
@@ -159,6 +161,15 @@ jobs = sa.Table(
     ),
     sqlite_autoincrement=True,  # ids are never reused: FIFO order and fencing rely on that
 )
+
+def dialect_insert(dialect: str, table: sa.Table) -> Any:
+    """The dialect's own INSERT for ``table``, the one with ``on_conflict_do_*`` (an upsert)."""
+    return (pg.insert if dialect == "postgresql" else sqlite.insert)(table)
+
+
+#: The states a query must compare as literals, not parameters, for the partial indexes to apply.
+QUEUED: sa.ColumnClause[Any] = sa.literal_column("'queued'")
+RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
 
 _QUEUED = sa.text("state = 'queued'")
 _UNFINISHED_DEDUPE = sa.text("dedupe_key IS NOT NULL AND state IN ('queued', 'running')")

@@ -1,37 +1,48 @@
 """The store facade: one object per process that the runtime, the CLI and the App talk to.
 
-It owns the engine and the transaction boundaries, translates driver errors into
-:mod:`ringwork.errors`, and delegates the SQL to :mod:`ringwork.store.jobs` and
-:mod:`ringwork.store.referee`. It also implements :class:`ringwork.protocol.referee.Referee`.
-Constructing it touches no database; the first call (or :meth:`open`) connects, migrates and
-makes sure the cluster exists.
+It owns the engine and decides the transaction boundaries (which calls are one autocommit
+statement, which a transaction, which take SQLite's write lock up front; :mod:`.engine` runs
+them and translates driver errors into :mod:`ringwork.errors`), and delegates the SQL, by
+concept, to :mod:`.enqueue`, :mod:`.claim` (claim and complete), :mod:`.jobs` (the rest of a
+job's life, inspection), :mod:`.referee` (term, epochs) and :mod:`.registry` (node rows). It
+implements :class:`ringwork.protocol.referee.Referee`. Constructing it touches no database; the
+first call (or :meth:`open`) connects, migrates and makes sure the cluster exists.
+
+Threads: one ``Store`` is shared by every thread of a process, and every method is safe to call
+from any of them (the engine's pool hands each call its own connection; :meth:`open` is locked).
+In a worker: the database pool threads (``ringwork-db``) run the job writes (``exchange``,
+``claim``, ``fail``, ``release_unknown``) -- or, with a node child process, its
+``ringwork-store`` thread does; the node's protocol thread runs the referee and registry calls;
+the event loop's default executor runs :meth:`listen`; application threads run ``enqueue`` and
+the reads. :meth:`claimer` returns an object for the event loop thread alone.
 """
 
 from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
-from ringwork.protocol.referee import Ownership, TermRecord
-from ringwork.store import jobs, migrate, referee
-from ringwork.store.aclaim import AsyncClaimer
+from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
+from ringwork.store import claim, enqueue, jobs, migrate, referee, registry
+from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
-    PG_SESSION_OPTIONS,
-    SQLITE_IMMEDIATE,
+    begin,
     create_engine,
     describe,
     normalize_url,
+    one_statement,
+    pg_connect_kwargs,
+    transaction,
     translated,
 )
 from ringwork.store.listen import Listener, channel_for
-from ringwork.store.referee import NodeRecord
 
 
 class Store:
@@ -76,7 +87,7 @@ class Store:
                         migrate.upgrade_engine(engine)
                     else:
                         migrate.check_engine(engine)
-                    with self._begin_on(engine, write=True) as conn:
+                    with begin(engine, write=True) as conn:
                         referee.ensure_cluster(conn, self.dialect, self.cluster, self.partitions)
             except BaseException:
                 engine.dispose()
@@ -103,37 +114,11 @@ class Store:
         assert self._engine is not None
         return self._engine
 
-    @contextmanager
-    def _begin_on(self, engine: Engine, *, write: bool) -> Iterator[sa.Connection]:
-        with engine.connect() as conn:
-            if write and engine.dialect.name == "sqlite":
-                conn.execution_options(**{SQLITE_IMMEDIATE: True})
-            with conn.begin():
-                yield conn
+    def _tx(self, *, write: bool = False) -> AbstractContextManager[sa.Connection]:
+        return transaction(self.engine, write=write)
 
-    @contextmanager
-    def _tx(self, *, write: bool = False) -> Iterator[sa.Connection]:
-        """One transaction; driver errors come out as :class:`ringwork.errors.DatabaseError`."""
-        engine = self.engine
-        with translated(), self._begin_on(engine, write=write) as conn:
-            yield conn
-
-    @contextmanager
-    def _one_statement(self) -> Iterator[sa.Connection]:
-        """A write that is a single statement: its own transaction, without BEGIN and COMMIT.
-
-        On PostgreSQL the statement runs in autocommit, which is still one atomic, durable
-        transaction (it returns only once its commit is flushed), but one round trip instead of
-        three (psycopg sends BEGIN, the statement and COMMIT separately). SQLite has no round
-        trips to save and keeps ``BEGIN IMMEDIATE`` (a deferred write could fail to upgrade).
-        """
-        engine = self.engine
-        if engine.dialect.name != "postgresql":
-            with self._tx(write=True) as conn:
-                yield conn
-            return
-        with translated(), engine.connect() as conn:
-            yield conn.execution_options(isolation_level="AUTOCOMMIT")
+    def _one_statement(self) -> AbstractContextManager[sa.Connection]:
+        return one_statement(self.engine)
 
     # -- jobs -----------------------------------------------------------------------------------
 
@@ -146,23 +131,23 @@ class Store:
                 raise ValueError(f"partition {j.partition} out of range 0..{self.partitions - 1}")
         # A few jobs (App.enqueue's one, above all) are a single INSERT statement: run it as its
         # own transaction, one round trip, since it sits on the enqueue-to-start path.
-        few = len(jobs_) < jobs.COPY_MIN_ROWS
+        few = len(jobs_) < enqueue.COPY_MIN_ROWS
         with self._one_statement() if few else self._tx(write=True) as conn:
-            return jobs.enqueue(conn, self.dialect, self.cluster, self.channel, jobs_)
+            return enqueue.enqueue(conn, self.dialect, self.cluster, self.channel, jobs_)
 
     def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
         """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
         if limit <= 0 or not owned:
             return []
         with self._one_statement() as conn:
-            return jobs.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+            return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
 
     def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
         """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced."""
         if not done:
             return []
         with self._tx(write=True) as conn:
-            return jobs.complete(conn, self.dialect, self.cluster, node_id, done)
+            return claim.complete(conn, self.dialect, self.cluster, node_id, done)
 
     def exchange(
         self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int
@@ -178,9 +163,9 @@ class Store:
         if not done:  # a claim alone: one statement (an idle worker woken by an enqueue)
             return [], self.claim(node_id, owned, limit)
         with self._tx(write=True) as conn:
-            fenced = jobs.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
+            fenced = claim.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
             claimed = (
-                jobs.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+                claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
                 if claiming
                 else []
             )
@@ -266,52 +251,53 @@ class Store:
         wake_endpoint: str | None = None,
     ) -> int:
         with self._tx(write=True) as conn:
-            return referee.register_node(
+            return registry.register_node(
                 conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
             )
 
     def touch_node(self, node_id: str, *, joined: bool | None = None) -> None:
         with self._tx(write=True) as conn:
-            referee.touch_node(conn, self.dialect, self.cluster, node_id, joined)
+            registry.touch_node(conn, self.dialect, self.cluster, node_id, joined)
 
     def mark_joined(self, node_id: str, joined: bool) -> None:
         with self._tx(write=True) as conn:
-            referee.mark_joined(conn, self.cluster, node_id, joined)
+            registry.mark_joined(conn, self.cluster, node_id, joined)
 
     def deregister_node(self, node_id: str) -> None:
         with self._tx(write=True) as conn:
-            referee.deregister_node(conn, self.cluster, node_id)
+            registry.deregister_node(conn, self.cluster, node_id)
 
     def list_nodes(self) -> list[NodeRecord]:
         with self._tx() as conn:
-            return referee.list_nodes(conn, self.dialect, self.cluster)
+            return registry.list_nodes(conn, self.dialect, self.cluster)
 
     # -- wake-ups -------------------------------------------------------------------------------
 
     def claimer(self) -> AsyncClaimer | None:
         """A claim that runs on an asyncio loop (PostgreSQL; ``None`` on SQLite).
 
-        Its own connection, with the pool's session options; it connects on first use.
+        Its own connection, made like the pool's; it connects on first use.
         """
         engine = self.engine
         if engine.dialect.name != "postgresql":
             return None
-        cargs, cparams = engine.dialect.create_connect_args(engine.url)
-        options = " ".join(filter(None, [cparams.get("options"), PG_SESSION_OPTIONS]))
-        kwargs = {**cparams, "conninfo": cargs[0] if cargs else "", "options": options,
-                  "connect_timeout": 10, "application_name": "ringwork"}
-        return AsyncClaimer(engine.dialect, kwargs, self.cluster)
+        return AsyncClaimer(engine.dialect, pg_connect_kwargs(engine.dialect, engine.url),
+                            self.cluster)
 
     def listen(self) -> Listener | None:
-        """A LISTEN connection for this cluster's enqueue notifications (``None`` on SQLite)."""
+        """A LISTEN connection for this cluster's enqueue notifications (``None`` on SQLite).
+
+        Made like the pool's connections (:func:`~ringwork.store.engine.pg_connect_kwargs`);
+        it blocks while connecting (up to the connect timeout): call it off the event loop.
+        """
         engine = self.engine
         if engine.dialect.name != "postgresql":
             return None
         import psycopg
 
-        cargs, cparams = engine.dialect.create_connect_args(engine.url)
+        kwargs = pg_connect_kwargs(engine.dialect, engine.url)
         with translated("LISTEN connection"):
-            conn = psycopg.connect(*cargs, **cparams, autocommit=True)
+            conn = psycopg.connect(**kwargs, autocommit=True)
         try:
             return Listener(conn, self.channel, self.partitions)
         except BaseException:

@@ -14,7 +14,7 @@ from ringwork import App
 from ringwork.errors import DatabaseError
 from ringwork.job import NewJob
 from ringwork.store import Store
-from ringwork.store import jobs as store_jobs
+from ringwork.store import enqueue as store_jobs
 from tests.support import own_all
 
 NODE = "node-a"
@@ -180,3 +180,37 @@ def test_notify_names_only_partitions_with_due_jobs(
             assert seen == {6, 7}
         finally:
             listener.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("due", ["now", "run_at"])
+@pytest.mark.parametrize("spread", [store_jobs.WAKE_LIST_MAX, store_jobs.WAKE_LIST_MAX + 1])
+def test_a_wake_up_lists_partitions_up_to_the_limit_then_wakes_everyone(
+    pg_database_url: str, monkeypatch: pytest.MonkeyPatch, enqueue_path: str, due: str,
+    spread: int,
+) -> None:
+    """The 1000-partition rule is the same in the INSERT's SQL and in the COPY path's Python.
+
+    ``due``: jobs due at once (the COPY path's NOTIFY rides on its id statement) or by an
+    absolute ``run_at`` in the past (a NOTIFY of its own, after the COPY).
+    """
+    partitions = spread + 100
+    monkeypatch.setattr(store_jobs, "ENQUEUE_CHUNK", 10 * partitions)  # one statement
+    if enqueue_path == "insert":
+        monkeypatch.setattr(store_jobs, "COPY_MIN_ROWS", 10 * partitions)
+    past = datetime.now(timezone.utc) - timedelta(hours=1) if due == "run_at" else None
+    with Store(pg_database_url, cluster=f"wake-{spread}-{enqueue_path}-{due}",
+               partitions=partitions) as s:
+        listener = s.listen()
+        assert listener is not None
+        try:
+            s.enqueue([NewJob(task="t", key=f"k{p}", partition=p, run_at=past)
+                       for p in range(spread)])
+            seen = listener.wait(5.0)
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline:
+                seen |= listener.poll()
+        finally:
+            listener.close()
+    everyone = spread > store_jobs.WAKE_LIST_MAX
+    assert seen == set(range(partitions if everyone else spread))

@@ -16,7 +16,8 @@ import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob
-from ringwork.store import Store, queries
+from ringwork.store import Store
+from ringwork.store import claim as queries
 
 BACKLOG = 20_000
 OWNED = {0: 1, 1: 1, 2: 1}

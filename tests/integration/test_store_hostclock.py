@@ -27,7 +27,8 @@ import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob, Outcome
-from ringwork.store import Store, hostclock, queries
+from ringwork.store import Store, hostclock
+from ringwork.store import claim as queries
 from ringwork.store.schema import jobs, nodes
 from tests.support import own_all
 
@@ -246,7 +247,8 @@ def test_a_skewed_process_backs_off_by_the_hosts_clock(
 
 _PROBE = """
 import json, sys
-from ringwork.store import Store, hostclock, queries
+from ringwork.store import Store, hostclock
+from ringwork.store import claim as queries
 from ringwork.job import NewJob
 store = Store(sys.argv[1], cluster="c", partitions=4)
 store.open()

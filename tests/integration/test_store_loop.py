@@ -135,3 +135,42 @@ def test_listener_poll_reads_without_waiting(pg_database_url: str) -> None:
                     listener.poll()
         finally:
             listener.close()
+
+
+@pytest.mark.postgres
+def test_listen_and_loop_claimer_connect_like_the_pool(pg_database_url: str) -> None:
+    """One set of psycopg connection arguments for all three connections.
+
+    The LISTEN connection used to get the URL's alone: none of the session settings, no
+    ``application_name``, and psycopg's default connect timeout (130 s) instead of ours.
+    """
+    url = pg_database_url + ("&" if "?" in pg_database_url else "?") + "options=-c%20work_mem%3D8MB"
+    with Store(url, cluster="connect-args", partitions=4) as s:
+        epochs = own_all(s)
+        with s.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            assert raw is not None
+            pool = raw.info.get_parameters()
+        assert pool["application_name"] == "ringwork" and pool["connect_timeout"] == "10"
+        claimer = s.claimer()
+        listener = s.listen()
+        assert claimer is not None and listener is not None
+
+        async def claimer_parameters() -> dict[str, str]:
+            try:
+                await claimer.claim(NODE, epochs, 1)
+                assert claimer._conn is not None
+                return claimer._conn.info.get_parameters()
+            finally:
+                await claimer.close()
+
+        try:
+            assert asyncio.run(claimer_parameters()) == pool
+            assert listener._conn.info.get_parameters() == pool
+            settings = listener._conn.execute(
+                "SELECT current_setting('plan_cache_mode'), current_setting('jit'), "
+                "current_setting('work_mem')"
+            ).fetchone()
+            assert settings == ("force_generic_plan", "off", "8MB")
+        finally:
+            listener.close()
