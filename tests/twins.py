@@ -270,3 +270,61 @@ class FixedCoordinator:
 
     def failure(self) -> str | None:
         return self.failed
+
+
+class WorkerParts:
+    """The worker's parts wired as :class:`ringwork.worker.Worker` wires them, minus the
+    sockets: the pump writes to a :class:`MemoryJobs`, ownership comes from a
+    :class:`FixedCoordinator`. For unit tests, inside one ``asyncio.run``."""
+
+    def __init__(self, app: Any, jobs: MemoryJobs, coordinator: FixedCoordinator) -> None:
+        from ringwork.worker.database import Database
+        from ringwork.worker.executor import Callbacks, Executor
+        from ringwork.worker.ledger import Ledger
+        from ringwork.worker.ownership import Ownership
+        from ringwork.worker.pump import Pump
+        from ringwork.worker.wakeups import Wakeups
+
+        s, node = app.settings, coordinator.node_id
+        self.jobs, self.coordinator = jobs, coordinator
+        self.ledger = Ledger()
+        self.stats = self.ledger.stats
+        self.wakeups = Wakeups(node, s.db_backoff_max)
+        self.db = Database(node, s.db_backoff_max)
+        self.callbacks = Callbacks(app, node)
+        self.ownership = Ownership(coordinator, self.ledger, self.wakeups, self.callbacks)
+        self.executor = Executor(app, s, node, on_outcome=lambda job, verdict: None)
+        self.pump = Pump(app, s, coordinator, jobs, self.ledger, self.ownership, self.executor,
+                         self.wakeups, self.db)
+        self.executor.on_outcome = self.pump.outcome
+        self._task: Any = None
+
+    async def start(self) -> None:
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        self.ownership.bind(loop)
+        self.coordinator.start(self.ownership.listener, None)
+        self._task = asyncio.create_task(self.pump.run())
+
+    async def stop(self, leave: bool = True) -> None:
+        """What a stop does: leave (revoke everything), let the pump finish, close."""
+        if leave:
+            self.coordinator.begin_leave()
+        self.pump.begin_stop()
+        await self._task
+        await self.callbacks.drain(1.0)
+        self.executor.close()
+        self.db.close()
+
+
+async def until(condition: Any, timeout: float = 5.0, message: str = "condition") -> Any:
+    """``tests.support.wait_for`` for code on the event loop: the loop keeps running."""
+    import asyncio
+
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+        await asyncio.sleep(0.005)
+    return value

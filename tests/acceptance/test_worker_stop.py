@@ -42,8 +42,11 @@ def test_grace_bounds_the_stop_of_a_worker_with_long_sync_handlers(
         assert took < GRACE + BOUND, f"stop took {took:.1f} s\n{cluster.logs()}"
         assert code == 0, cluster.logs()
         assert "event=grace_expired" in proc.log.read_text()
+        # No outcome was written and no claim given back (that would return the attempt): the
+        # jobs are as the hand-over of their partitions left them, running or re-queued.
         records = [cluster.app.get_job(i) for i in ids]
-        assert [r.state for r in records if r] == ["running"] * 3  # nothing re-queued by it
+        assert all(r is not None and r.state in ("running", "queued") for r in records)
+        assert [r.attempts for r in records if r] == [1, 1, 1]
         # The next owner of the partitions runs them again.
         (second,) = cluster.start(1)
         wait_for(lambda: all(len(cluster.events().starts[i]) == 2 for i in ids), 30, 0.1,
