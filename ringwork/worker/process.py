@@ -195,7 +195,8 @@ class Worker:
         def stats() -> dict[str, int]:  # on the metrics server's thread
             st = self.stats
             return {"succeeded": st.succeeded, "retried": st.retried, "dead": st.dead,
-                    "fenced": st.fenced, "dropped": st.dropped, "claimed": st.claimed}
+                    "fenced": st.fenced, "dropped": st.dropped, "claimed": st.claimed,
+                    "abandoned": st.abandoned}
 
         view = getattr(self.coordinator, "view", dict)
         port = serve(self.settings.metrics_port, self.settings.bind_host,
