@@ -133,12 +133,16 @@ class Executor:
             job, exc = self._outbox.popleft()
             self.on_outcome(job, self.verdict(job, exc))
 
-    def cancel_async(self) -> int:
-        """The grace ran out: cancel the async handlers still running; how many there were."""
+    async def cancel_async(self, timeout: float) -> int:
+        """The grace ran out: cancel the async handlers still running and give them up to
+        ``timeout`` s to unwind (their ``finally`` blocks run before the partition is handed
+        over). Returns how many there were."""
         running, self._tasks = self._tasks, {}
         for job_id, task in running.items():
             self._cancelled.add(job_id)
             task.cancel()
+        if running:
+            await asyncio.wait(running.values(), timeout=timeout)
         return len(running)
 
     def close(self) -> None:

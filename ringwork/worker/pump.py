@@ -36,6 +36,8 @@ from ringwork.worker.wakeups import Wakeups
 
 #: Longest wait for more finished jobs before a round is sent while others are still running.
 BATCH_WINDOW = 0.002
+#: How long cancelled async handlers may take to unwind when the grace has run out.
+UNWIND = 1.0
 
 
 class Pump:
@@ -90,7 +92,7 @@ class Pump:
         while True:
             kick.clear()
             if self.coordinator_failed():
-                self._abandon()  # their partitions' next owner re-runs them
+                await self._abandon()  # their partitions' next owner re-runs them
                 return
             now = time.monotonic()
             if self.stopping and grace_deadline == math.inf:
@@ -100,7 +102,7 @@ class Pump:
                 # (their jobs run again elsewhere: at-least-once) rather than hang forever.
                 log_event("outcomes_abandoned", node=self.node_id, inflight=len(ledger.inflight),
                           unwritten=len(ledger.completed) + len(ledger.failed))
-                self._abandon()
+                await self._abandon()
                 return
             if ledger.failed:
                 await self._write_failures()
@@ -121,7 +123,7 @@ class Pump:
                     if ledger.inflight:
                         log_event("grace_expired", node=self.node_id,
                                   abandoned=len(ledger.inflight))
-                        self._abandon()
+                        await self._abandon()
                     return
                 timeout = self.settings.poll_interval
                 if self.stopping:
@@ -217,10 +219,10 @@ class Pump:
         if released:
             log_event("claims_released", node=self.node_id, count=len(released))
 
-    def _abandon(self) -> None:
+    async def _abandon(self) -> None:
         """Leave without what is in flight or unwritten; their partitions become clean, so the
         leave hands them over at once rather than after the revoke timeout."""
-        self.executor.cancel_async()
+        await self.executor.cancel_async(UNWIND)
         self.ledger.abandon()
 
     def _count_fenced(self, n: int) -> None:
