@@ -9,8 +9,8 @@ from contextlib import contextmanager
 from typing import TypeVar
 
 from ringwork import App
-from ringwork.runtime import Worker
 from ringwork.store import Store
+from ringwork.worker import Worker
 
 T = TypeVar("T")
 

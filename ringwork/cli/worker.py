@@ -85,7 +85,7 @@ def worker(
 
     Exits 0 after a graceful stop (SIGTERM/SIGINT), 70 if its cluster node fails (restart it).
     """
-    from ringwork.runtime import Worker
+    from ringwork.worker import Worker
 
     app = load_app(
         app_spec,

@@ -98,6 +98,38 @@ class ProtocolConfig:
         if self.poll_interval >= self.session_timeout:
             raise ConfigurationError("poll_interval must be shorter than session_timeout")
 
+    @classmethod
+    def for_session(
+        cls,
+        *,
+        session_timeout: float,
+        heartbeat_interval: float | None = None,
+        revoke_timeout: float | None = None,
+        cluster: str = "default",
+        partitions: int = 64,
+    ) -> ProtocolConfig:
+        """The timings for a chosen session timeout, the rest keeping their proportions.
+
+        The lease margin, the leader's lease, the registry poll and the election backoff scale
+        with ``session_timeout``, so the safety relations checked above keep holding; the
+        heartbeat interval and the revoke timeout are the caller's (``None``: the defaults).
+        The protocol takes plain numbers: whoever reads the user's settings translates them.
+        """
+        base = cls()
+        scale = session_timeout / base.session_timeout
+        return cls(
+            cluster=cluster,
+            partitions=partitions,
+            heartbeat_interval=(base.heartbeat_interval if heartbeat_interval is None
+                                else heartbeat_interval),
+            session_timeout=session_timeout,
+            lease_margin=base.lease_margin * scale,
+            leader_lease=base.leader_lease * scale,
+            poll_interval=base.poll_interval * scale,
+            election_backoff=base.election_backoff * scale,
+            revoke_timeout=base.revoke_timeout if revoke_timeout is None else revoke_timeout,
+        )
+
     @property
     def follower_lease(self) -> float:
         """How long one acknowledged heartbeat lets a follower claim, from its send time."""

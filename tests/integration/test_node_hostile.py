@@ -20,7 +20,7 @@ from ringwork.coordinator import NODE_FAILED_EXIT
 from ringwork.node import Node
 from ringwork.protocol import events as ev
 from ringwork.protocol.messages import PROTOCOL_VERSION
-from ringwork.runtime import Worker, cluster_node
+from ringwork.worker import Worker, cluster_node
 from tests.support import running_worker, wait_for
 
 pytestmark = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -92,7 +92,7 @@ def test_stopped_reads_the_state_after_the_command_name() -> None:
 _FORKING_WORKER = """
 import os, sys, time
 from ringwork import App
-from ringwork.runtime import cluster_node
+from ringwork.worker import cluster_node
 app = App(database_url=sys.argv[1], partitions=8, cluster=sys.argv[2])
 node = cluster_node(app)
 node.start(lambda kind, parts: None, None)
@@ -214,7 +214,7 @@ def test_a_snapshot_taken_before_a_revocation_is_never_sent_after_it() -> None:
 def test_a_failure_while_applying_a_message_answers_every_caller(app: App) -> None:
     """If the reader thread cannot apply a message (here the listener raises), the node is as
     good as gone: failure() says so and a job write fails at once instead of waiting forever."""
-    from ringwork.runtime import cluster_node
+    from ringwork.worker import cluster_node
 
     node = cluster_node(app)
     assert isinstance(node, NodeProcess)

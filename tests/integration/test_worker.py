@@ -13,7 +13,7 @@ import pytest
 from ringwork import App, Job
 from ringwork.errors import DatabaseUnavailable
 from ringwork.job import NewJob
-from ringwork.runtime import cluster_node
+from ringwork.worker import cluster_node
 from tests.support import running_worker, wait_for
 
 

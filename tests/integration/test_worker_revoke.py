@@ -10,7 +10,7 @@ import pytest
 
 from ringwork import App, Job
 from ringwork.coordinator import PartitionListener
-from ringwork.runtime import Worker
+from ringwork.worker import Worker
 from tests.support import own_all, wait_for
 
 

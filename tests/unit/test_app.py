@@ -91,8 +91,8 @@ def test_bind_and_advertise_hosts_are_derived_from_addresses() -> None:
 def test_default_settings_give_the_protocols_default_timings() -> None:
     """Settings repeats three protocol defaults (layering keeps it from importing them)."""
     from ringwork.protocol.config import ProtocolConfig
-    from ringwork.runtime import protocol_config
     from ringwork.settings import Settings
+    from ringwork.worker import protocol_config
 
     assert protocol_config(Settings()) == ProtocolConfig()
 

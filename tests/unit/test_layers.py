@@ -16,7 +16,7 @@ LAYERS = {
     "ringwork.wakeup": 2, "ringwork.app": 3,
     "ringwork.coordinator": 4, "ringwork.node": 4, "ringwork.node_process": 4,
     "ringwork.node_child": 4,
-    "ringwork.runtime": 5, "ringwork.console": 5, "ringwork.status": 5,
+    "ringwork.worker": 5, "ringwork.console": 5, "ringwork.status": 5,
     "ringwork.demo": 6, "ringwork.demo_app": 6, "ringwork.cli": 7,
 }
 

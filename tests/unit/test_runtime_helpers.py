@@ -2,8 +2,9 @@ import asyncio
 import random
 import time
 
-from ringwork.runtime import Kick, describe_exception, retry_delay
 from ringwork.wakeup import decode, encode, parse_endpoint
+from ringwork.worker.executor import describe_exception, retry_delay
+from ringwork.worker.wakeups import Kick
 
 
 def test_retry_delay_grows_exponentially_with_bounded_jitter() -> None:

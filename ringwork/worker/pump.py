@@ -1,0 +1,235 @@
+"""The claim loop: one round writes every outcome that is ready and claims up to free capacity.
+
+Each round writes every completion that arrived since the last one and, in the same
+transaction, claims up to the free capacity -- never more: no job waits in our memory while
+another worker could run it. While a round is out, finished jobs and freed capacity pile up, so
+under load rounds grow by themselves (fewer commits and fsyncs per job), and when idle the loop
+sleeps until a wake-up or the poll interval. Failed attempts are rare and written one by one.
+Every write carries the job's claim token; the store refuses stale ones ("fenced").
+
+On a stop the pump claims nothing more, writes what finishes, and returns once nothing is in
+flight -- or when the shutdown grace runs out: then it abandons what is left (async handlers
+are cancelled; nothing is re-queued by us: the partitions' next owner runs those jobs again).
+
+Thread: the worker's event loop only. The store calls run on the database threads.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from typing import Any
+
+from ringwork.app import App
+from ringwork.coordinator import Coordinator
+from ringwork.errors import DatabaseError
+from ringwork.job import Job, Outcome
+from ringwork.log import log_event
+from ringwork.settings import Settings
+from ringwork.store.claim import AsyncClaimer
+from ringwork.worker.database import Database
+from ringwork.worker.executor import Executor, Verdict
+from ringwork.worker.ledger import Ledger
+from ringwork.worker.ownership import Ownership
+from ringwork.worker.wakeups import Wakeups
+
+#: Longest wait for more finished jobs before a round is sent while others are still running.
+BATCH_WINDOW = 0.002
+#: How long cancelled async handlers may take to unwind when the grace has run out.
+UNWIND = 1.0
+
+
+class Pump:
+    """Moves jobs in and out of the database; see the module docstring."""
+
+    def __init__(self, app: App, settings: Settings, coordinator: Coordinator, writes: Any,
+                 ledger: Ledger, ownership: Ownership, executor: Executor, wakeups: Wakeups,
+                 db: Database) -> None:
+        self.app = app
+        self.settings = settings
+        self.coordinator = coordinator
+        self.node_id = coordinator.node_id
+        #: Where outcomes and claims are written (the store's job operations).
+        self.writes = writes
+        self.claimer: AsyncClaimer | None = None  # PostgreSQL: a claim alone, on the loop
+        self.ledger = ledger
+        self.stats = ledger.stats
+        self.ownership = ownership
+        self.executor = executor
+        self.wakeups = wakeups
+        self.db = db
+        self.stopping = False
+        self.failure: str | None = None  # the coordinator failed: stop now (read by any thread)
+        self._unsure_claims = False  # a claiming round failed: it may have committed anyway
+
+    def begin_stop(self) -> None:
+        self.stopping = True
+        self.wakeups.kick.set()
+
+    def outcome(self, job: Job, verdict: Verdict) -> None:
+        """The executor's report of one finished attempt (on the loop)."""
+        if self.ledger.finished(job, verdict):
+            self.wakeups.kick.set()
+
+    def coordinator_failed(self) -> bool:
+        """True (after logging it, once) if the coordinator can no longer work: stop at once."""
+        if self.failure is None:
+            reason = self.coordinator.failure()
+            if reason is None:
+                return False
+            self.failure = reason
+            self.stopping = True
+            log_event("node_failed", logging.ERROR, node=self.node_id, error=reason,
+                      abandoned=len(self.ledger.inflight))
+        return True
+
+    async def run(self) -> None:
+        limit = self.settings.concurrency
+        ledger, wakeups, kick = self.ledger, self.wakeups, self.wakeups.kick
+        grace_deadline = math.inf
+        batch_deadline: float | None = None
+        while True:
+            kick.clear()
+            if self.coordinator_failed():
+                await self._abandon()  # their partitions' next owner re-runs them
+                return
+            now = time.monotonic()
+            if self.stopping and grace_deadline == math.inf:
+                grace_deadline = now + self.settings.shutdown_grace
+            if self.stopping and now > grace_deadline + self.settings.db_backoff_max:
+                # The database stayed away past the grace period: leave the outcomes unwritten
+                # (their jobs run again elsewhere: at-least-once) rather than hang forever.
+                log_event("outcomes_abandoned", node=self.node_id, inflight=len(ledger.inflight),
+                          unwritten=len(ledger.completed) + len(ledger.failed))
+                await self._abandon()
+                return
+            if ledger.failed:
+                await self._write_failures()
+                continue
+            if self._unsure_claims:
+                await self._release_unknown_claims()
+                continue
+            ledger.drop_lost()
+            ready = len(ledger.completed)
+            free = limit - len(ledger.inflight)
+            owned = {} if self.stopping else self.ownership.claimable()
+            if wakeups.hint is not None and wakeups.maybe_more:
+                # Woken only by enqueue nudges: look where the new jobs are, not everywhere.
+                owned = {p: e for p, e in owned.items() if p in wakeups.hint}
+            want = free if owned and (wakeups.maybe_more or not ready) else 0
+            if not ready and (want <= 0 or not wakeups.maybe_more):
+                if self.stopping and (not ledger.inflight or now > grace_deadline):
+                    if ledger.inflight:
+                        log_event("grace_expired", node=self.node_id,
+                                  abandoned=len(ledger.inflight))
+                        await self._abandon()
+                    return
+                timeout = self.settings.poll_interval
+                if self.stopping:
+                    timeout = min(timeout, max(0.0, grace_deadline - now))
+                if not await kick.wait(timeout) and not self.stopping:
+                    wakeups.want_more()  # the poll backstop: look again, everywhere
+                continue
+            if ready and ledger.inflight and ready < limit // 2 and not self.stopping:
+                # Jobs are finishing one by one: give the others a moment to join this round,
+                # so a round carries a batch, not a single job (one commit for many).
+                if batch_deadline is None:
+                    batch_deadline = now + BATCH_WINDOW
+                if now < batch_deadline:
+                    await kick.wait(batch_deadline - now)
+                    continue
+            batch_deadline = None
+            await self._round(owned if want > 0 else {}, want)
+
+    async def _round(self, owned: dict[int, int], want: int) -> None:
+        """Write the completions that are ready and claim up to ``want`` jobs from ``owned``."""
+        ledger = self.ledger
+        self.wakeups.maybe_more = False  # a wake-up arriving during the round sets it again
+        done = ledger.take_completed()
+        with ledger.flushing(owned):
+            try:
+                if done or self.claimer is None:
+                    pairs = [(job.id, job.token) for job in done]
+                    fenced, jobs = await self.db.call(
+                        self.writes.exchange, self.node_id, pairs, owned, want)
+                else:  # a claim alone (an idle worker woken up): straight from the loop
+                    fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want)
+            except DatabaseError as exc:
+                ledger.put_back(completed=done)  # written only once it commits
+                self.wakeups.want_more()
+                # The round may have committed before the error reached us: then it claimed
+                # jobs we never heard of. Find them before claiming again.
+                self._unsure_claims = self._unsure_claims or want > 0
+                await self.db.outage("exchange", exc)
+                return
+            self.db.succeeded()
+            ledger.written(done)
+            if done:
+                self.stats.flushes += 1
+                self.stats.succeeded += len(done) - len(fenced)
+                self._count_fenced(len(fenced))
+                if any(self._is_ordered(job) for job in done):
+                    self.wakeups.want_more()  # the key's next job may be runnable now
+            if jobs:
+                self.stats.claim_batches += 1
+                self.stats.claimed += len(jobs)
+                for job in jobs:  # in the ledger before the round's partitions are released
+                    ledger.claimed(job)
+                    self.executor.start(job)
+            if want and len(jobs) == want:
+                self.wakeups.want_more()  # a full batch: there may be more behind it
+
+    async def _write_failures(self) -> None:
+        """Failed attempts are rare: written one by one, each with its own outcome."""
+        ledger = self.ledger
+        ledger.drop_lost()
+        while (failure := ledger.take_failure()) is not None:
+            job, error, delay = failure
+            try:
+                outcome = await self.db.call(self.writes.fail, self.node_id, job.id, job.token,
+                                             error, retry_delay=delay)
+            except DatabaseError as exc:
+                ledger.put_back(failed=[failure])
+                await self.db.outage("fail", exc)
+                return
+            ledger.written([job])
+            if outcome is Outcome.RETRY:
+                self.stats.retried += 1
+                if delay is not None:
+                    self.wakeups.wake_later(delay)
+            elif outcome is Outcome.DEAD:
+                self.stats.dead += 1
+                log_event("job_dead", node=self.node_id, job=job.id, task=job.task,
+                          attempts=job.attempt)
+            else:
+                self._count_fenced(1)
+            if self._is_ordered(job):
+                self.wakeups.want_more()
+        self.db.succeeded()
+
+    async def _release_unknown_claims(self) -> None:
+        try:
+            released = await self.db.call(self.writes.release_unknown, self.node_id,
+                                          self.ledger.known_ids())
+        except DatabaseError as exc:
+            await self.db.outage("release", exc)
+            return
+        self._unsure_claims = False
+        if released:
+            log_event("claims_released", node=self.node_id, count=len(released))
+
+    async def _abandon(self) -> None:
+        """Leave without what is in flight or unwritten; their partitions become clean, so the
+        leave hands them over at once rather than after the revoke timeout."""
+        await self.executor.cancel_async(UNWIND)
+        self.ledger.abandon()
+
+    def _count_fenced(self, n: int) -> None:
+        if n:
+            self.stats.fenced += n
+            log_event("job_fenced", node=self.node_id, count=n)
+
+    def _is_ordered(self, job: Job) -> bool:
+        task = self.app.tasks.get(job.task)
+        return task is not None and task.ordered
