@@ -148,8 +148,7 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     handler, however CPU-bound, can keep the protocol from the interpreter. ``process=False``
     keeps it on a thread of this process (tests that inject faults into the app's store).
     """
-    from ringwork.node import CurveKeys, Node
-    from ringwork.node_process import NodeProcess
+    from ringwork.node import CurveKeys, Node, NodeProcess
 
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
