@@ -6,8 +6,8 @@ threads the node thread got the interpreter so rarely that the leader could not 
 authority in time, stepped down and was re-elected every few seconds. A thread cannot be given
 priority over the GIL; a process can be scheduled by the kernel on its own. So the worker
 (parent) keeps the claim loop, the handlers and the outcomes; the child runs the
-:class:`~ringwork.node.driver.Node` -- zmq sockets, protocol core, referee calls on its own database
-connection -- and nothing else, and stays responsive however busy the parent is.
+:class:`~ringwork.node.driver.Node` -- zmq sockets, protocol core, referee calls on its own
+database connection -- and nothing else, and stays responsive however busy the parent is.
 
 The two talk over a socket pair (:class:`multiprocessing.connection.Connection` messages); the
 child's side is :mod:`ringwork.node.child`, and :mod:`ringwork.node.spawn` starts it:
@@ -42,9 +42,11 @@ The child follows its parent's fate:
 * child gone (its loop died, the OOM killer): the parent's :meth:`NodeProcess.failure` says so,
   and the worker exits non-zero so that its supervisor restarts it.
 
-Threads (in the worker): one reader thread (``ringwork-nodeproc``) consumes the pipe; the
-snapshot it stores is read by the event loop (one attribute, replaced whole); job writes are
-called from the worker's database threads and answered through futures.
+Threads (in the worker): the child is started by the thread that builds the node process (or
+starts it); one reader thread (``ringwork-nodeproc``) consumes the pipe; the snapshot, the view
+and the failure it stores are read by any thread (each one attribute, replaced whole); commands
+go out under a send lock from any thread; job writes are called from the worker's database
+threads and answered through futures.
 """
 
 from __future__ import annotations
