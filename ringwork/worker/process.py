@@ -56,12 +56,11 @@ def protocol_config(settings: Settings) -> ProtocolConfig:
 def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     """The ZeroMQ cluster member for ``app``, configured from its settings.
 
-    By default it runs in a process of its own (:mod:`ringwork.node_process`), so that no
+    By default it runs in a process of its own (:mod:`ringwork.node.process`), so that no
     handler, however CPU-bound, can keep the protocol from the interpreter. ``process=False``
     keeps it on a thread of this process (tests that inject faults into the app's store).
     """
-    from ringwork.node import CurveKeys, Node
-    from ringwork.node_process import NodeProcess
+    from ringwork.node import CurveKeys, Node, NodeProcess
 
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here

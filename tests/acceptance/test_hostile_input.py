@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 import zmq
 
-from ringwork.node import RCVHWM
-from ringwork.node_child import VIEW_INTERVAL
+from ringwork.node.child import VIEW_INTERVAL
+from ringwork.node.sockets import RCVHWM
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.messages import Codec
 from tests.acceptance.cluster import APP_SPEC, ROOT, Cluster, Proc
@@ -276,7 +276,7 @@ def test_a_flood_of_max_size_frames_stays_within_the_memory_bound(
 
 BROKEN_WORKER = """
 import sys, time
-import ringwork.node as node
+import ringwork.node.driver as node
 real, first = node.Node._drain_inbox, []
 def broken(self):
     first.append(time.monotonic())

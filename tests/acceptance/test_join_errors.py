@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from ringwork.console import status_view
-from ringwork.joinwatch import ALARM_AFTER
+from ringwork.node.joinwatch import ALARM_AFTER
 from tests.acceptance.cluster import Cluster, Proc
 from tests.acceptance.test_cli import ringwork
 from tests.support import wait_for

@@ -13,8 +13,9 @@ import pytest
 
 from ringwork import App, Job
 from ringwork.errors import DatabaseUnavailable, RingworkError
-from ringwork.node_child import _stopped
-from ringwork.node_process import NodeProcess, _error, _Spawned
+from ringwork.node.child import _stopped
+from ringwork.node.process import NodeProcess, _error
+from ringwork.node.spawn import _Spawned
 from tests.support import running_worker, wait_for
 
 
@@ -173,7 +174,7 @@ def test_a_snapshot_taken_before_a_revocation_is_never_sent_after_it() -> None:
     were taken, or a revoked partition becomes claimable again after the worker confirmed it."""
     from multiprocessing import Pipe
 
-    from ringwork.node_child import _Child
+    from ringwork.node.child import _Child
 
     revoked = threading.Event()
     held = {0: 1, 1: 1}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ringwork.joinwatch import ALARM_AFTER, ALARM_EVERY, JoinWatch, Link, reason
+from ringwork.node.joinwatch import ALARM_AFTER, ALARM_EVERY, JoinWatch, Link, reason
 
 
 def test_alarm_after_a_few_session_timeouts_then_repeated_then_joined() -> None:

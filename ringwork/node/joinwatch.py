@@ -7,12 +7,16 @@ has been trying) on its protocol thread; past ``ALARM_AFTER`` session timeouts t
 for an error, then again every ``ALARM_EVERY`` while it lasts. The reason comes from
 :class:`Link`, what the ZeroMQ socket monitor said about the connection to the leader.
 
-No zmq here: the driver translates monitor events into :class:`Link` fields.
+No zmq here, and no clock: the driver translates monitor events into :class:`Link` fields
+(:mod:`ringwork.node.peers`) and passes the time in. Protocol thread only.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+from ringwork.log import log_event
 
 #: Session timeouts of failing to join before the first error (a failover or a rebalance after
 #: a start takes one or two), and between repeats while it lasts.
@@ -93,3 +97,22 @@ class JoinWatch:
             self.alarmed = True
             return "alarm"
         return None
+
+    def report(
+        self,
+        now: float,
+        node_id: str,
+        member: bool,
+        joining_since: float | None,
+        leader: str | None,
+        link: Link | None,
+    ) -> None:
+        """:meth:`update`, and log what it decided: ``join_failed`` (an error, with the reason
+        from ``link``, what we know of the connection to ``leader``) or ``join_completed``."""
+        verdict = self.update(now, member, joining_since)
+        if verdict == "alarm":
+            waited = f"{now - joining_since:.1f}" if joining_since is not None else "?"
+            log_event("join_failed", logging.ERROR, node=node_id, leader=leader, waited=waited,
+                      reason=f"cannot join the cluster: {reason(leader, link)}")
+        elif verdict == "joined":
+            log_event("join_completed", node=node_id, leader=leader)

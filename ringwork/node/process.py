@@ -6,11 +6,11 @@ threads the node thread got the interpreter so rarely that the leader could not 
 authority in time, stepped down and was re-elected every few seconds. A thread cannot be given
 priority over the GIL; a process can be scheduled by the kernel on its own. So the worker
 (parent) keeps the claim loop, the handlers and the outcomes; the child runs the
-:class:`~ringwork.node.Node` -- zmq sockets, protocol core, referee calls on its own database
-connection -- and nothing else, and stays responsive however busy the parent is.
+:class:`~ringwork.node.driver.Node` -- zmq sockets, protocol core, referee calls on its own
+database connection -- and nothing else, and stays responsive however busy the parent is.
 
 The two talk over a socket pair (:class:`multiprocessing.connection.Connection` messages); the
-child's side is :mod:`ringwork.node_child`:
+child's side is :mod:`ringwork.node.child`, and :mod:`ringwork.node.spawn` starts it:
 
 * parent -> child: ``start``, ``revoke_done``, ``leave``, ``stop``;
 * parent -> child: the worker's job writes (``exchange``, ``fail``, ``release_unknown``), run
@@ -42,22 +42,18 @@ The child follows its parent's fate:
 * child gone (its loop died, the OOM killer): the parent's :meth:`NodeProcess.failure` says so,
   and the worker exits non-zero so that its supervisor restarts it.
 
-Threads (in the worker): one reader thread (``ringwork-nodeproc``) consumes the pipe; the
-snapshot it stores is read by the event loop (one attribute, replaced whole); job writes are
-called from the worker's database threads and answered through futures.
+Threads (in the worker): the child is started by the thread that builds the node process (or
+starts it); one reader thread (``ringwork-nodeproc``) consumes the pipe; the snapshot, the view
+and the failure it stores are read by any thread (each one attribute, replaced whole); commands
+go out under a send lock from any thread; job writes are called from the worker's database
+threads and answered through futures.
 """
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import logging
-import os
 import queue
-import signal
-import socket
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -67,14 +63,15 @@ from typing import TYPE_CHECKING, Any
 
 from ringwork import errors
 from ringwork.addresses import NEXT_PORT
-from ringwork.coordinator import NODE_FAILED_EXIT, PartitionListener, new_node_id
+from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
-from ringwork.node_child import NodeSpec, _child_main
+from ringwork.node.spawn import ChildProcess, NodeSpec, may_fork, start_child
 from ringwork.protocol.config import ProtocolConfig
 
 if TYPE_CHECKING:
     from ringwork.store import Store
+
 
 class NodeProcess:
     """A :class:`~ringwork.coordinator.Coordinator` whose node runs in a child process."""
@@ -108,7 +105,7 @@ class NodeProcess:
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
         )
         self._conn: Connection | None = None
-        self._child: _Process | None = None
+        self._child: ChildProcess | None = None
         self._send_lock = threading.Lock()
         self._replies: queue.SimpleQueue[tuple[Any, ...]] = queue.SimpleQueue()
         self._listener: PartitionListener | None = None
@@ -121,7 +118,7 @@ class NodeProcess:
         self._calls: dict[int, Future[Any]] = {}
         self._call_ids = itertools.count()
         self.store_proxy = RemoteStore(self)
-        if _may_fork():
+        if may_fork():
             self._spawn()  # now, while the worker runs no thread of its own yet
 
     # -- Coordinator interface -----------------------------------------------------------------
@@ -198,48 +195,13 @@ class NodeProcess:
     # -- the parent's side of the pipe ---------------------------------------------------------
 
     def _spawn(self) -> None:
-        """Start the child: a fork while we run one thread, else a fresh interpreter.
-
-        A fork is cheap: no second import of zmq, SQLAlchemy and psycopg (~0.35 s of CPU and
-        ~45 MB here). It is only safe while this process runs one thread (a fork copies locks
-        other threads hold), so the runtime builds us before it starts any; a worker started
-        inside a program that already runs threads (a test, an embedding application) gets a
-        ``python -m ringwork.node_child`` instead. Not multiprocessing's spawn: it re-runs
-        the caller's ``__main__``, which a library must never do to its user's program.
-        """
-        ours, theirs = socket.socketpair()
-        if _may_fork():
-            pid = os.fork()
-            if pid == 0:  # the child: never returns
-                code = NODE_FAILED_EXIT
-                try:
-                    ours.close()
-                    _child_main(Connection(theirs.detach()), self._spec)
-                finally:
-                    os._exit(code)
-            self._child = _Forked(pid)
-            method = "fork"
-        else:
-            self._child = _Spawned(
-                subprocess.Popen(
-                    [sys.executable, "-m", "ringwork.node_child", str(theirs.fileno())],
-                    pass_fds=(theirs.fileno(),),
-                    stdin=subprocess.DEVNULL,
-                    start_new_session=False,
-                    # The same import path as ours: ringwork (and the app) may be importable
-                    # only through a sys.path entry this program added at run time.
-                    env={**os.environ, "PYTHONPATH": os.pathsep.join(
-                        p or os.getcwd() for p in sys.path)},
-                )
-            )
-            method = "spawn"
-        theirs.close()
-        self._conn = Connection(ours.detach())
-        if method == "spawn":
-            self._send("spec", self._spec)
+        """Start the child (forked while we run one thread, else spawned: see
+        :mod:`ringwork.node.spawn`) and the thread that reads what it reports."""
+        self._child, self._conn = start_child(self._spec)
         self._reader = threading.Thread(target=self._read, name="ringwork-nodeproc", daemon=True)
         self._reader.start()
-        log_event("node_process_started", node=self.node_id, pid=self._child.pid, method=method)
+        log_event("node_process_started", node=self.node_id, pid=self._child.pid,
+                  method=self._child.method)
 
     def _send(self, *message: Any, force: bool = False) -> None:
         conn = self._conn
@@ -332,67 +294,6 @@ class RemoteStore:
 
     def release_unknown(self, *args: Any, **kwargs: Any) -> Any:
         return self._node.call("release_unknown", *args, **kwargs)
-
-
-def _may_fork() -> bool:
-    """One thread only, counting threads started outside Python too (a BLAS pool, grpc, a zmq
-    context an app made at import): a fork copies the locks of every other thread."""
-    if not hasattr(os, "fork") or threading.active_count() != 1:
-        return False
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:
-        return True  # no /proc: Python's own count is all there is
-
-
-class _Process:
-    """The child, however it was started."""
-
-    pid: int
-
-    def wait(self, timeout: float) -> int | None:
-        """The exit code once the child has exited (within ``timeout``), else None."""
-        raise NotImplementedError
-
-    def kill(self) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-
-
-class _Forked(_Process):
-    def __init__(self, pid: int) -> None:
-        self.pid = pid
-        self._code: int | None = None
-        self._lock = threading.Lock()
-
-    def wait(self, timeout: float) -> int | None:
-        deadline = time.monotonic() + timeout
-        while True:
-            with self._lock:  # two threads may wait; only one may reap
-                if self._code is None:
-                    try:
-                        pid, status = os.waitpid(self.pid, os.WNOHANG)
-                    except ChildProcessError:
-                        pid, status = self.pid, 0
-                    if pid:
-                        self._code = os.waitstatus_to_exitcode(status)
-                if self._code is not None:
-                    return self._code
-            if time.monotonic() >= deadline:
-                return None
-            time.sleep(0.01)
-
-
-class _Spawned(_Process):
-    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
-        self.pid = popen.pid
-        self._popen = popen
-
-    def wait(self, timeout: float) -> int | None:
-        try:
-            return self._popen.wait(timeout)
-        except subprocess.TimeoutExpired:
-            return None
 
 
 def _error(name: str, message: str) -> RingworkError:

@@ -1,10 +1,15 @@
 """The node process's own side: build the cluster node, serve the worker's pipe, follow it.
 
-Runs only in the child that :class:`ringwork.node_process.NodeProcess` starts (forked, or as
-``python -m ringwork.node_child FD``); see that module for why the node has a process of its
-own and what crosses the pipe. Threads: the main thread serves the pipe, watches the parent and
-pushes snapshots; one ``ringwork-store`` thread runs the worker's job writes; the node has its
-own threads (its protocol loop and its referee calls).
+Runs only in the child that :class:`ringwork.node.process.NodeProcess` starts (forked, or as
+``python -m ringwork.node.child FD``: see :mod:`ringwork.node.spawn`); see
+:mod:`ringwork.node.process` for why the node has a process of its own and what crosses the pipe.
+
+Threads: the main thread serves the pipe, watches the parent and pushes snapshots; one
+``ringwork-store`` thread runs the worker's job writes; the node's listener is called on its
+protocol thread and pushes events; the node has its own threads besides (its protocol loop and
+its referee calls). Sends on the pipe are serialized by ``_Child._lock``. Read across threads:
+``revoking``, changed in place by the main thread and the protocol thread (one set operation
+each, atomic under the GIL), and ``orphaned``, set by the main thread and read by the other.
 """
 
 from __future__ import annotations
@@ -17,14 +22,16 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
 
 from ringwork.coordinator import NODE_FAILED_EXIT
 from ringwork.errors import RingworkError
-from ringwork.log import log_event
-from ringwork.protocol.config import ProtocolConfig
+from ringwork.log import configure, log_event
+from ringwork.node.curve import CurveKeys
+from ringwork.node.driver import Node
+from ringwork.node.spawn import NodeSpec
+from ringwork.store import Store
 
 #: How often the child checks on its parent and on the node's snapshot.
 WATCH_INTERVAL = 0.02
@@ -34,31 +41,12 @@ VIEW_INTERVAL = 1.0
 REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown"})
 
 
-@dataclass(frozen=True)
-class NodeSpec:
-    """Everything the child needs to build the node (picklable: it crosses a spawn too)."""
-
-    database_url: str
-    cluster: str
-    partitions: int
-    config: ProtocolConfig
-    bind: str
-    advertise: str | None
-    curve_key_file: str | None
-    pub_port: int
-    node_id: str
-    log_level: int
-
-
-
-def _child_main(conn: Connection, spec: NodeSpec) -> None:
+def child_main(conn: Connection, spec: NodeSpec) -> None:
     """The child process: build the node, serve the pipe, follow the parent's fate."""
     # Signals are the parent's business: it stops us through the pipe (a terminal's Ctrl-C
     # reaches the whole process group, and the parent wants a clean leave, not a dead node).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    from ringwork.log import configure
-
     if not logging.getLogger("ringwork").handlers:
         configure(spec.log_level)  # spawned: nothing configured yet
     try:
@@ -77,9 +65,6 @@ class _Child:
     """The node's side: one thread serves the pipe, watches the parent and pushes snapshots."""
 
     def __init__(self, conn: Connection, spec: NodeSpec) -> None:
-        from ringwork.node import CurveKeys, Node
-        from ringwork.store import Store
-
         self.conn = conn
         self.spec = spec
         self.parent = os.getppid()
@@ -246,12 +231,12 @@ class _Child:
 
 
 def _spawned_main(fd: int) -> None:
-    """``python -m ringwork.node_child FD``: the first message on FD is the spec."""
+    """``python -m ringwork.node.child FD``: the first message on FD is the spec."""
     conn = Connection(fd)
     message = conn.recv()
     if message[0] != "spec":
         os._exit(NODE_FAILED_EXIT)
-    _child_main(conn, message[1])
+    child_main(conn, message[1])
 
 
 def _stopped(pid: int) -> bool:
