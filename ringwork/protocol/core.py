@@ -14,6 +14,9 @@ leader), :class:`~ringwork.protocol.referee_view.RefereeView` (the last referee 
 (:mod:`~ringwork.protocol.follower`), elections (:mod:`~ringwork.protocol.election`), leading
 (:mod:`~ringwork.protocol.leader`, with :mod:`~ringwork.protocol.leader_inbox` in front of it).
 
+Threads: all of it runs on the one thread of the driver that feeds the core (the node thread of
+:mod:`ringwork.node`; the simulator's only thread), which also reads it between calls.
+
 Why it is safe (checked after every step by the simulator, invariant 2):
 
 * a follower claims only while its lease runs: ``sent_at + min(session_timeout, authority) -

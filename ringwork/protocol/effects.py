@@ -3,6 +3,8 @@
 Every part of the core (following, elections, leading) writes its actions here instead of calling
 back into the core, so none of them needs the others. It also numbers the referee operations and
 remembers those still unanswered: which are pending decides what may be issued next.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@
   previous leader's authority -- and so every lease it granted -- has surely run out.
 
 Following a leader is :mod:`ringwork.protocol.follower`; the role changes themselves (follow,
-lead, step down) are :class:`~ringwork.protocol.core.Core`'s.
+lead, step down) are :class:`~ringwork.protocol.transitions.Transitions`'. Runs on the driver's
+thread, inside ``Core.handle``, like all of the core.
 """
 
 from __future__ import annotations

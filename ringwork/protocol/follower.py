@@ -9,6 +9,8 @@
   safe: :mod:`ringwork.protocol.core`).
 * A leaving follower revokes everything itself, drains it, and sends ``Leave`` until the leader
   acknowledges (or the leave budget is spent).
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

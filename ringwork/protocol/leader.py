@@ -14,6 +14,8 @@ Takeover: the referee tells a new leader who owned what, but not whether those o
 claim under the previous leader's leases. A partition stays *unconfirmed* until its owner joins
 and reports holding it at the referee's epoch; whatever is still unconfirmed when the previous
 leader's authority (and so every lease it granted) has surely ended is orphaned.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations
@@ -54,6 +56,7 @@ class Leadership:
         self.node_id = node_id
         self.config = config
         self.fx = fx
+        self.referee = referee
         self.share = share  # our own share: we grant ourselves partitions like any member
         self.term = term
         self.authority_until = authority_until
@@ -73,17 +76,16 @@ class Leadership:
         self.forming = not takeover
         self.formed_check_after = math.inf  # a poll issued at or after this confirms formation
         self.join_deadline: float | None = max(takeover_until, now + config.session_timeout)
-        self.book = Book(config.partitions, ownership)
-        members: dict[str, Member] = {}
-        self.moves = Moves(node_id, term, config, fx, self.book, members)
-        self.membership = Membership(
-            node_id, term, config, fx, referee, self.book, self.moves, members
-        )
-        self.members = members
         self.next_poll = now + config.heartbeat_interval
         self.poll_op: int | None = None
         self.poll_issued = 0.0
-        self.referee = referee
+        # The members, by node id: one dict, changed only by ``membership``, read by the rest.
+        self.members: dict[str, Member] = {}
+        self.book = Book(config.partitions, ownership)
+        self.moves = Moves(node_id, term, config, fx, self.book, self.members)
+        self.membership = Membership(
+            node_id, term, config, fx, referee, self.book, self.moves, self.members
+        )
         self.moves.schedule(now)
 
     # -------------------------------------------------------- read by the simulator's checks

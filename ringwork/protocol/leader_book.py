@@ -12,6 +12,8 @@ plus *unconfirmed* right after a takeover: owned on the referee by a node that h
 us and reported holding it. A partition is granted (its owner may claim it) only if it is in none
 of the other states, so a write that moves it can never race with the old owner claiming it: the
 old owner has either released it, or its lease has run out, or its leader's authority has.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ node exists, and a forged Join must not win partitions for a phantom.
 
 The held Joins outlive a leadership (a later one drops them by their term), so they are kept by
 the core, here, rather than by :class:`~ringwork.protocol.leader.Leadership`.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

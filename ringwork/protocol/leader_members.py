@@ -9,6 +9,8 @@
     silence, row still fresh ──> kept (cut off from us, not from the database: it claims its
         partitions in degraded mode, see core.py; nothing of it is handed over unheard)
     Leave ──> removed at once: its partitions (already released) orphaned, rebalance
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

@@ -5,6 +5,8 @@ Membership changes are folded into one rebalance (``join_debounce``, bounded by
 sticky :func:`~ringwork.protocol.assignor.assign`. A partition whose owner is not its target is
 revoked first and written to its new owner only once it is *ready* (see
 :mod:`ringwork.protocol.leader_book`): one ``WriteAssignment`` at a time, under our term.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

@@ -2,6 +2,8 @@
 
 Following, elections and leading all decide from the same read; this object is that read, so
 none of them has to ask another for it.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class RefereeView:
         self.last_poll_issued = -math.inf
         # When the referee last answered, and the last silence of it longer than session_timeout
         # (start, end): during such a silence nobody could touch a registry row, so a stale row
-        # says nothing about whether its node is alive (see Election.takeover).
+        # says nothing about whether its node is alive (see Election.won).
         self.answered_at = -math.inf
         self.silence = (-math.inf, -math.inf)
 

@@ -2,6 +2,8 @@
 follow from changes to it (``Assigned``, ``Revoked``, ``Lost``).
 
 A leader keeps one too: it grants itself partitions like any member, through :meth:`Share.apply`.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations

@@ -4,6 +4,8 @@
 :class:`~ringwork.protocol.leader.Leadership`, routes each event to the part it concerns, and is
 the only place that changes the node's :class:`~ringwork.protocol.roles.Role` (follow, lead,
 step down, stop). :class:`~ringwork.protocol.core.Core` wraps it for the driver.
+
+Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
 """
 
 from __future__ import annotations
