@@ -20,17 +20,18 @@ class Role(str, Enum):
     ::
 
                   Start
-        IDLE ──────────────> FOLLOWER ───────┐  a poll (or an Announce, checked by a poll)
-                              │  ^  ^  <─────┘  names another leader: follow it
-          ClaimLeadership won │  │  │
-          (a poll showed the  │  │  └── step down: a write refused or failed, a poll shows
-          leader gone, and it │  │      another term, or the authority lapsed
-          was my rank's turn) v  │
-                              LEADER ───┘
-                                 │
-              leaving, and owns  │                LeaveAck, drained with no leader to tell,
-              nothing: Resign    v                or the leave budget spent
-                              STOPPED <────────────────────── FOLLOWER (leaving)
+        IDLE ──────────────> FOLLOWER ───┐  a poll (or an Announce, checked by a poll)
+                              │   ^  ^───┘  names another leader: follow it
+          ClaimLeadership won │   │
+          (a poll showed the  │   │ step down: a write refused or failed, a poll shows
+          leader gone, and it │   │ another term, or the authority lapsed
+          was my rank's turn) v   │
+                             LEADER
+                              │
+             leaving, and     │              LeaveAck, drained with no leader to tell,
+             owns nothing:    │              or the leave budget spent
+             Resign           v
+                             STOPPED <────────────────── FOLLOWER (leaving)
 
     Within FOLLOWER (see :mod:`ringwork.protocol.follower`): *joining* until the leader's first
     Ack (suspended: claims nothing); *following* while the lease from its Acks runs; *degraded*
