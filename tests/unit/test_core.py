@@ -352,19 +352,19 @@ def test_a_join_from_a_node_missing_from_the_registry_waits_for_a_poll() -> None
     rows = (node("a", 1), node("b", 2), node("c", 3))
     for t in (0.2, 0.4):  # answer every poll (one may have been issued before the Joins came)
         core.handle(t, ev.Tick())
-        polls = [op for op, (kind, _) in core._ops.items() if kind == "Poll"]
+        polls = [op for op, (kind, _) in core.machine.fx.ops.items() if kind == "Poll"]
         assert polls, "an unknown joiner makes the leader read the registry soon"
         for op in polls:
             core.handle(t, ev.PollResult(op_id=op, term=TermRecord(term=1, leader="a"),
                                          nodes=rows))
     assert set(lead.members) == {"a", "b", "c"}  # c registered: admitted; phantom forgotten
-    assert core._unregistered_joins == {}
+    assert core.machine.inbox.held_joins == {}
 
 
 def _answer_polls(core: Core, t: float, nodes: tuple[NodeRecord, ...]) -> list[ev.Action]:
     out = core.handle(t, ev.Tick())
     for _ in range(3):  # an answer may make it poll again at once
-        for poll in [op for op, (kind, _) in core._ops.items() if kind == "Poll"]:
+        for poll in [op for op, (kind, _) in core.machine.fx.ops.items() if kind == "Poll"]:
             result = ev.PollResult(op_id=poll, term=TermRecord(term=1, leader="a"), nodes=nodes)
             out += core.handle(t, result)
     return out
