@@ -30,7 +30,7 @@ from ringwork.errors import RingworkError
 from ringwork.log import configure, log_event
 from ringwork.node.curve import CurveKeys
 from ringwork.node.driver import Node
-from ringwork.node.spawn import NodeSpec
+from ringwork.node.spec import NodeSpec
 from ringwork.store import Store
 
 #: How often the child checks on its parent and on the node's snapshot.

@@ -66,7 +66,8 @@ from ringwork.addresses import NEXT_PORT
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
-from ringwork.node.spawn import ChildProcess, NodeSpec, may_fork, start_child
+from ringwork.node.spawn import ChildProcess, may_fork, start_child
+from ringwork.node.spec import NodeSpec
 from ringwork.protocol.config import ProtocolConfig
 
 if TYPE_CHECKING:

@@ -22,30 +22,13 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from multiprocessing.connection import Connection
 
 from ringwork.coordinator import NODE_FAILED_EXIT
-from ringwork.protocol.config import ProtocolConfig
+from ringwork.node.spec import NodeSpec
 
 #: The module a spawned child runs (``python -m CHILD_MODULE FD``).
 CHILD_MODULE = "ringwork.node.child"
-
-
-@dataclass(frozen=True)
-class NodeSpec:
-    """Everything the child needs to build the node (picklable: it crosses a spawn too)."""
-
-    database_url: str
-    cluster: str
-    partitions: int
-    config: ProtocolConfig
-    bind: str
-    advertise: str | None
-    curve_key_file: str | None
-    pub_port: int
-    node_id: str
-    log_level: int
 
 
 class ChildProcess:
