@@ -13,7 +13,8 @@ The only package that imports zmq. Its modules, by what they hold and where they
   operations on their pool thread (``ringwork-ref``), the registry over the SQL store;
 * :mod:`~ringwork.node.joinwatch` -- saying why a node cannot join;
 * :mod:`~ringwork.node.process` (the worker's side), :mod:`~ringwork.node.spawn` (starting the
-  child), :mod:`~ringwork.node.spec` (what it is built from), :mod:`~ringwork.node.child` (the child's side, ``python -m ringwork.node.child FD``)
+  child), :mod:`~ringwork.node.spec` (what it is built from), :mod:`~ringwork.node.child`
+  (the child's side, ``python -m ringwork.node.child FD``)
   -- the node in an OS process of its own, :class:`NodeProcess`, which is how a worker runs it.
 """
 
