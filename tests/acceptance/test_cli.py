@@ -47,7 +47,7 @@ def test_help_lists_commands() -> None:
 def test_unimportable_app(tmp_path: Path) -> None:
     assert_one_line_error(ringwork("worker", "no_such_module:app", cwd=tmp_path),
                           "cannot import 'no_such_module'")
-    assert_one_line_error(ringwork("worker", "workers.example:nothing", cwd=tmp_path),
+    assert_one_line_error(ringwork("worker", "ringwork.demo_app:nothing", cwd=tmp_path),
                           "is not a ringwork App")
     assert_one_line_error(ringwork("enqueue", "justamodule", "t", "--key", "k", cwd=tmp_path),
                           "MODULE:APP")
