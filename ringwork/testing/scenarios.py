@@ -27,8 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringwork.protocol.config import ProtocolConfig
+from ringwork.testing.faults import RefereeModel, RuntimeModel
 from ringwork.testing.network import NetworkModel
-from ringwork.testing.simulator import RefereeModel, RuntimeModel, Simulation
+from ringwork.testing.simulator import Simulation
 
 FAMILIES = ("crash", "partition", "pause", "churn", "referee", "random", "cut")
 

@@ -18,8 +18,8 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
+from ringwork.testing.invariants import InvariantViolation
 from ringwork.testing.scenarios import FAMILIES, RunResult, replay_command, run
-from ringwork.testing.simulator import InvariantViolation
 
 
 def _one(job: tuple[str, int]) -> RunResult | str:

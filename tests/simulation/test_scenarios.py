@@ -219,7 +219,7 @@ def test_zombie_leader_wakes_up_deposed(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_referee_outage_fences_everyone_then_recovers(seed: int) -> None:
-    from ringwork.testing.simulator import RefereeModel
+    from ringwork.testing.faults import RefereeModel
 
     sim = started(seed)
     sim.referee_model = RefereeModel(fail=1.0)
@@ -237,7 +237,7 @@ def test_referee_outage_past_the_session_timeout_loses_no_live_node(seed: int) -
     before the others have touched their rows again; it must still wait for them to join
     rather than take their partitions (a live node losing its partitions drops the outcomes it
     finished during the outage, and those jobs run again)."""
-    from ringwork.testing.simulator import RefereeModel
+    from ringwork.testing.faults import RefereeModel
 
     sim = started(seed)
     sim.referee_model = RefereeModel(fail=1.0)
