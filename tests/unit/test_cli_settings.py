@@ -18,7 +18,7 @@ from click.testing import CliRunner, Result
 
 from ringwork.app import App
 from ringwork.cli import cli
-from ringwork.settings import Settings, env_var
+from ringwork.settings import Settings
 
 _modules = itertools.count()
 
@@ -40,7 +40,7 @@ class Recorder:
 def app_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A fresh ``MODULE:APP`` (its App built at import: ``App(partitions=8, settings=...)``)."""
     for field in dataclasses.fields(Settings):
-        monkeypatch.delenv(env_var(field.name), raising=False)
+        monkeypatch.delenv(f"RINGWORK_{field.name.upper()}", raising=False)
     name = f"settings_flags_app_{next(_modules)}"
     (tmp_path / f"{name}.py").write_text(
         "from ringwork import App, Settings\n"
@@ -57,6 +57,9 @@ def app_spec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
 
 
 def invoke(*args: str) -> Result:
+    """Run ``ringwork ARGS``, as a new process would: the app module imported afresh."""
+    if len(args) > 1 and ":" in args[1]:
+        sys.modules.pop(args[1].partition(":")[0], None)
     return CliRunner().invoke(cli, list(args), catch_exceptions=False)
 
 
@@ -178,4 +181,4 @@ def test_run_passes_the_flags_on_to_its_workers(
 def test_worker_options_that_run_does_not_take() -> None:
     """Addresses and ports are one process's own: `run`'s workers take free loopback ports."""
     result = invoke("run", "x:y", "--processes", "2", "--bind", "tcp://127.0.0.1:7000")
-    assert result.exit_code == 2 and "No such option: --bind" in result.output
+    assert result.exit_code == 2 and "No such option '--bind'" in result.output
