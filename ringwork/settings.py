@@ -2,9 +2,10 @@
 
 Where a value comes from, highest precedence first (this is the one place that says so):
 
-1. CLI flags (``ringwork worker --concurrency 8``), applied by ``App.configure``. A flag left
-   out changes nothing. Flags that name a variable (``--database-url`` and
-   ``RINGWORK_DATABASE_URL``) read the same value as step 2, so the two cannot disagree.
+1. CLI flags of ``ringwork worker`` and ``ringwork run`` (``--concurrency 8``), one per field
+   (:mod:`ringwork.cli.settings_flags`), applied by ``App.configure``. A flag left out changes
+   nothing. A flag reads its field's variable (step 2) when it is not given, so the two cannot
+   disagree.
 2. ``RINGWORK_<FIELD>`` environment variables, one per field below (``RINGWORK_PARTITIONS``,
    ``RINGWORK_CLUSTER``, ...), read when the app's settings are first used. Empty means unset.
 3. The keyword arguments actually passed to ``App(database_url=, partitions=, cluster=)``.
@@ -12,13 +13,18 @@ Where a value comes from, highest precedence first (this is the one place that s
 5. The defaults below.
 
 So configuration in code (3, 4) sets what a deployment (2, 1) may override, and ``None`` means
-"not given" at every step. Components receive a ``Settings`` rather than a dozen constructor
-parameters.
+"not given" at every step. Every field, its flag, its variable and its default are listed in the
+table of docs/operations.md ("Settings"); tests/unit/test_settings_table.py fails when a field
+lacks any of them. Whatever the source, a value is checked here (:meth:`Settings.validate`), so a
+bad one is a one-line :class:`ConfigurationError` before anything starts.
+
+Components receive a ``Settings`` rather than a dozen constructor parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -93,14 +99,22 @@ class Settings:
         return settings
 
     def validate(self) -> None:
-        if self.partitions < 1:
-            raise ConfigurationError(f"partitions must be at least 1, not {self.partitions}")
-        if self.concurrency < 1:
-            raise ConfigurationError(f"concurrency must be at least 1, not {self.concurrency}")
-        if self.poll_interval <= 0 or self.shutdown_grace < 0:
-            raise ConfigurationError("poll_interval must be positive and shutdown_grace >= 0")
-        if not self.cluster:
-            raise ConfigurationError("cluster name must not be empty")
+        """Each field on its own (:func:`field_problem`), then the relations between fields."""
+        for field in dataclasses.fields(self):
+            problem = field_problem(field.name, getattr(self, field.name))
+            if problem:
+                raise ConfigurationError(problem)
+        if self.retry_max < self.retry_base:
+            raise ConfigurationError(
+                f"retry_max ({self.retry_max:g} s) must be at least retry_base "
+                f"({self.retry_base:g} s)"
+            )
+        if not session_fits_heartbeats(self.session_timeout, self.heartbeat_interval):
+            raise ConfigurationError(
+                f"session_timeout ({self.session_timeout:g} s) must be at least "
+                f"{1 / HEARTBEATS_PER_SESSION:g} x heartbeat_interval "
+                f"({self.heartbeat_interval:g} s): two heartbeats must fit in a member's lease"
+            )
         socket_ports(BindAddress.parse(self.bind), self.pub_port)
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> Settings:
@@ -108,11 +122,67 @@ class Settings:
         environ = os.environ if environ is None else environ
         changes: dict[str, Any] = {}
         for field in dataclasses.fields(self):
-            raw = environ.get(f"RINGWORK_{field.name.upper()}")
+            variable = env_var(field.name)
+            raw = environ.get(variable)
             if raw is None or raw == "":
                 continue
-            changes[field.name] = _parse(field.name, raw, getattr(self, field.name))
+            value = parse_setting(field.name, raw, variable)
+            problem = field_problem(field.name, value)
+            if problem:
+                raise ConfigurationError(f"{variable}={raw!r}: {problem}")
+            changes[field.name] = value
         return self.replace(**changes)
+
+
+def env_var(name: str) -> str:
+    """The environment variable of the setting ``name``: ``RINGWORK_`` and its name in capitals."""
+    return f"RINGWORK_{name.upper()}"
+
+
+#: ``ProtocolConfig.for_session`` gives a member a lease of ``session_timeout`` minus a margin of
+#: 1/6 of it, and the leader a lease of 5/6 of it; two heartbeats must fit in both, so
+#: ``heartbeat_interval`` may be at most 5/12 of the session timeout (the session at least 2.4
+#: heartbeats). Written here because settings sit below the protocol; a unit test compares the
+#: two on a grid of values.
+HEARTBEATS_PER_SESSION = 5 / 12
+
+
+def session_fits_heartbeats(session_timeout: float, heartbeat_interval: float) -> bool:
+    scale = session_timeout / 3.0  # the protocol's default session, which its margins scale by
+    lease = min(session_timeout - 0.5 * scale, 2.5 * scale)
+    return heartbeat_interval * 2 <= lease
+
+
+_POSITIVE = ("poll_interval", "retry_base", "retry_max", "db_backoff_max",
+             "heartbeat_interval", "session_timeout", "revoke_timeout")
+_AT_LEAST_ONE = ("partitions", "concurrency")
+_NOT_EMPTY = ("database_url", "cluster")
+_PORT_OR_MINUS_ONE = ("pub_port", "metrics_port")
+
+
+def field_problem(name: str, value: Any) -> str | None:
+    """What is wrong with one setting's value on its own (``None``: nothing).
+
+    A field with no rule of its own still must be a finite number not below zero if it is a
+    number: NaN and infinity compare false with everything, so without this check they would
+    pass every range test and turn up later as a wait that never ends.
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if name in _NOT_EMPTY and not value:
+            return f"{name} must not be empty"
+        return None
+    if not math.isfinite(value):
+        return f"{name} must be a finite number, not {value}"
+    if name in _POSITIVE and not value > 0:
+        return f"{name} must be a positive number of seconds, not {value:g}"
+    if name in _AT_LEAST_ONE and value < 1:
+        return f"{name} must be at least 1, not {value:g}"
+    if name in _PORT_OR_MINUS_ONE:
+        if not -1 <= value <= 65535:
+            return f"{name} must be a port 0-65535, or -1, not {value:g}"
+    elif value < 0:
+        return f"{name} must not be negative, not {value:g}"
+    return None
 
 
 def host_of(address: str) -> str:
@@ -122,7 +192,14 @@ def host_of(address: str) -> str:
     return "0.0.0.0" if host in ("*", "") else host.strip("[]")
 
 
-def _parse(name: str, raw: str, current: Any) -> Any:
+def parse_setting(name: str, raw: str, source: str | None = None) -> Any:
+    """Text (a variable's or a flag's) as the type of the field ``name``'s default.
+
+    ``source`` names where the text came from in the error (default: the field's variable; the
+    empty string: nowhere, for a caller that names it itself).
+    """
+    current = getattr(_DEFAULTS, name)
+    where = env_var(name) if source is None else source
     try:
         if isinstance(current, bool):
             if raw.lower() in ("1", "true", "yes", "on"):
@@ -135,7 +212,11 @@ def _parse(name: str, raw: str, current: Any) -> Any:
         if isinstance(current, float):
             return float(raw)
     except ValueError:
-        raise ConfigurationError(
-            f"RINGWORK_{name.upper()}={raw!r} is not a valid {type(current).__name__}"
-        ) from None
+        kind = {"bool": "boolean (1/0, true/false, yes/no, on/off)", "int": "whole number",
+                "float": "number"}[type(current).__name__]
+        text = f"{where}={raw!r}" if where else repr(raw)
+        raise ConfigurationError(f"{text} is not a valid {kind}") from None
     return raw
+
+
+_DEFAULTS = Settings()

@@ -6,7 +6,8 @@ never a traceback; output piped into a reader that leaves early ends quietly (se
 :mod:`ringwork.cli.group`). ``RINGWORK_DEBUG=1`` shows tracebacks for unexpected errors.
 
 One module per concern: :mod:`~ringwork.cli.options` (shared options, loading ``MODULE:APP``),
-:mod:`~ringwork.cli.worker` (``worker``, ``run``, ``status``), :mod:`~ringwork.cli.jobs`
+:mod:`~ringwork.cli.settings_flags` (a flag per setting), :mod:`~ringwork.cli.worker` (``worker``,
+``run``, ``status``), :mod:`~ringwork.cli.jobs`
 (``enqueue``, ``jobs``), :mod:`~ringwork.cli.db`, :mod:`~ringwork.cli.keys`. ``main`` is the
 console entry point; ``python -m ringwork.cli`` runs it too.
 """

@@ -1,6 +1,7 @@
 """How a ``ringwork`` command ends when something goes wrong: one line, or quietly.
 
-* A library error (``RingworkError``) becomes one ``Error: ...`` line and exit code 1, never a
+* A library error (``RingworkError``) and a bad option value (``--revoke-timeout -1``, or a bad
+  ``RINGWORK_*`` variable behind an option) become one ``Error: ...`` line and exit code 1, never a
   traceback; so does any other exception, as ``internal error`` (``RINGWORK_DEBUG=1`` shows its
   traceback instead).
 * Output whose reader has gone (``ringwork jobs APP list --json | head -1``) ends the command
@@ -48,6 +49,12 @@ class RingworkGroup(click.Group):
         try:
             with closed_output_ends_quietly():
                 return super().invoke(ctx)
+        except click.BadParameter as exc:
+            if isinstance(exc, click.MissingParameter):
+                raise
+            # A value that does not parse or is out of range: one line that names the flag (or
+            # its variable), like every other mistake; the usage text would not help.
+            raise click.ClickException(exc.format_message()) from None
         except (click.ClickException, click.exceptions.Exit, click.Abort):
             raise
         except RingworkError as exc:

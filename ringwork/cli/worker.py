@@ -10,96 +10,26 @@ import logging
 import os
 import sys
 import time
+from typing import Any
 
 import click
 
 from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.cli.settings_flags import configured_app, settings_options, worker_argv
 
 
 @click.command()
 @click.argument("app_spec", metavar="MODULE:APP")
-@database_option
-@migrate_option
-@click.option(
-    "--concurrency",
-    type=click.IntRange(min=1),
-    envvar="RINGWORK_CONCURRENCY",
-    help="Jobs in flight in this process (default 32).",
-)
-@click.option(
-    "--grace",
-    type=click.FloatRange(min=0),
-    help="Seconds in-flight jobs get on "
-    "SIGTERM/SIGINT before the worker exits anyway (default 30).",
-)
-@click.option(
-    "--bind",
-    envvar="RINGWORK_BIND",
-    help="Address this worker's ROUTER listens on, tcp://HOST:PORT (default "
-    "tcp://127.0.0.1:*, a free port). The PUB socket listens on PORT+1 (see --pub-port).",
-)
-@click.option(
-    "--pub-port",
-    type=click.IntRange(min=0, max=65535),
-    envvar="RINGWORK_PUB_PORT",
-    help="Port of the PUB socket on the bind host (default: the --bind port + 1; "
-    "0: any free port).",
-)
-@click.option(
-    "--advertise",
-    envvar="RINGWORK_ADVERTISE",
-    help="Host (or tcp://HOST:PORT) other processes use to reach this worker.",
-)
-@click.option(
-    "--curve-key-file",
-    envvar="RINGWORK_CURVE_KEY_FILE",
-    type=click.Path(),
-    help="Cluster key pair from `ringwork keys`: encrypt and authenticate sockets.",
-)
-@click.option(
-    "--session-timeout",
-    type=click.FloatRange(min=0.5),
-    help="Seconds of silence before a member is declared dead (default 3).",
-)
-@click.option(
-    "--metrics-port",
-    type=click.IntRange(min=0),
-    envvar="RINGWORK_METRICS_PORT",
-    help="Serve Prometheus metrics on this port of the bind host (0: any free port, logged as "
-    "event=metrics_serving).",
-)
-def worker(
-    app_spec: str,
-    database_url: str | None,
-    no_migrate: bool,
-    concurrency: int | None,
-    grace: float | None,
-    bind: str | None,
-    pub_port: int | None,
-    advertise: str | None,
-    curve_key_file: str | None,
-    session_timeout: float | None,
-    metrics_port: int | None,
-) -> None:
+@settings_options("worker")
+def worker(app_spec: str, settings: dict[str, Any]) -> None:
     """Run a worker process for MODULE:APP; it joins the app's cluster.
 
+    Every setting is a flag here and a RINGWORK_* variable (docs/operations.md, "Settings").
     Exits 0 after a graceful stop (SIGTERM/SIGINT), 70 if its cluster node fails (restart it).
     """
     from ringwork.worker import Worker
 
-    app = load_app(
-        app_spec,
-        database_url,
-        no_migrate,
-        concurrency=concurrency,
-        shutdown_grace=grace,
-        bind=bind,
-        pub_port=pub_port,
-        advertise=advertise,
-        curve_key_file=curve_key_file,
-        session_timeout=session_timeout,
-        metrics_port=metrics_port,
-    )
+    app = configured_app(app_spec, settings)
     runner = Worker(app)
     code = runner.run()
     if runner.failure is not None:
@@ -117,30 +47,18 @@ def worker(
 @click.option(
     "--processes", type=click.IntRange(min=1), required=True, help="Worker processes to start."
 )
-@click.option("--concurrency", type=click.IntRange(min=1), help="Per process.")
-@database_option
-@migrate_option
-def run(
-    app_spec: str,
-    processes: int,
-    concurrency: int | None,
-    database_url: str | None,
-    no_migrate: bool,
-) -> None:
+@settings_options("run")
+def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
     """Run a local cluster of N worker processes; signals are forwarded to them.
 
-    A worker that dies is restarted, with back-off, at most 5 times a minute per slot.
+    The settings flags are passed on to every worker (addresses and ports are not: each worker
+    listens on free loopback ports). A worker that dies is restarted, with back-off, at most 5
+    times a minute per slot.
     """
     from ringwork.supervisor import supervise
 
-    load_app(app_spec, database_url, no_migrate)  # fail here, once, on a bad app or URL
-    argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec]
-    if database_url:
-        argv += ["--database-url", database_url]
-    if no_migrate:
-        argv.append("--no-migrate")
-    if concurrency:
-        argv += ["--concurrency", str(concurrency)]
+    configured_app(app_spec, settings)  # fail here, once, on a bad app, URL or setting
+    argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec, *worker_argv(settings)]
     sys.exit(supervise(argv, processes))
 
 
