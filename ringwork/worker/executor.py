@@ -234,9 +234,10 @@ class Executor:
         if attempt.decided:  # too late: its outcome was given already (or it was abandoned)
             if attempt in self._overrun:
                 self._overrun.discard(attempt)
-                log_event("late_result_discarded", node=self.node_id, job=job.id,
-                          task=job.task, attempt=job.attempt,
-                          result="returned" if exc is None else type(exc).__name__)
+                if attempt.sync or not isinstance(exc, asyncio.CancelledError):
+                    log_event("late_result_discarded", node=self.node_id, job=job.id,
+                              task=job.task, attempt=job.attempt,
+                              result="returned" if exc is None else type(exc).__name__)
                 self.on_freed()
             return
         if self._current.get(job.id) is attempt:

@@ -134,3 +134,32 @@ def test_cancel_ends_running_async_and_polling_sync_jobs_and_cancel_task_ends_th
         print(f"cancel of two running jobs took {took:.2f} s")
     finally:
         cluster.close()
+
+
+def test_bulk_forms_without_a_worker_and_their_usage_errors(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'x.db'}"
+    app = build(App(database_url=url, cluster="bulk", partitions=64))
+    try:
+        ids = app.enqueue_many([{"task": "tc_sync_poll", "key": f"k{i}"} for i in range(3)])
+        app.enqueue("rec", key="other")
+        env = {**os.environ, "RINGWORK_DATABASE_URL": url, "RINGWORK_CLUSTER": "bulk",
+               "RINGWORK_LOG_LEVEL": "WARNING"}
+
+        def run(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([sys.executable, "-m", "ringwork.cli", "jobs", SPEC, *args],
+                                  capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+
+        done = run("cancel", "--task", "tc_sync_poll")
+        assert done.returncode == 0 and done.stdout.strip() == (
+            "cancelled 3 queued jobs of tc_sync_poll; requested cancel of 0 running"), done
+        assert {app.get_job(i).state for i in ids} == {"cancelled"}  # type: ignore[union-attr]
+        done = run("retry", "--all", "--state", "cancelled")
+        assert done.returncode == 0 and done.stdout.strip() == "queued 3 cancelled jobs again"
+        assert {app.get_job(i).state for i in ids} == {"queued"}  # type: ignore[union-attr]
+        for bad in (("cancel",), ("cancel", str(ids[0]), "--task", "t"), ("retry",),
+                    ("retry", str(ids[0]), "--all"), ("retry", str(ids[0]), "--task", "t")):
+            result = run(*bad)
+            assert result.returncode == 2 and "Traceback" not in result.stderr, (bad, result)
+            assert result.stderr.strip().splitlines()[-1].startswith("Error: "), result.stderr
+    finally:
+        app.close()
