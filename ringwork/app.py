@@ -43,6 +43,8 @@ class Task:
     max_attempts: int = 5
     ordered: bool = False
     priority: int = 0
+    #: Seconds an attempt may run before it is ended as timed out (``None``: no limit).
+    timeout: float | None = None
 
     @property
     def is_async(self) -> bool:
@@ -127,20 +129,27 @@ class App:
         max_attempts: int = 5,
         ordered: bool = False,
         priority: int = 0,
+        timeout: float | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler (plain or ``async def``) taking a :class:`Job`.
 
         ``ordered=True`` runs the task's jobs strictly one at a time per key, in enqueue order,
         across failovers. ``max_attempts`` counts every start, including one lost to a crash.
+        ``timeout`` (seconds) ends an attempt that runs longer: an ``async def`` handler is
+        cancelled, a plain one is recorded as timed out at the deadline (its thread runs on;
+        whatever it returns later is discarded), and the attempt is retried or dead-lettered
+        like any failure (``docs/guarantees.md``, "Timeouts and cancellation").
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
+        check_timeout(name, timeout)
 
         def register(handler: Handler) -> Handler:
             task_name = name or handler.__name__
             if task_name in self.tasks:
                 raise ConfigurationError(f"task {task_name!r} is registered twice")
-            self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority)
+            self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
+                                         None if timeout is None else float(timeout))
             return handler
 
         return register
@@ -276,10 +285,37 @@ class App:
         """The job's state, attempts, claimer, timestamps and last error; ``None`` if unknown."""
         return self.store.get_job(job_id)
 
-    def cancel(self, job_id: int) -> None:
-        """Cancel a queued job (a running one cannot be cancelled)."""
-        self.store.cancel(job_id)
+    def cancel(self, job_id: int) -> str:
+        """Cancel a queued job at once (``"cancelled"``), or ask a running one's worker to end
+        it (``"requested"``: it ends ``cancelled`` within about a second, see
+        :attr:`Job.cancel_requested`). A finished job raises :class:`InvalidJobState`."""
+        return self.store.cancel(job_id)
+
+    def cancel_task(self, task: str) -> tuple[int, int]:
+        """Cancel every queued job of ``task`` and ask for the running ones to end:
+        ``(cancelled, requested)`` counts."""
+        return self.store.cancel_task(task)
 
     def retry(self, job_id: int) -> None:
         """Queue a dead or cancelled job again, with its attempts reset."""
         self.store.retry(job_id)
+
+    def retry_all(self, state: str = "dead", task: str | None = None) -> tuple[int, int]:
+        """Queue again every ``dead`` (or ``cancelled``) job, of ``task`` if given:
+        ``(retried, skipped)`` -- skipped ones share a dedupe key with an unfinished job."""
+        return self.store.retry_all(state, task)
+
+
+def check_timeout(task: str | None, timeout: object) -> None:
+    """A task's ``timeout=``: ``None`` or a finite number of seconds above zero, else a one-line
+    error at definition (not at the first job)."""
+    if timeout is None:
+        return
+    ok = (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+          and math.isfinite(timeout) and 0 < timeout <= MAX_DELAY)
+    if not ok:
+        label = f"task {task!r}: " if task else ""
+        raise ConfigurationError(
+            f"{label}timeout must be a number of seconds above 0 (up to 100 years), "
+            f"not {timeout!r}"
+        )

@@ -119,9 +119,27 @@ def payload_encoder() -> Callable[[Any], str]:
     return encode_payload
 
 
+class CancelFlag:
+    """Raised once, never lowered: "stop this attempt" for one claimed job.
+
+    Set on the worker's loop (a cancel noticed, a timeout reached), read by the handler on any
+    thread: one attribute, so a read is a single atomic load under the GIL and needs no lock.
+    Plain slots, so a :class:`Job` still pickles (claims cross the node-process pipe).
+    """
+
+    __slots__ = ("requested",)
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def set(self) -> None:
+        self.requested = True
+
+
 @dataclass(frozen=True, kw_only=True)
 class Job:
-    """What a handler receives (contract: id, key, partition, payload, attempt)."""
+    """What a handler receives (contract: id, key, partition, payload, attempt,
+    cancel_requested)."""
 
     id: int
     task: str
@@ -132,6 +150,16 @@ class Job:
     max_attempts: int = 5
     # The fencing token the job was claimed with; completions must present it.
     token: int = field(default=0, repr=False)
+    # One per attempt; not part of the job's identity (equality, hash).
+    cancel_flag: CancelFlag = field(default_factory=CancelFlag, repr=False, compare=False)
+
+    @property
+    def cancel_requested(self) -> bool:
+        """True once this attempt should stop: the job was cancelled (``app.cancel``), or its
+        task's ``timeout`` passed. A plain handler that polls it can return early; whatever it
+        does then, the attempt's outcome is already decided (cancelled, or timed out). Cheap
+        and safe to read from any thread."""
+        return self.cancel_flag.requested
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -157,6 +185,8 @@ class JobRecord:
     enqueued_at: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    #: When a cancel of the job was requested while it ran (``None``: never).
+    cancel_requested_at: datetime | None = None
 
 
 class Outcome(str, enum.Enum):
@@ -165,4 +195,5 @@ class Outcome(str, enum.Enum):
     SUCCEEDED = "succeeded"
     RETRY = "retry"  # back to queued with a backed-off run_at
     DEAD = "dead"
+    CANCELLED = "cancelled"  # a cancel was requested: ended, not retried
     FENCED = "fenced"  # stale token: the write changed nothing

@@ -5,7 +5,8 @@ implementations (not mocks) that keep the rules the worker relies on, so the pum
 the revocation drain can be tested without a database or a socket:
 
 * :class:`MemoryJobs` -- the job operations of :class:`ringwork.store.Store` the worker uses
-  (``exchange``, ``claim``, ``complete``, ``fail``, ``release_unknown``), with the store's
+  (``exchange``, ``claim``, ``complete``, ``fail``, ``release_unknown``,
+  ``cancels_requested``), with the store's
   fencing: a claim takes only jobs of partitions the claimer owns at exactly the epochs it
   presents, and an outcome is written only with the claim token (epoch) the job was claimed with.
 * :class:`FixedCoordinator` -- a cluster of one whose assignment a test changes by hand
@@ -45,6 +46,7 @@ class Row:
     claimed_by: str | None = None
     claim_epoch: int | None = None
     last_error: str | None = None
+    cancel_requested: bool = False
 
 
 class MemoryJobs:
@@ -73,6 +75,13 @@ class MemoryJobs:
             self.rows[row.id] = row
             return row.id
 
+    def request_cancel(self, job_id: int) -> None:
+        """What ``store.cancel`` does to a running job: record the request on its row."""
+        with self.lock:
+            row = self.rows[job_id]
+            assert row.state == "running", row
+            row.cancel_requested = True
+
     def state(self, job_id: int) -> str:
         with self.lock:
             return self.rows[job_id].state
@@ -93,8 +102,9 @@ class MemoryJobs:
                     if (row.partition == p and row.state == "running"
                             and (row.claim_epoch or 0) < epoch):
                         exhausted = row.attempts >= row.max_attempts
-                        row.state = "dead" if exhausted else "queued"
-                        if not exhausted:
+                        row.state = ("cancelled" if row.cancel_requested
+                                     else "dead" if exhausted else "queued")
+                        if row.state == "queued":
                             row.claimed_by = row.claim_epoch = None
             return epochs
 
@@ -117,20 +127,29 @@ class MemoryJobs:
             return self._complete(node_id, done), self._claim(node_id, owned, limit)
 
     def fail(self, node_id: str, job_id: int, token: int, error: str, *,
-             retry_delay: float | None) -> Outcome:
+             retry_delay: float | None, cancelled: bool = False) -> Outcome:
         with self.lock:
-            self.calls.append("fail")
+            self.calls.append("cancelled" if cancelled else "fail")
             row = self.rows.get(job_id)
             if not self._holds(row, node_id, token):
                 return Outcome.FENCED
             assert row is not None
             row.last_error = error
+            if cancelled or row.cancel_requested:
+                row.state = "cancelled"
+                return Outcome.CANCELLED
             if retry_delay is not None and row.attempts < row.max_attempts:
                 row.state, row.claimed_by = "queued", None
                 row.run_at = time.monotonic() + retry_delay
                 return Outcome.RETRY
             row.state = "dead"
             return Outcome.DEAD
+
+    def cancels_requested(self, ids: Sequence[int]) -> list[int]:
+        with self.lock:
+            self.calls.append("cancels_requested")
+            return [i for i in ids if (row := self.rows.get(i)) is not None
+                    and row.state == "running" and row.cancel_requested]
 
     def release_unknown(self, node_id: str, known: Sequence[int]) -> list[int]:
         with self.lock:
@@ -278,6 +297,7 @@ class WorkerParts:
     :class:`FixedCoordinator`. For unit tests, inside one ``asyncio.run``."""
 
     def __init__(self, app: Any, jobs: MemoryJobs, coordinator: FixedCoordinator) -> None:
+        from ringwork.worker.cancels import CancelWatch
         from ringwork.worker.database import Database
         from ringwork.worker.executor import Callbacks, Executor
         from ringwork.worker.ledger import Ledger
@@ -297,6 +317,8 @@ class WorkerParts:
         self.pump = Pump(app, s, coordinator, jobs, self.ledger, self.ownership, self.executor,
                          self.wakeups, self.db)
         self.executor.on_outcome = self.pump.outcome
+        self.executor.on_freed = self.pump.slot_freed
+        self.cancels = CancelWatch(node, jobs, self.executor, self.db, interval=0.05)
         self._task: Any = None
 
     async def start(self) -> None:
@@ -306,6 +328,7 @@ class WorkerParts:
         self.ownership.bind(loop)
         self.coordinator.start(self.ownership.listener, None)
         self._task = asyncio.create_task(self.pump.run())
+        self.cancels.start()
 
     async def stop(self, leave: bool = True) -> None:
         """What a stop does: leave (revoke everything), let the pump finish, close."""
@@ -313,6 +336,7 @@ class WorkerParts:
             self.coordinator.begin_leave()
         self.pump.begin_stop()
         await self._task
+        await self.cancels.close()
         await self.callbacks.drain(1.0)
         self.executor.close()
         self.db.close()

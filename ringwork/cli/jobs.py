@@ -118,21 +118,49 @@ def jobs_show(app: App, job_id: int, as_json: bool) -> None:
 
 
 @jobs.command("retry")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=int, required=False)
+@click.option("--all", "every", is_flag=True, help="Every job in --state (of --task).")
+@click.option("--state", type=click.Choice(["dead", "cancelled"]), default="dead",
+              show_default=True, help="With --all: which finished jobs.")
+@click.option("--task", default=None, help="With --all: only this task's jobs.")
 @pass_app
-def jobs_retry(app: App, job_id: int) -> None:
-    """Queue a dead or cancelled job again."""
-    app.retry(job_id)
-    click.echo(f"job {job_id} queued again")
+def jobs_retry(app: App, job_id: int | None, every: bool, state: str, task: str | None) -> None:
+    """Queue a dead or cancelled job again (or, with --all, every one of --state)."""
+    if every == (job_id is not None):
+        raise click.UsageError("give a JOB_ID or --all, not both")
+    if job_id is not None:
+        if task is not None:
+            raise click.UsageError("--task goes with --all")
+        app.retry(job_id)
+        click.echo(f"job {job_id} queued again")
+        return
+    retried, skipped = app.retry_all(state, task)
+    line = f"queued {retried} {state} job{'s' * (retried != 1)} again"
+    if task is not None:
+        line += f" (task {task})"
+    if skipped:
+        line += f"; skipped {skipped}: an unfinished job holds its dedupe key"
+    click.echo(line)
 
 
 @jobs.command("cancel")
-@click.argument("job_id", type=int)
+@click.argument("job_id", type=int, required=False)
+@click.option("--task", default=None, help="Every queued and running job of this task.")
 @pass_app
-def jobs_cancel(app: App, job_id: int) -> None:
-    """Cancel a queued job."""
-    app.cancel(job_id)
-    click.echo(f"job {job_id} cancelled")
+def jobs_cancel(app: App, job_id: int | None, task: str | None) -> None:
+    """Cancel a job: a queued one at once, a running one by its worker (within ~1 s)."""
+    if (job_id is None) == (task is None):
+        raise click.UsageError("give a JOB_ID or --task, not both")
+    if job_id is not None:
+        if app.cancel(job_id) == "cancelled":
+            click.echo(f"job {job_id} cancelled")
+        else:
+            click.echo(f"job {job_id} is running: cancel requested (its worker ends it)")
+        return
+    assert task is not None
+    cancelled, requested = app.cancel_task(task)
+    click.echo(f"cancelled {cancelled} queued job{'s' * (cancelled != 1)} of {task}; "
+               f"requested cancel of {requested} running")
 
 
 def _record_dict(record: JobRecord) -> dict[str, Any]:

@@ -29,21 +29,22 @@ MAX_ERROR_CHARS = 8000
 
 
 def release_unknown(
-    conn: sa.Connection, cluster: str, node_id: str, known: Sequence[int]
+    conn: sa.Connection, dialect: str, cluster: str, node_id: str, known: Sequence[int]
 ) -> list[int]:
     """Re-queue jobs claimed by ``node_id`` that it does not know it holds; their ids.
 
     After a commit whose reply was lost (connection cut between COMMIT and its answer) the
     claimed jobs are ``running`` in the database but in no worker's memory, and no claim would
     ever pick them again until their partition moved. They never started, so the claim's
-    attempt is given back.
+    attempt is given back (one whose cancel was requested meanwhile ends ``cancelled``).
     """
     c = jobs.c
     stmt = (
         sa.update(jobs)
         .where(c.cluster == cluster, c.claimed_by == node_id, c.state == "running")
-        .values(state="queued", claimed_by=None, claim_epoch=None, started_at=None,
-                attempts=c.attempts - 1)
+        .values(state=sa.case((_cancel_asked(), "cancelled"), else_="queued"),
+                finished_at=sa.case((_cancel_asked(), now_expr(dialect)), else_=None),
+                claimed_by=None, claim_epoch=None, started_at=None, attempts=c.attempts - 1)
         .returning(c.id)
     )
     if known:
@@ -60,13 +61,21 @@ def fail(
     token: int,
     error: str,
     retry_delay: float | None,
+    cancelled: bool = False,
 ) -> Outcome:
-    """Record a failed attempt: back to queued after ``retry_delay``, or dead; fenced if stale."""
+    """Record an attempt that did not succeed: back to queued after ``retry_delay``, or dead
+    (``retry_delay`` None), or ``cancelled``; fenced if stale.
+
+    A job whose cancel was requested is never retried, whatever the attempt's end: it goes
+    ``cancelled`` (its worker may not have noticed the request before the handler failed).
+    """
     c = jobs.c
-    if retry_delay is None:
+    if retry_delay is None or cancelled:
         retry: sa.ColumnElement[bool] = sa.false()
     else:
-        retry = c.attempts < c.max_attempts
+        retry = sa.and_(c.attempts < c.max_attempts, c.cancel_requested_at.is_(None))
+    end = sa.literal("cancelled") if cancelled else sa.case(
+        (_cancel_asked(), "cancelled"), else_="dead")
     now = now_expr(dialect)
     stmt = (
         sa.update(jobs)
@@ -79,7 +88,7 @@ def fail(
         )
         .values(
             last_error=error[:MAX_ERROR_CHARS],
-            state=sa.case((retry, "queued"), else_="dead"),
+            state=sa.case((retry, "queued"), else_=end),
             run_at=sa.case((retry, now_expr(dialect, retry_delay or 0.0)), else_=c.run_at),
             finished_at=sa.case((retry, None), else_=now),
             claimed_by=sa.case((retry, None), else_=c.claimed_by),
@@ -89,7 +98,22 @@ def fail(
     state = conn.execute(stmt).scalar()
     if state is None:
         return Outcome.FENCED
-    return Outcome.RETRY if state == "queued" else Outcome.DEAD
+    return {"queued": Outcome.RETRY, "cancelled": Outcome.CANCELLED}.get(state, Outcome.DEAD)
+
+
+def _cancel_asked() -> sa.ColumnElement[bool]:
+    return jobs.c.cancel_requested_at.is_not(None)
+
+
+def cancels_requested(conn: sa.Connection, cluster: str, ids: Sequence[int]) -> list[int]:
+    """Which of ``ids`` (jobs a worker runs) have a cancel requested: primary-key probes,
+    asked at most every :data:`ringwork.worker.cancels.CHECK_INTERVAL` while jobs run."""
+    if not ids:
+        return []
+    c = jobs.c
+    stmt = sa.select(c.id).where(c.id.in_(list(ids)), c.cluster == cluster, c.state == RUNNING,
+                                 _cancel_asked())
+    return [int(i) for i in conn.execute(stmt).scalars()]
 
 
 def _missing_or_wrong(conn: sa.Connection, cluster: str, job_id: int, action: str) -> Exception:
@@ -101,7 +125,9 @@ def _missing_or_wrong(conn: sa.Connection, cluster: str, job_id: int, action: st
     return InvalidJobState(f"job {job_id} is {state}; {action}")
 
 
-def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None:
+def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
+    """A queued job is ``cancelled`` at once; a running one gets its request recorded (its
+    worker ends it). Returns ``"cancelled"`` or ``"requested"``."""
     c = jobs.c
     stmt = (
         sa.update(jobs)
@@ -109,24 +135,56 @@ def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None
         .values(state="cancelled", finished_at=now_expr(dialect))
         .returning(c.id)
     )
-    if conn.execute(stmt).scalar() is None:
-        raise _missing_or_wrong(conn, cluster, job_id, "only a queued job can be cancelled")
+    if conn.execute(stmt).scalar() is not None:
+        return "cancelled"
+    if conn.execute(_request_cancel(dialect).where(c.id == job_id, c.cluster == cluster)
+                    .returning(c.id)).scalar() is not None:
+        return "requested"
+    raise _missing_or_wrong(conn, cluster, job_id,
+                            "only a queued or running job can be cancelled")
+
+
+def _request_cancel(dialect: str) -> sa.Update:
+    """Record a cancel for running jobs (the first request's time is kept)."""
+    c = jobs.c
+    return sa.update(jobs).where(c.state == RUNNING).values(
+        cancel_requested_at=sa.func.coalesce(c.cancel_requested_at, now_expr(dialect)))
+
+
+def cancel_task(conn: sa.Connection, dialect: str, cluster: str, task: str) -> tuple[int, int]:
+    """Every queued job of ``task`` cancelled, every running one asked to end:
+    ``(cancelled, requested)``."""
+    c = jobs.c
+    queued = conn.execute(
+        sa.update(jobs).where(c.cluster == cluster, c.task == task, c.state == QUEUED)
+        .values(state="cancelled", finished_at=now_expr(dialect))
+    ).rowcount
+    running = conn.execute(
+        _request_cancel(dialect).where(c.cluster == cluster, c.task == task,
+                                       c.cancel_requested_at.is_(None))
+    ).rowcount
+    return int(queued or 0), int(running or 0)
+
+
+def _requeue(dialect: str) -> sa.Update:
+    """A finished job back to ``queued`` as if new: attempts, claim and cancel reset."""
+    return sa.update(jobs).values(
+        state="queued",
+        run_at=now_expr(dialect),
+        attempts=0,
+        claimed_by=None,
+        claim_epoch=None,
+        started_at=None,
+        finished_at=None,
+        cancel_requested_at=None,
+    )
 
 
 def retry(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None:
     c = jobs.c
     stmt = (
-        sa.update(jobs)
+        _requeue(dialect)
         .where(c.id == job_id, c.cluster == cluster, c.state.in_(("dead", "cancelled")))
-        .values(
-            state="queued",
-            run_at=now_expr(dialect),
-            attempts=0,
-            claimed_by=None,
-            claim_epoch=None,
-            started_at=None,
-            finished_at=None,
-        )
         .returning(c.id)
     )
     try:
@@ -140,6 +198,38 @@ def retry(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> None:
         raise _missing_or_wrong(
             conn, cluster, job_id, "only a dead or cancelled job can be retried"
         )
+
+
+def retry_all(
+    conn: sa.Connection, dialect: str, cluster: str, state: str, task: str | None
+) -> tuple[int, int]:
+    """Every ``state`` (dead or cancelled) job, of ``task`` if given, queued again:
+    ``(retried, skipped)``.
+
+    Jobs without a dedupe key go in one statement. One with a key may collide with an
+    unfinished job of the same key (or with another retried one): those go one by one, each
+    in a savepoint, and a collision is skipped and counted, not an error for the batch.
+    """
+    if state not in ("dead", "cancelled"):
+        raise InvalidJobState(f"only dead or cancelled jobs can be retried, not {state!r}")
+    c = jobs.c
+    scope = [c.cluster == cluster, c.state == state]
+    if task is not None:
+        scope.append(c.task == task)
+    retried = int(conn.execute(
+        _requeue(dialect).where(*scope, c.dedupe_key.is_(None))).rowcount or 0)
+    skipped = 0
+    keyed = conn.execute(
+        sa.select(c.id).where(*scope, c.dedupe_key.is_not(None)).order_by(c.id.desc())
+    ).scalars().all()
+    for job_id in keyed:  # newest first: the latest of a key wins
+        try:
+            with conn.begin_nested():
+                conn.execute(_requeue(dialect).where(c.id == job_id))
+            retried += 1
+        except sa.exc.IntegrityError:
+            skipped += 1
+    return retried, skipped
 
 
 def _record(row: sa.Row[Any]) -> JobRecord:

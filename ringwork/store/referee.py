@@ -108,7 +108,8 @@ def assign(
 def _requeue_lost(conn: sa.Connection, dialect: str, cluster: str, parts: list[int]) -> None:
     """Jobs still running in the moved partitions under an older epoch lost their worker.
 
-    The attempt was counted at claim time, so a job whose attempts are used up goes dead.
+    The attempt was counted at claim time, so a job whose attempts are used up goes dead; one
+    whose cancel was requested ends ``cancelled`` instead of running again.
     """
     c = jobs.c
     current_epoch = (
@@ -123,6 +124,7 @@ def _requeue_lost(conn: sa.Connection, dialect: str, cluster: str, parts: list[i
         + sa.func.coalesce(c.claimed_by, "?")
         + sa.literal(" was lost while running the job (its partition was reassigned)")
     )
+    cancelled = c.cancel_requested_at.is_not(None)
     conn.execute(
         sa.update(jobs)
         .where(
@@ -132,9 +134,9 @@ def _requeue_lost(conn: sa.Connection, dialect: str, cluster: str, parts: list[i
             c.claim_epoch < current_epoch,
         )
         .values(
-            state=sa.case((exhausted, "dead"), else_="queued"),
+            state=sa.case((cancelled, "cancelled"), (exhausted, "dead"), else_="queued"),
             last_error=sa.case((exhausted, lost_error), else_=c.last_error),
-            finished_at=sa.case((exhausted, now), else_=None),
+            finished_at=sa.case((cancelled, now), (exhausted, now), else_=None),
             run_at=sa.case((exhausted, c.run_at), else_=now),
             claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
         )

@@ -37,7 +37,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -156,6 +156,8 @@ jobs = sa.Table(
     sa.Column("enqueued_at", UTCDateTime, nullable=False),
     sa.Column("started_at", UTCDateTime, nullable=True),
     sa.Column("finished_at", UTCDateTime, nullable=True),
+    # Set by a cancel of a running job; its worker ends the attempt ``cancelled`` (worker/cancels).
+    sa.Column("cancel_requested_at", UTCDateTime, nullable=True),
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')", name="state"
     ),

@@ -174,7 +174,7 @@ class Store:
     def release_unknown(self, node_id: str, known: Sequence[int]) -> list[int]:
         """Re-queue ``running`` jobs claimed by ``node_id`` other than ``known``; their ids."""
         with self._tx(write=True) as conn:
-            return jobs.release_unknown(conn, self.cluster, node_id, known)
+            return jobs.release_unknown(conn, self.dialect, self.cluster, node_id, known)
 
     def fail(
         self,
@@ -184,12 +184,22 @@ class Store:
         error: str,
         *,
         retry_delay: float | None,
+        cancelled: bool = False,
     ) -> Outcome:
-        """Record a failed attempt; retry after ``retry_delay`` s if attempts remain, else dead."""
+        """Record a failed attempt; retry after ``retry_delay`` s if attempts remain, else dead;
+        ``cancelled``: the attempt ended on a cancel request (never retried)."""
         with self._tx(write=True) as conn:
             return jobs.fail(
-                conn, self.dialect, self.cluster, node_id, job_id, token, error, retry_delay
+                conn, self.dialect, self.cluster, node_id, job_id, token, error, retry_delay,
+                cancelled,
             )
+
+    def cancels_requested(self, ids: Sequence[int]) -> list[int]:
+        """Which of the running jobs ``ids`` have a cancel requested (the worker's check)."""
+        if not ids:
+            return []
+        with self._tx() as conn:
+            return jobs.cancels_requested(conn, self.cluster, ids)
 
     def get_job(self, job_id: int) -> JobRecord | None:
         with self._tx() as conn:
@@ -201,13 +211,24 @@ class Store:
         with self._tx() as conn:
             return jobs.list_jobs(conn, self.cluster, str(state) if state else None, task, limit)
 
-    def cancel(self, job_id: int) -> None:
+    def cancel(self, job_id: int) -> str:
+        """``"cancelled"`` (it was queued) or ``"requested"`` (running: its worker ends it)."""
         with self._tx(write=True) as conn:
-            jobs.cancel(conn, self.dialect, self.cluster, job_id)
+            return jobs.cancel(conn, self.dialect, self.cluster, job_id)
+
+    def cancel_task(self, task: str) -> tuple[int, int]:
+        """Queued jobs of ``task`` cancelled, running ones asked to end: the two counts."""
+        with self._tx(write=True) as conn:
+            return jobs.cancel_task(conn, self.dialect, self.cluster, task)
 
     def retry(self, job_id: int) -> None:
         with self._tx(write=True) as conn:
             jobs.retry(conn, self.dialect, self.cluster, job_id)
+
+    def retry_all(self, state: str = "dead", task: str | None = None) -> tuple[int, int]:
+        """Every ``state`` job (of ``task``) queued again: ``(retried, skipped)``."""
+        with self._tx(write=True) as conn:
+            return jobs.retry_all(conn, self.dialect, self.cluster, state, task)
 
     def counts_by_state(self) -> dict[str, int]:
         with self._tx() as conn:

@@ -8,6 +8,7 @@
 * :mod:`.ownership` -- assigned / revoked / lost and the revocation drain (the loop);
 * :mod:`.executor` -- handlers (handler threads, or the loop for ``async def``) and partition
   callbacks (their own thread, or the loop), with one exception policy;
+* :mod:`.cancels` -- noticing cancel requests for the jobs this worker runs (the loop);
 * :mod:`.wakeups` -- UDP nudges, LISTEN/NOTIFY, retry timers, the poll backstop (the loop);
 * :mod:`.database` and :mod:`.threads` -- blocking calls off the loop, on daemon threads.
 
@@ -31,7 +32,8 @@ any thread          ``Worker.request_stop``, ``wait_ready``, ``failure``.
 
 Fields that cross threads: the executor's ``_outbox`` (a deque: handler threads append, the
 loop drains) and ``_collect_scheduled`` (a flag; a lost race costs one extra wake-up);
-``Stats``' ints (written on the loop, read by the metrics thread); ``Pump.failure`` (a str set
+each claimed job's cancel flag (set on the loop, read by its handler); ``Stats``' ints
+(written on the loop, read by the metrics thread); ``Pump.failure`` (a str set
 once on the loop, read by ``Worker.failure``); ``Worker._loop`` and ``Ownership._loop`` (set
 once before anything can use them). The only lock of this package is each ``DaemonPool``'s,
 around its thread list; everything else is confined to the loop.

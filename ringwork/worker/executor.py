@@ -7,18 +7,34 @@
   ``Exception`` or a ``BaseException`` such as ``SystemExit``, ``KeyboardInterrupt`` or an
   ``asyncio.CancelledError`` it raised itself -- failed that attempt, which the task's policy
   retries with backoff until ``max_attempts``, then dead. Nothing a handler raises can end the
-  process or strand its job in flight. The one exception is a cancellation *we* asked for:
-  when the shutdown grace runs out the worker cancels the async handlers still running; their
-  ``CancelledError`` is no outcome (the job is abandoned, and its partition's next owner runs it
-  again), told apart because we note which tasks we cancel.
+  process or strand its job in flight.
+* An attempt's outcome can be decided before its handler returns -- an :class:`Attempt` is
+  *decided* then, and whatever its handler does afterwards is no outcome:
+
+  - the task's ``timeout`` passed: a timed-out failure (retried or dead by the policy), at the
+    deadline; an async handler is cancelled, a plain one's thread cannot be and runs on;
+  - a cancel request reached us (:meth:`Executor.request_cancel`): an async handler is
+    cancelled and the attempt ends ``cancelled`` at once; a plain one sees
+    ``job.cancel_requested`` and ends ``cancelled`` when it returns, however it returns (or at
+    its timeout, if it has one and ignores the request);
+  - the shutdown grace ran out: async handlers are cancelled and no outcome at all is given
+    (the job is abandoned; its partition's next owner runs it again).
+
+  A decided attempt whose handler still runs keeps its slot (:attr:`Executor.overrunning`):
+  the pump claims only for free threads, so a claimed job never waits behind a stuck one, and
+  the worker never runs more than ``concurrency`` handlers at once. Its end gives the slot back
+  (``on_freed``). The cost, documented in docs/guarantees.md: plain handlers that ignore their
+  timeout and never return use the worker's slots up.
 * Partition callbacks (``on_assigned`` / ``on_revoked`` / ``on_lost``) run in order, one at a
   time, apart from handlers: plain ones on a one-thread pool of their own (so they never wait
   behind busy handlers), ``async def`` ones awaited on the loop. A failing callback is logged.
 
 Threads: the loop runs everything here except the plain handlers (handler threads) and the
 plain callbacks (the callback thread). Cross-thread fields: ``_outbox`` (appended by handler
-threads, drained by the loop: deque operations are atomic) and ``_collect_scheduled`` (a flag
-set by handler threads, cleared by the loop; a lost race only costs one extra wake-up).
+threads, drained by the loop: deque operations are atomic), ``_collect_scheduled`` (a flag
+set by handler threads, cleared by the loop; a lost race only costs one extra wake-up) and each
+job's cancel flag (set on the loop, read by its handler; see :class:`ringwork.job.CancelFlag`).
+The :class:`Attempt` records themselves are the loop's alone.
 """
 
 from __future__ import annotations
@@ -29,18 +45,21 @@ import inspect
 import random
 import traceback
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from ringwork.app import App, PartitionCallback
 from ringwork.job import Job
 from ringwork.log import log_event
 from ringwork.settings import Settings
+from ringwork.worker.ledger import CANCELLED
 from ringwork.worker.threads import DaemonPool
 
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
-#: What ``on_outcome`` gets: ``None`` (succeeded) or ``(error text, retry delay or None)``.
-Verdict = tuple[str, float | None] | None
+#: What ``on_outcome`` gets: ``None`` (succeeded) or ``(error text, retry delay, or None for
+#: "no retry", or CANCELLED)``.
+Verdict = tuple[str, float | Literal["cancelled"] | None] | None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -56,71 +75,146 @@ def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> fl
     return min(cap, base * (2 ** max(0, attempt - 1))) * (0.5 + rng.random())
 
 
+def timed_out_text(timeout: float, sync: bool) -> str:
+    """The ``last_error`` of an attempt ended by its task's timeout."""
+    text = f"TimeoutError: timed out after {timeout:g} s (the task's timeout)"
+    if sync:
+        text += "; the handler's thread was still running: a late result is discarded"
+    return text
+
+
+@dataclass(eq=False)
+class Attempt:
+    """One start of one job, from :meth:`Executor.start` until its handler has returned."""
+
+    job: Job
+    sync: bool
+    task: asyncio.Task[None] | None = None  # an async handler's task
+    timer: asyncio.TimerHandle | None = None  # the task's timeout, if it has one
+    decided: bool = False  # the outcome was given before the handler's end (see module doc)
+    cancel_asked: bool = False  # a cancel request reached us
+
+
 class Executor:
     """Starts claimed jobs and hands their outcomes to ``on_outcome(job, verdict)``."""
 
     def __init__(self, app: App, settings: Settings, node_id: str,
-                 on_outcome: Callable[[Job, Verdict], None]) -> None:
+                 on_outcome: Callable[[Job, Verdict], None],
+                 on_freed: Callable[[], None] | None = None) -> None:
         self.app = app
         self.settings = settings
         self.node_id = node_id
         self.on_outcome = on_outcome
+        #: Called when a decided attempt's handler finally ends (its slot is free again).
+        self.on_freed = on_freed or (lambda: None)
         self._rng = random.Random()
         self._threads = DaemonPool(settings.concurrency, "ringwork-job")
-        self._tasks: dict[int, asyncio.Task[None]] = {}  # async handlers running, by job id
-        self._cancelled: set[int] = set()  # job ids whose handler task we cancelled
-        self._outbox: collections.deque[tuple[Job, BaseException | None]] = collections.deque()
+        self._current: dict[int, Attempt] = {}  # undecided attempts, by job id
+        self._overrun: set[Attempt] = set()  # decided, handler still running: slots held
+        self._outbox: collections.deque[tuple[Attempt, BaseException | None]] = (
+            collections.deque())
         self._collect_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
+    @property
+    def overrunning(self) -> int:
+        """Handlers still running after their attempt's outcome was decided (slots held)."""
+        return len(self._overrun)
+
+    def running_ids(self) -> list[int]:
+        """Jobs whose attempt is undecided here: those a cancel request can still change."""
+        return list(self._current)
+
     def start(self, job: Job) -> None:
         """On the loop: run one claimed job."""
-        self._loop = self._loop or asyncio.get_running_loop()
+        loop = self._loop = self._loop or asyncio.get_running_loop()
         task = self.app.tasks.get(job.task)
         if task is None:
             error = f"UnknownTaskError: task {job.task!r} is not registered in this worker's app"
             self.on_outcome(job, (error, None))
-        elif task.is_async:
-            running = asyncio.create_task(self._run_async(job, task.handler))
-            self._tasks[job.id] = running
+            return
+        attempt = Attempt(job, sync=not task.is_async)
+        self._current[job.id] = attempt
+        if attempt.sync:
+            self._threads.submit(self._run_sync, attempt, task.handler)
         else:
-            self._threads.submit(self._run_sync, job, task.handler)
+            attempt.task = asyncio.create_task(self._run_async(attempt, task.handler))
+        if task.timeout is not None:
+            attempt.timer = loop.call_later(task.timeout, self._expire, attempt, task.timeout)
 
     def verdict(self, job: Job, exc: BaseException | None) -> Verdict:
         """The policy: what an attempt that ended with ``exc`` means for the job."""
         if exc is None:
             return None
+        return self._failed(job, describe_exception(exc), f"{type(exc).__name__}: {exc}")
+
+    def _failed(self, job: Job, error: str, summary: str) -> Verdict:
         log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
-                  attempt=job.attempt, error=f"{type(exc).__name__}: {exc}")
+                  attempt=job.attempt, error=summary)
         s = self.settings
-        return describe_exception(exc), retry_delay(job.attempt, s.retry_base, s.retry_max,
-                                                    self._rng)
+        return error, retry_delay(job.attempt, s.retry_base, s.retry_max, self._rng)
 
-    async def _run_async(self, job: Job, handler: Callable[[Job], Any]) -> None:
-        try:
-            await handler(job)
-        except asyncio.CancelledError as exc:
-            if job.id in self._cancelled:
-                raise  # we cancelled it (the grace ran out): abandoned, no outcome
-            self._done(job, exc)
-        except BaseException as exc:  # the policy: any exception fails the attempt
-            self._done(job, exc)
+    def _cancelled(self, job: Job) -> Verdict:
+        log_event("job_cancelled", node=self.node_id, job=job.id, task=job.task,
+                  attempt=job.attempt)
+        return f"cancelled on request while running on {self.node_id}", CANCELLED
+
+    # -- outcomes decided before the handler's end -------------------------------------------
+
+    def request_cancel(self, job_id: int) -> bool:
+        """On the loop: a cancel of ``job_id`` was requested. False if it is not running here
+        undecided (finished meanwhile, or already cancelled)."""
+        attempt = self._current.get(job_id)
+        if attempt is None or attempt.cancel_asked:
+            return False
+        attempt.cancel_asked = True
+        attempt.job.cancel_flag.set()
+        if not attempt.sync:
+            self._decide(attempt, self._cancelled(attempt.job))
+        return True
+
+    def _expire(self, attempt: Attempt, timeout: float) -> None:
+        if attempt.decided:
+            return
+        job = attempt.job
+        if attempt.cancel_asked:  # a plain handler that ignored the request: end it now
+            verdict = self._cancelled(job)
         else:
-            self._done(job, None)
+            log_event("job_timed_out", node=self.node_id, job=job.id, task=job.task,
+                      attempt=job.attempt, timeout=f"{timeout:g}")
+            text = timed_out_text(timeout, attempt.sync)
+            verdict = self._failed(job, text, text.split(";")[0])
+        self._decide(attempt, verdict)
 
-    def _done(self, job: Job, exc: BaseException | None) -> None:
-        self._tasks.pop(job.id, None)
-        self.on_outcome(job, self.verdict(job, exc))
+    def _decide(self, attempt: Attempt, verdict: Verdict) -> None:
+        attempt.decided = True
+        if self._current.get(attempt.job.id) is attempt:
+            del self._current[attempt.job.id]
+        attempt.job.cancel_flag.set()  # a plain handler that polls it may stop early
+        self._overrun.add(attempt)
+        if attempt.task is not None:
+            attempt.task.cancel()
+        self.on_outcome(attempt.job, verdict)
 
-    def _run_sync(self, job: Job, handler: Callable[[Job], Any]) -> None:
+    # -- handlers ------------------------------------------------------------------------------
+
+    async def _run_async(self, attempt: Attempt, handler: Callable[[Job], Any]) -> None:
+        error: BaseException | None = None
+        try:
+            await handler(attempt.job)
+        except BaseException as exc:  # the policy: any exception fails the attempt
+            error = exc  # (a cancellation we asked for finds the attempt decided: no outcome)
+        self._end(attempt, error)
+
+    def _run_sync(self, attempt: Attempt, handler: Callable[[Job], Any]) -> None:
         """On a handler thread. Outcomes go through a deque; the loop is woken once per batch
         of them, not once per job (a wake-up crosses threads through a pipe: it is not free)."""
         try:
-            handler(job)
+            handler(attempt.job)
         except BaseException as exc:  # the policy: even SystemExit fails only the attempt
-            self._outbox.append((job, exc))
+            self._outbox.append((attempt, exc))
         else:
-            self._outbox.append((job, None))
+            self._outbox.append((attempt, None))
         if not self._collect_scheduled:
             self._collect_scheduled = True
             loop = self._loop
@@ -130,20 +224,42 @@ class Executor:
     def _collect(self) -> None:
         self._collect_scheduled = False  # before draining: a later append schedules again
         while self._outbox:
-            job, exc = self._outbox.popleft()
-            self.on_outcome(job, self.verdict(job, exc))
+            self._end(*self._outbox.popleft())
+
+    def _end(self, attempt: Attempt, exc: BaseException | None) -> None:
+        """On the loop: a handler returned or raised."""
+        if attempt.timer is not None:
+            attempt.timer.cancel()
+        job = attempt.job
+        if attempt.decided:  # too late: its outcome was given already (or it was abandoned)
+            if attempt in self._overrun:
+                self._overrun.discard(attempt)
+                if attempt.sync or not isinstance(exc, asyncio.CancelledError):
+                    log_event("late_result_discarded", node=self.node_id, job=job.id,
+                              task=job.task, attempt=job.attempt,
+                              result="returned" if exc is None else type(exc).__name__)
+                self.on_freed()
+            return
+        if self._current.get(job.id) is attempt:
+            del self._current[job.id]
+        verdict = self._cancelled(job) if attempt.cancel_asked else self.verdict(job, exc)
+        self.on_outcome(job, verdict)
 
     async def cancel_async(self, timeout: float) -> int:
         """The grace ran out: cancel the async handlers still running and give them up to
         ``timeout`` s to unwind (their ``finally`` blocks run before the partition is handed
-        over). Returns how many there were."""
-        running, self._tasks = self._tasks, {}
-        for job_id, task in running.items():
-            self._cancelled.add(job_id)
+        over); no outcome is given for them. Returns how many were undecided."""
+        undecided = [a for a in self._current.values() if not a.sync]
+        for attempt in undecided:
+            del self._current[attempt.job.id]
+            attempt.decided = True
+        tasks = [a.task for a in (*undecided, *self._overrun)
+                 if a.task is not None and not a.task.done()]
+        for task in tasks:
             task.cancel()
-        if running:
-            await asyncio.wait(running.values(), timeout=timeout)
-        return len(running)
+        if tasks:
+            await asyncio.wait(tasks, timeout=timeout)
+        return len(undecided)
 
     def close(self) -> None:
         """Queued work is dropped; running handler threads are left to the process's exit."""

@@ -24,11 +24,14 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Final, Literal
 
 from ringwork.job import Job
 
-#: ``(job, error text, retry delay or None for "no retry")``: a failed attempt to write.
-Failure = tuple[Job, str, float | None]
+#: The "retry delay" of an attempt that ended on a cancel request: written ``cancelled``.
+CANCELLED: Final = "cancelled"
+#: ``(job, error text, retry delay | None for "no retry" | CANCELLED)``: an attempt to write.
+Failure = tuple[Job, str, float | Literal["cancelled"] | None]
 CleanCallback = Callable[[frozenset[int]], None]
 
 
@@ -41,6 +44,7 @@ class Stats:
     succeeded: int = 0
     retried: int = 0
     dead: int = 0
+    cancelled: int = 0  # ended on a cancel request
     fenced: int = 0
     dropped: int = 0  # outcomes of jobs whose partition was lost: never written
     abandoned: int = 0  # in flight or unwritten when the grace ran out: never written
@@ -93,11 +97,15 @@ class Ledger:
         self.inflight[job.id] = job
         self._count[job.partition] += 1
 
-    def finished(self, job: Job, failure: tuple[str, float | None] | None) -> bool:
-        """A handler returned (``failure`` None) or failed; False if the job is not ours any
-        more (abandoned at the end of the grace: its late outcome is ignored)."""
-        if self.inflight.pop(job.id, None) is None:
+    def finished(self, job: Job,
+                 failure: tuple[str, float | Literal["cancelled"] | None] | None) -> bool:
+        """A handler returned (``failure`` None) or failed; False if the attempt is not ours
+        any more (abandoned at the end of the grace; or this is a late report of an attempt
+        that timed out while the job's next attempt runs here: the same id, another attempt
+        -- held by identity, so the late one can never stand in for it)."""
+        if self.inflight.get(job.id) is not job:
             return False
+        del self.inflight[job.id]
         if self._is_lost(job):
             self.stats.dropped += 1
             self._release([job])

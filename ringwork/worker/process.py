@@ -1,10 +1,11 @@
 """The worker process: its parts put together, signals, the stop, the grace and the exit code.
 
 One asyncio loop drives everything that is not a handler: the claim loop (:mod:`.pump`),
-ownership events (:mod:`.ownership`), wake-ups (:mod:`.wakeups`), callbacks and signals. A
-stop (SIGTERM/SIGINT or :meth:`Worker.request_stop`) starts the node's clean leave at once --
-each partition moves as soon as its own jobs are written -- and the pump finishes what is in
-flight for at most ``shutdown_grace`` seconds. Then the node leaves and the loop ends.
+ownership events (:mod:`.ownership`), wake-ups (:mod:`.wakeups`), cancel requests
+(:mod:`.cancels`), callbacks and signals. A stop (SIGTERM/SIGINT or
+:meth:`Worker.request_stop`) starts the node's clean leave at once -- each partition moves as
+soon as its own jobs are written -- and the pump finishes what is in flight for at most
+``shutdown_grace`` seconds. Then the node leaves and the loop ends.
 
 What bounds the exit after the grace: jobs still running are abandoned (:meth:`.Ledger.abandon`
 makes their partitions clean, so the leave does not wait out the revoke timeout), async
@@ -31,6 +32,7 @@ from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
 from ringwork.wakeup import WakeReceiver
+from ringwork.worker.cancels import CancelWatch
 from ringwork.worker.database import Database
 from ringwork.worker.executor import Callbacks, Executor
 from ringwork.worker.ledger import Ledger, Stats
@@ -95,6 +97,8 @@ class Worker:
         self._pump = Pump(app, s, self.coordinator, writes, self._ledger, self._ownership,
                           self._executor, self._wakeups, self._db)
         self._executor.on_outcome = self._pump.outcome
+        self._executor.on_freed = self._pump.slot_freed
+        self._cancels = CancelWatch(node_id, self.store, self._executor, self._db)
         self._signals = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -156,6 +160,7 @@ class Worker:
             log_event("worker_started", node=self.node_id, cluster=self.store.cluster,
                       concurrency=s.concurrency, dialect=self.store.dialect)
             self._ready.set()
+            self._cancels.start()
             await pump.run()
         finally:
             await self._shut_down()
@@ -165,6 +170,7 @@ class Worker:
         return 0 if pump.failure is None else NODE_FAILED_EXIT
 
     async def _shut_down(self) -> None:
+        await self._cancels.close()
         self._wakeups.close()
         if self._pump.claimer is not None:
             await self._pump.claimer.close()
@@ -195,7 +201,7 @@ class Worker:
             st = self.stats
             return {"succeeded": st.succeeded, "retried": st.retried, "dead": st.dead,
                     "fenced": st.fenced, "dropped": st.dropped, "claimed": st.claimed,
-                    "abandoned": st.abandoned}
+                    "abandoned": st.abandoned, "cancelled": st.cancelled}
 
         view = getattr(self.coordinator, "view", dict)
         port = serve(self.settings.metrics_port, self.settings.bind_host,

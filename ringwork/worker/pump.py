@@ -30,7 +30,7 @@ from ringwork.settings import Settings
 from ringwork.store.claim import AsyncClaimer
 from ringwork.worker.database import Database
 from ringwork.worker.executor import Executor, Verdict
-from ringwork.worker.ledger import Ledger
+from ringwork.worker.ledger import CANCELLED, Ledger
 from ringwork.worker.ownership import Ownership
 from ringwork.worker.wakeups import Wakeups
 
@@ -72,6 +72,11 @@ class Pump:
         if self.ledger.finished(job, verdict):
             self.wakeups.kick.set()
 
+    def slot_freed(self) -> None:
+        """A handler that overran its attempt (timed out, cancelled) returned: capacity is back,
+        so look for work again (on the loop)."""
+        self.wakeups.wake()
+
     def coordinator_failed(self) -> bool:
         """True (after logging it, once) if the coordinator can no longer work: stop at once."""
         if self.failure is None:
@@ -112,7 +117,8 @@ class Pump:
                 continue
             ledger.drop_lost()
             ready = len(ledger.completed)
-            free = limit - len(ledger.inflight)
+            # A handler still running past its attempt's end keeps its slot (executor.py).
+            free = limit - len(ledger.inflight) - self.executor.overrunning
             owned = {} if self.stopping else self.ownership.claimable()
             if wakeups.hint is not None and wakeups.maybe_more:
                 # Woken only by enqueue nudges: look where the new jobs are, not everywhere.
@@ -186,9 +192,12 @@ class Pump:
         ledger.drop_lost()
         while (failure := ledger.take_failure()) is not None:
             job, error, delay = failure
+            ended: dict[str, Any] = (
+                {"retry_delay": None, "cancelled": True} if delay == CANCELLED
+                else {"retry_delay": delay})
             try:
                 outcome = await self.db.call(self.writes.fail, self.node_id, job.id, job.token,
-                                             error, retry_delay=delay)
+                                             error, **ended)
             except DatabaseError as exc:
                 ledger.put_back(failed=[failure])
                 await self.db.outage("fail", exc)
@@ -196,8 +205,10 @@ class Pump:
             ledger.written([job])
             if outcome is Outcome.RETRY:
                 self.stats.retried += 1
-                if delay is not None:
+                if isinstance(delay, float):
                     self.wakeups.wake_later(delay)
+            elif outcome is Outcome.CANCELLED:
+                self.stats.cancelled += 1
             elif outcome is Outcome.DEAD:
                 self.stats.dead += 1
                 log_event("job_dead", node=self.node_id, job=job.id, task=job.task,
