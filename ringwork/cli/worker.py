@@ -14,6 +14,7 @@ import time
 import click
 
 from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.settings import parse_duration
 
 
 @click.command()
@@ -68,6 +69,21 @@ from ringwork.cli.options import database_option, load_app, migrate_option
     help="Serve Prometheus metrics on this port of the bind host (0: any free port, logged as "
     "event=metrics_serving).",
 )
+@click.option(
+    "--retain-succeeded",
+    metavar="AGE",
+    help="Delete succeeded jobs this long after they finished: 30s, 2h, 7d or seconds; "
+    "0 keeps them (default 1d). Env: RINGWORK_RETAIN_SUCCEEDED.",
+)
+@click.option(
+    "--retain-cancelled", metavar="AGE", help="Same for cancelled jobs (default 7d)."
+)
+@click.option("--retain-dead", metavar="AGE", help="Same for dead jobs (default 30d).")
+@click.option(
+    "--retain-nodes",
+    metavar="AGE",
+    help="Delete the registry rows of nodes not seen this long (default 1h; 0 keeps them).",
+)
 def worker(
     app_spec: str,
     database_url: str | None,
@@ -80,6 +96,10 @@ def worker(
     curve_key_file: str | None,
     session_timeout: float | None,
     metrics_port: int | None,
+    retain_succeeded: str | None,
+    retain_cancelled: str | None,
+    retain_dead: str | None,
+    retain_nodes: str | None,
 ) -> None:
     """Run a worker process for MODULE:APP; it joins the app's cluster.
 
@@ -99,6 +119,10 @@ def worker(
         curve_key_file=curve_key_file,
         session_timeout=session_timeout,
         metrics_port=metrics_port,
+        retain_succeeded=_age("--retain-succeeded", retain_succeeded),
+        retain_cancelled=_age("--retain-cancelled", retain_cancelled),
+        retain_dead=_age("--retain-dead", retain_dead),
+        retain_nodes=_age("--retain-nodes", retain_nodes),
     )
     runner = Worker(app)
     code = runner.run()
@@ -110,6 +134,10 @@ def worker(
         os._exit(code)
     app.close()
     sys.exit(code)
+
+
+def _age(flag: str, text: str | None) -> float | None:
+    return None if text is None else parse_duration(text, flag)
 
 
 @click.command()
