@@ -1,0 +1,152 @@
+"""Retention's prune statements against the real databases: ages per state, batches, the
+database's clock, the registry rows of dead nodes -- and never an unfinished job."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ringwork.errors import ConfigurationError
+from ringwork.job import NewJob
+from ringwork.node.registry import SqlRegistry
+from ringwork.store import Store
+from ringwork.store.clock import now_expr
+from ringwork.store.schema import JOB_STATES, jobs, nodes
+from tests.support import own_all
+
+
+def make_jobs(store: Store, rows: list[tuple[str, float]]) -> list[int]:
+    """One job per (state, finished so many seconds ago by the database's clock)."""
+    ids = store.enqueue([NewJob(task="t", key=f"k{i}", partition=i % store.partitions)
+                         for i in range(len(rows))])
+    with store.engine.begin() as conn:
+        for job_id, (state, age) in zip(ids, rows, strict=True):
+            conn.execute(
+                sa.update(jobs).where(jobs.c.id == job_id)
+                .values(state=state, finished_at=now_expr(store.dialect, -age))
+            )
+    return ids
+
+
+def remaining(store: Store) -> set[int]:
+    with store.engine.connect() as conn:
+        return set(conn.execute(
+            sa.select(jobs.c.id).where(jobs.c.cluster == store.cluster)
+        ).scalars())
+
+
+def test_each_state_by_its_own_age(store: Store) -> None:
+    ids = make_jobs(store, [(s, age) for s in ("succeeded", "cancelled", "dead")
+                            for age in (10, 1000)])
+    young_s, old_s, young_c, old_c, _young_d, _old_d = ids
+    assert store.prune_jobs("succeeded", 100) == 1
+    assert remaining(store) == set(ids) - {old_s}
+    assert store.prune_jobs("dead", 2000) == 0  # not old enough
+    assert store.prune_jobs("dead", 5) == 2
+    assert remaining(store) == {young_s, young_c, old_c}
+    assert store.prune_jobs("cancelled", 100) == 1
+
+
+def test_batches_are_bounded_and_oldest_first(store: Store) -> None:
+    ids = make_jobs(store, [("succeeded", 1000 + i) for i in range(25)])
+    assert store.prune_jobs("succeeded", 100, limit=10) == 10
+    assert remaining(store) == set(ids[:15])  # the oldest (the last made) went first
+    assert store.prune_jobs("succeeded", 100, limit=10) == 10
+    assert store.prune_jobs("succeeded", 100, limit=10) == 5
+    assert store.prune_jobs("succeeded", 100, limit=10) == 0
+
+
+def test_age_is_the_database_clock(store: Store) -> None:
+    """finished_at written by the database's clock 50 s ago is 50 s old for the prune."""
+    [job] = make_jobs(store, [("succeeded", 50)])
+    assert store.prune_jobs("succeeded", 60) == 0
+    assert store.prune_jobs("succeeded", 40) == 1
+    assert job not in remaining(store)
+
+
+def test_unfinished_jobs_are_never_pruned(store: Store) -> None:
+    own_all(store)
+    ids = make_jobs(store, [("queued", 10**6), ("running", 10**6)])  # even with a finished_at
+    for state in ("succeeded", "cancelled", "dead"):
+        assert store.prune_jobs(state, 0) == 0
+    assert remaining(store) == set(ids)
+    for state in ("queued", "running", "nonsense"):
+        with pytest.raises(ConfigurationError, match="only finished jobs"):
+            store.prune_jobs(state, 0)
+
+
+def test_other_clusters_are_left_alone(store: Store, make_store) -> None:
+    other = make_store(cluster=store.cluster + "-other")
+    other.open()
+    [theirs] = make_jobs(other, [("succeeded", 1000)])
+    make_jobs(store, [("succeeded", 1000)])
+    assert store.prune_jobs("succeeded", 10) == 1
+    assert remaining(other) == {theirs}
+
+
+AGES = st.sampled_from([5, 50, 500, 5000])
+
+
+@settings(max_examples=25, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    rows=st.lists(st.tuples(st.sampled_from(JOB_STATES), AGES), max_size=12),
+    state=st.sampled_from(("succeeded", "cancelled", "dead")),
+    older_than=st.sampled_from([0, 25, 250, 2500, 25000]),
+    limit=st.integers(1, 5),
+)
+def test_property_prune_deletes_exactly_the_due(
+    store: Store, rows: list[tuple[str, float]], state: str, older_than: float, limit: int
+) -> None:
+    """Whatever the states and ages: repeated batches delete exactly the jobs of ``state``
+    finished longer than ``older_than`` ago, at most ``limit`` per batch, nothing else."""
+    with store.engine.begin() as conn:
+        conn.execute(sa.delete(jobs).where(jobs.c.cluster == store.cluster))
+    ids = make_jobs(store, rows)
+    due = {i for i, (s, age) in zip(ids, rows, strict=True) if s == state and age > older_than}
+    total = 0
+    while True:
+        n = store.prune_jobs(state, older_than, limit=limit)
+        assert n <= limit
+        total += n
+        if n == 0:
+            break
+    assert total == len(due)
+    assert remaining(store) == set(ids) - due
+
+
+def age_node(store: Store, node_id: str, seconds: float) -> None:
+    with store.engine.begin() as conn:
+        conn.execute(sa.update(nodes).where(nodes.c.cluster == store.cluster,
+                                            nodes.c.node_id == node_id)
+                     .values(last_seen=now_expr(store.dialect, -seconds)))
+
+
+def test_prune_nodes_only_long_dead_ones(store: Store) -> None:
+    for n in ("dead", "fresh", "owner", "me"):
+        store.register_node(n, f"tcp://127.0.0.1:{len(n)}")
+    term = store.claim_leadership("me", store.read_term().term)
+    assert term is not None
+    assert store.assign("me", term, {0: "owner"}) is not None
+    for n in ("dead", "owner", "me"):
+        age_node(store, n, 7200)
+    age_node(store, "fresh", 10)
+    # "owner" still owns a partition, "me" is the caller and the term's leader: both stay.
+    assert store.prune_nodes(3600, keep="me") == ["dead"]
+    assert {n.node_id for n in store.list_nodes()} == {"fresh", "owner", "me"}
+    assert store.prune_nodes(3600, keep=None) == []  # the recorded leader stays anyway
+
+
+def test_a_pruned_node_registers_again_at_its_next_touch(store: Store) -> None:
+    registry = SqlRegistry(store, "tcp://127.0.0.1:2", None)
+    seq = registry.register("back", "tcp://127.0.0.1:1")
+    registry.joined = True
+    store.register_node("leader", "tcp://127.0.0.1:9")
+    age_node(store, "back", 7200)
+    assert store.prune_nodes(3600, keep="leader") == ["back"]
+    registry.touch("back")  # the process comes back from a long pause
+    [row] = [n for n in store.list_nodes() if n.node_id == "back"]
+    assert row.endpoint == "tcp://127.0.0.1:1" and row.pub_endpoint == "tcp://127.0.0.1:2"
+    assert row.registered_seq > seq and row.age < 60 and row.joined is True
