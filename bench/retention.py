@@ -14,6 +14,7 @@ the claim's and the prune's plans. One JSON document on stdout.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -90,21 +91,30 @@ def claim_timing(store: Store, epochs: dict[int, int], n: int = 200) -> dict[str
 
 
 def plans(store: Store) -> dict[str, str]:
-    from ringwork.store import claim as claims
+    """The plans of one prune batch (the real statement) and of the claim's queued probe."""
+    from ringwork.store import retention
 
+    class Capture:
+        def execute(self, stmt: Any) -> Any:
+            self.sql = str(stmt.compile(dialect=store.engine.dialect,
+                                        compile_kwargs={"literal_binds": True}))
+            raise LookupError
+
+    capture = Capture()
+    with contextlib.suppress(LookupError):
+        retention.prune_jobs(capture, store.dialect, CLUSTER, "succeeded",  # type: ignore[arg-type]
+                             86400, BATCH_ROWS)
+    claim_probe = (f"SELECT id FROM ringwork_jobs WHERE cluster = '{CLUSTER}' AND "
+                   "partition = 0 AND state = 'queued' ORDER BY priority DESC, id LIMIT 10")
     out: dict[str, str] = {}
     with store.engine.connect() as conn:
-        if store.dialect == "sqlite":
-            out["prune"] = "; ".join(r[3] for r in conn.exec_driver_sql(
-                "EXPLAIN QUERY PLAN SELECT id FROM ringwork_jobs WHERE cluster = 'bench' AND "
-                "state IN ('succeeded', 'cancelled', 'dead') AND state = 'succeeded' AND "
-                "finished_at < '2030-01-01' ORDER BY finished_at LIMIT 1000"))
-        else:
-            out["prune"] = "; ".join(r[0].strip() for r in conn.exec_driver_sql(
-                "EXPLAIN SELECT id FROM ringwork_jobs WHERE cluster = 'bench' AND "
-                "state IN ('succeeded', 'cancelled', 'dead') AND state = 'succeeded' AND "
-                "finished_at < now() ORDER BY finished_at LIMIT 1000"))
-    out["claim_sql_module"] = claims.__name__
+        for name, sql in (("prune", capture.sql), ("claim_probe", claim_probe)):
+            if store.dialect == "sqlite":
+                rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
+                out[name] = "; ".join(r[3] for r in rows)
+            else:
+                rows = conn.exec_driver_sql("EXPLAIN " + sql)
+                out[name] = "; ".join(r[0].strip() for r in rows)
     return out
 
 

@@ -11,7 +11,7 @@ import pytest
 
 from ringwork.store import Store
 from tests.acceptance.test_cli import APP, assert_one_line_error
-from tests.integration.test_store_retention import make_jobs, remaining
+from tests.retention_support import make_jobs, remaining
 
 
 @pytest.fixture

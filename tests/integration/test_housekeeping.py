@@ -20,7 +20,7 @@ from ringwork.status import collect
 from ringwork.store import Store
 from ringwork.store.retention import RetentionPolicy
 from ringwork.store.schema import nodes
-from tests.integration.test_store_retention import age_node, make_jobs, remaining
+from tests.retention_support import age_node, make_jobs, remaining
 from tests.support import wait_for
 
 POLICY = RetentionPolicy(succeeded=100, cancelled=100, dead=100, nodes=3600, interval=0.2,

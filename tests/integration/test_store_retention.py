@@ -9,32 +9,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ringwork.errors import ConfigurationError
-from ringwork.job import NewJob
 from ringwork.node.registry import SqlRegistry
 from ringwork.store import Store
-from ringwork.store.clock import now_expr
-from ringwork.store.schema import JOB_STATES, jobs, nodes
+from ringwork.store.schema import JOB_STATES, jobs
+from tests.retention_support import age_node, make_jobs, remaining
 from tests.support import own_all
-
-
-def make_jobs(store: Store, rows: list[tuple[str, float]]) -> list[int]:
-    """One job per (state, finished so many seconds ago by the database's clock)."""
-    ids = store.enqueue([NewJob(task="t", key=f"k{i}", partition=i % store.partitions)
-                         for i in range(len(rows))])
-    with store.engine.begin() as conn:
-        for job_id, (state, age) in zip(ids, rows, strict=True):
-            conn.execute(
-                sa.update(jobs).where(jobs.c.id == job_id)
-                .values(state=state, finished_at=now_expr(store.dialect, -age))
-            )
-    return ids
-
-
-def remaining(store: Store) -> set[int]:
-    with store.engine.connect() as conn:
-        return set(conn.execute(
-            sa.select(jobs.c.id).where(jobs.c.cluster == store.cluster)
-        ).scalars())
 
 
 def test_each_state_by_its_own_age(store: Store) -> None:
@@ -115,13 +94,6 @@ def test_property_prune_deletes_exactly_the_due(
             break
     assert total == len(due)
     assert remaining(store) == set(ids) - due
-
-
-def age_node(store: Store, node_id: str, seconds: float) -> None:
-    with store.engine.begin() as conn:
-        conn.execute(sa.update(nodes).where(nodes.c.cluster == store.cluster,
-                                            nodes.c.node_id == node_id)
-                     .values(last_seen=now_expr(store.dialect, -seconds)))
 
 
 def test_prune_nodes_only_long_dead_ones(store: Store) -> None:
