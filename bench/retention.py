@@ -46,7 +46,8 @@ def fill(store: Store, rows: int) -> float:
     """Insert ``rows`` succeeded jobs, finished two days ago, in one statement; seconds."""
     if store.dialect == "postgresql":
         sql = (f"INSERT INTO ringwork_jobs ({_COLUMNS}) SELECT '{CLUSTER}', 'noop', 'k' || i, "
-               f"i % {PARTITIONS}, NULL, 0, 'succeeded', now() - interval '3 days', 1, 5, false, "
+               f"mod(i, {PARTITIONS}), NULL, 0, 'succeeded', now() - interval '3 days', 1, 5, "
+               "false, "
                "now() - interval '3 days', now() - interval '2 days', "
                f"now() - interval '2 days' FROM generate_series(1, {rows}) AS i")
     else:

@@ -77,26 +77,27 @@ def test_only_the_leader_prunes_and_a_new_leader_takes_over(
     other = make_store()
     other.open()
     calls = {store: Calls(store), other: Calls(other)}
-    a = started(store)
-    b = None
+    running: list[Node] = []
     try:
+        a = started(store)
+        running.append(a)
         wait_for(lambda: a.role == "leader", 30, message="a leads")
         b = started(other)
+        running.append(b)
         wait_for(lambda: b.role == "follower", 30, message="b follows")
         old = make_jobs(store, [("succeeded", 1000)] * 7 + [("dead", 1000), ("dead", 10)])
         wait_for(lambda: remaining(store) == {old[-1]}, 30, message="the leader pruned")
         assert calls[store].jobs >= 3  # batches of 3
         assert calls[other].jobs == 0 and calls[other].nodes == 0, "a follower pruned"
+        running.remove(a)
         a.stop()
         wait_for(lambda: b.role == "leader", 30, message="b leads after a left")
         more = make_jobs(store, [("cancelled", 1000)])
         wait_for(lambda: not remaining(store) & set(more), 30, message="the new leader pruned")
         assert calls[other].jobs > 0
     finally:
-        if b is not None:
-            b.stop()
-        if a.failure() is None:
-            a.stop()
+        for node in running:
+            node.stop()
 
 
 def test_dead_nodes_leave_status(store: Store, db_url: str) -> None:
@@ -123,11 +124,13 @@ def test_a_live_node_whose_row_was_deleted_registers_again(
     puts the row back, and it stays a member (no rejoin is refused, no partition is lost)."""
     other = make_store()
     other.open()
-    a = started(store)
-    b = None
+    running: list[Node] = []
     try:
+        a = started(store)
+        running.append(a)
         wait_for(lambda: a.role == "leader", 30, message="a leads")
         b = started(other)
+        running.append(b)
         wait_for(lambda: b.role == "follower" and b.claimable(), 30, message="b owns some")
         with store.engine.begin() as conn:
             conn.execute(sa.delete(nodes).where(nodes.c.cluster == store.cluster,
@@ -138,9 +141,8 @@ def test_a_live_node_whose_row_was_deleted_registers_again(
         [row] = [n for n in store.list_nodes() if n.node_id == b.node_id]
         assert row.joined is True
     finally:
-        if b is not None:
-            b.stop()
-        a.stop()
+        for node in reversed(running):
+            node.stop()
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -122,3 +122,48 @@ def test_a_pruned_node_registers_again_at_its_next_touch(store: Store) -> None:
     [row] = [n for n in store.list_nodes() if n.node_id == "back"]
     assert row.endpoint == "tcp://127.0.0.1:1" and row.pub_endpoint == "tcp://127.0.0.1:2"
     assert row.registered_seq > seq and row.age < 60 and row.joined is True
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_a_batch_is_an_index_probe_in_postgresqls_generic_plan(store: Store) -> None:
+    """Our connections run prepared statements with generic plans: a batch must not scan the
+    table there. With a bound LIMIT the generic plan hash-joined the sub-select against a
+    sequential scan of every row (120 ms a batch with a million finished jobs)."""
+    from ringwork.store import retention
+
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(
+            "INSERT INTO ringwork_jobs (cluster, task, key, partition, state, run_at, "
+            "enqueued_at, finished_at) SELECT %(c)s, 't', 'k' || i, mod(i, 8), 'succeeded', "
+            "now(), now(), now() - interval '2 days' FROM generate_series(1, 50000) AS i",
+            {"c": store.cluster},
+        )
+        conn.exec_driver_sql("ANALYZE ringwork_jobs")
+
+    class Capture:
+        def execute(self, stmt: object) -> object:
+            self.compiled = stmt.compile(dialect=store.engine.dialect)  # type: ignore[attr-defined]
+            raise LookupError
+
+    capture = Capture()
+    with pytest.raises(LookupError):
+        retention.prune_jobs(capture, "postgresql", store.cluster, "succeeded",  # type: ignore[arg-type]
+                             86400, 1000)
+    names = list(capture.compiled.params)
+    body = str(capture.compiled)
+    for i, name in enumerate(names, 1):
+        body = body.replace(f"%({name})s", f"${i}")
+    args = []
+    for name in names:
+        value = capture.compiled.params[name]
+        args.append(f"interval '{value.total_seconds()} seconds'" if hasattr(value, "days")
+                    else "'" + str(value).replace("'", "''") + "'")
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql(f"PREPARE ringwork_prune AS {body}")
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql(
+            f"EXPLAIN EXECUTE ringwork_prune({', '.join(args)})"))
+        conn.exec_driver_sql("DEALLOCATE ringwork_prune")
+    # The sub-select picks the batch from the index, the delete reaches each row by its key.
+    assert "Index Cond: (id = " in plan and "ix_ringwork_jobs_finished" in plan, plan
+    assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
