@@ -4,14 +4,18 @@ run them: real subprocesses, counts printed, one-line errors for bad durations a
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from ringwork.store import Store
 from tests.acceptance.test_cli import APP, assert_one_line_error
 from tests.retention_support import make_jobs, remaining
+from tests.support import wait_for
 
 
 @pytest.fixture
@@ -73,3 +77,32 @@ def test_bad_retention_settings_stop_the_worker_at_start(
 ) -> None:
     result = run("worker", APP, *args, db_url=db_url, cluster=store.cluster, **env)
     assert_one_line_error(result, fragment)
+
+
+def test_a_worker_prunes_by_its_retention_flags(
+    store: Store, db_url: str, tmp_path: Path
+) -> None:
+    """A real worker process (its node in a process of its own, the default): as the leader it
+    prunes by the ages its flags and variables give, and leaves young and unfinished jobs."""
+    ids = make_jobs(store, [("succeeded", 3 * 3600), ("succeeded", 60), ("dead", 3 * 3600)])
+    old_ok, young_ok, old_dead = ids
+    log = tmp_path / "worker.log"
+    env = {**os.environ, "RINGWORK_LOG_LEVEL": "INFO", "RINGWORK_DATABASE_URL": db_url,
+           "RINGWORK_CLUSTER": store.cluster, "RINGWORK_HOUSEKEEPING_INTERVAL": "0.5",
+           "RINGWORK_EXAMPLE_LOG": str(tmp_path)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ringwork.cli", "worker", APP, "--retain-succeeded", "2h",
+             "--retain-dead", "0"], env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True)
+    try:
+        wait_for(lambda: old_ok not in remaining(store), 60, message="the old succeeded job went")
+        time.sleep(1.5)  # a few more rounds: nothing else may go
+        assert remaining(store) == {young_ok, old_dead}  # dead: 0 keeps them forever
+        assert "event=jobs_pruned" in log.read_text()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0, log.read_text()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
