@@ -82,7 +82,8 @@ class Settings:
     retain_succeeded: float = 86400.0
     retain_cancelled: float = 7 * 86400.0
     retain_dead: float = 30 * 86400.0
-    #: Far above ``session_timeout``: a node this long silent was evicted long ago.
+    #: Far above ``session_timeout`` (at least 60 s and twice it): a node this long silent was
+    #: evicted long ago.
     retain_nodes: float = 3600.0
     #: Seconds between two rounds of the leader's housekeeping (the pruning above).
     housekeeping_interval: float = 60.0
@@ -120,10 +121,12 @@ class Settings:
                 raise ConfigurationError(
                     f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
                 )
-        if 0 < self.retain_nodes < 10 * self.session_timeout:
+        # A younger row may be a live node's (or one status should still show as stale).
+        floor = max(60.0, 2 * self.session_timeout)
+        if 0 < self.retain_nodes < floor:
             raise ConfigurationError(
-                f"retain_nodes must be 0 or at least 10 x session_timeout "
-                f"({10 * self.session_timeout:g} s), not {self.retain_nodes:g}"
+                f"retain_nodes must be 0 or at least {floor:g} s (60 s and 2 x session_timeout),"
+                f" not {self.retain_nodes:g}"
             )
         if not self.housekeeping_interval > 0:
             raise ConfigurationError(

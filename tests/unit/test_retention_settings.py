@@ -43,7 +43,7 @@ def test_environment_takes_durations_and_zero_keeps_forever() -> None:
     [
         ({"retain_dead": -1.0}, "retain_dead must be a number of seconds >= 0"),
         ({"retain_succeeded": float("nan")}, "retain_succeeded must be"),
-        ({"retain_nodes": 5.0}, "retain_nodes must be 0 or at least 10 x session_timeout"),
+        ({"retain_nodes": 5.0}, "retain_nodes must be 0 or at least 60 s"),
         ({"housekeeping_interval": 0.0}, "housekeeping_interval must be positive"),
     ],
 )
@@ -51,6 +51,7 @@ def test_bad_settings(changes: dict[str, float], fragment: str) -> None:
     with pytest.raises(ConfigurationError, match=fragment):
         Settings().replace(**changes)
     assert Settings().replace(retain_nodes=0.0).retain_nodes == 0  # 0 is allowed
+    assert Settings().replace(session_timeout=600.0).retain_nodes == 3600  # the default fits
 
 
 def test_bad_environment_is_one_line() -> None:
