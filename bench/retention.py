@@ -7,8 +7,9 @@ For each database: a fresh database (a file; a new PostgreSQL database, dropped 
 few queued jobs on partition 0, then ``status`` (``ringwork.status.collect``) and ``Store.claim``
 timed (median of many), then ``--rows`` succeeded jobs inserted by one INSERT ... SELECT
 (``generate_series`` / a recursive CTE), finished two days ago, and the same timings again;
-then prune batches of 1000 (each its own transaction: the time it holds the write lock), and
-the claim's and the prune's plans. One JSON document on stdout.
+the claim again while another connection prunes (as the leader does); then prune batches of
+1000 (each its own transaction: the time it holds the write lock), and the claim's and the
+prune's plans. One JSON document on stdout.
 """
 
 from __future__ import annotations
@@ -91,6 +92,32 @@ def claim_timing(store: Store, epochs: dict[int, int], n: int = 200) -> dict[str
             "n": n}
 
 
+def claim_while_pruning(store: Store, url: str, epochs: dict[int, int]) -> dict[str, Any]:
+    """The claim while another connection prunes batch after batch, as the leader does."""
+    import threading
+
+    pruner = Store(url, cluster=CLUSTER, partitions=PARTITIONS)
+    pruner.open()
+    stop = threading.Event()
+    pruned = [0]
+
+    def run() -> None:
+        while not stop.is_set():
+            pruned[0] += pruner.prune_jobs("succeeded", 86400)
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    try:
+        doc: dict[str, Any] = dict(claim_timing(store, epochs, 300))
+    finally:
+        stop.set()
+        thread.join()
+        pruner.close()
+    doc["pruned_meanwhile"] = pruned[0]
+    return doc
+
+
 def plans(store: Store) -> dict[str, str]:
     """The plans of one prune batch (the real statement) and of the claim's queued probe."""
     from ringwork.store import retention
@@ -138,6 +165,7 @@ def measure(url: str, rows: int) -> dict[str, Any]:
                    "counts_by_state": timed(store.counts_by_state, 20),
                    "claim": claim_timing(store, epochs)}
     doc["plans"] = plans(store)
+    doc["claim_while_pruning"] = claim_while_pruning(store, url, epochs)
     batches = []
     for _ in range(20):
         began = time.perf_counter()
