@@ -26,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -80,6 +81,17 @@ class Settings:
     metrics_port: int = -1
     #: A key file from ``ringwork keys``: encrypt and authenticate every cluster socket (CURVE).
     curve_key_file: str = ""
+    #: Retention (seconds; ``RINGWORK_RETAIN_*`` and the worker's flags also take ``30s``,
+    #: ``2h``, ``7d``). The leader deletes finished jobs this long after they finished, and the
+    #: registry rows of nodes not seen for ``retain_nodes``. 0: keep forever.
+    retain_succeeded: float = 86400.0
+    retain_cancelled: float = 7 * 86400.0
+    retain_dead: float = 30 * 86400.0
+    #: Far above ``session_timeout`` (at least 60 s and twice it): a node this long silent was
+    #: evicted long ago.
+    retain_nodes: float = 3600.0
+    #: Seconds between two rounds of the leader's housekeeping (the pruning above).
+    housekeeping_interval: float = 60.0
 
     @property
     def bind_host(self) -> str:
@@ -116,6 +128,23 @@ class Settings:
                 f"({self.heartbeat_interval:g} s): two heartbeats must fit in a member's lease"
             )
         socket_ports(BindAddress.parse(self.bind), self.pub_port)
+        for name in RETENTION_FIELDS:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise ConfigurationError(
+                    f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
+                )
+        # A younger row may be a live node's (or one status should still show as stale).
+        floor = max(60.0, 2 * self.session_timeout)
+        if 0 < self.retain_nodes < floor:
+            raise ConfigurationError(
+                f"retain_nodes must be 0 or at least {floor:g} s (60 s and 2 x session_timeout),"
+                f" not {self.retain_nodes:g}"
+            )
+        if not self.housekeeping_interval > 0:
+            raise ConfigurationError(
+                f"housekeeping_interval must be positive, not {self.housekeeping_interval!r}"
+            )
 
     def with_environment(self, environ: Mapping[str, str] | None = None) -> Settings:
         """Apply ``RINGWORK_*`` variables, e.g. ``RINGWORK_DATABASE_URL``."""
@@ -171,6 +200,8 @@ def field_problem(name: str, value: Any) -> str | None:
         if name in _NOT_EMPTY and not value:
             return f"{name} must not be empty"
         return None
+    if name in RETENTION_FIELDS and not (math.isfinite(value) and value >= 0):
+        return f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
     if not math.isfinite(value):
         return f"{name} must be a finite number, not {value}"
     if name in _POSITIVE and not value > 0:
@@ -183,6 +214,27 @@ def field_problem(name: str, value: Any) -> str | None:
     elif value < 0:
         return f"{name} must not be negative, not {value:g}"
     return None
+
+
+#: Settings that are ages: their variables also take a duration (``30s``, ``2h``, ``7d``).
+RETENTION_FIELDS = ("retain_succeeded", "retain_cancelled", "retain_dead", "retain_nodes")
+
+_UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0}
+_DURATION = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([smhdw]?)\s*", re.IGNORECASE)
+
+
+def parse_duration(text: str, what: str = "duration") -> float:
+    """``30s``, ``15m``, ``2h``, ``7d``, ``1w`` or plain seconds -> seconds (>= 0).
+
+    Raises :class:`ConfigurationError` with a one-line message for anything else.
+    """
+    match = _DURATION.fullmatch(text)
+    if match is None:
+        raise ConfigurationError(
+            f"{what} must be a duration (a number of seconds, or with s, m, h, d or w: "
+            f"30s, 2h, 7d), not {text!r}"
+        )
+    return float(match.group(1)) * _UNITS[match.group(2).lower()]
 
 
 def host_of(address: str) -> str:
@@ -200,6 +252,8 @@ def parse_setting(name: str, raw: str, source: str | None = None) -> Any:
     """
     current = getattr(_DEFAULTS, name)
     where = env_var(name) if source is None else source
+    if name in RETENTION_FIELDS:
+        return parse_duration(raw, where or name)
     try:
         if isinstance(current, bool):
             if raw.lower() in ("1", "true", "yes", "on"):

@@ -1,4 +1,5 @@
-"""``ringwork enqueue`` and ``ringwork jobs APP list|show|retry|cancel``: jobs in the database.
+"""``ringwork enqueue`` and ``ringwork jobs APP list|show|retry|cancel|prune``: jobs in the
+database.
 
 Runs on the main thread of a ``ringwork`` process.
 """
@@ -6,6 +7,7 @@ Runs on the main thread of a ``ringwork`` process.
 from __future__ import annotations
 
 import json
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -15,6 +17,12 @@ from ringwork.app import App
 from ringwork.cli.options import AppRef, database_option, load_app, migrate_option, pass_app
 from ringwork.errors import JobNotFound, PayloadError
 from ringwork.job import JobRecord
+from ringwork.settings import parse_duration
+from ringwork.store.retention import BATCH_ROWS, RetentionPolicy
+from ringwork.store.schema import FINISHED_STATES
+
+#: The leader's pause between two batches, kept by the CLI too.
+BATCH_PAUSE = RetentionPolicy().pause
 
 
 @click.command()
@@ -73,7 +81,7 @@ def enqueue(
 @migrate_option
 @click.pass_context
 def jobs(ctx: click.Context, app_spec: str, database_url: str | None, no_migrate: bool) -> None:
-    """Inspect and manage jobs: ringwork jobs MODULE:APP list|show|retry|cancel."""
+    """Inspect and manage jobs: ringwork jobs MODULE:APP list|show|retry|cancel|prune."""
     ref = AppRef(app_spec, database_url, no_migrate)
     ctx.obj = ref
     ctx.call_on_close(ref.close)
@@ -161,6 +169,40 @@ def jobs_cancel(app: App, job_id: int | None, task: str | None) -> None:
     cancelled, requested = app.cancel_task(task)
     click.echo(f"cancelled {cancelled} queued job{'s' * (cancelled != 1)} of {task}; "
                f"requested cancel of {requested} running")
+
+
+@jobs.command("prune")
+@click.option(
+    "--older-than",
+    "older_than",
+    required=True,
+    metavar="AGE",
+    help="Delete jobs that finished at least this long ago: 30s, 2h, 7d (or seconds).",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice(FINISHED_STATES),
+    help="Only jobs in this state (repeatable). Default: every finished state.",
+)
+@pass_app
+def jobs_prune(app: App, older_than: str, states: tuple[str, ...]) -> None:
+    """Delete finished jobs older than AGE, by the database's clock, in small batches.
+
+    The leader does this by itself with the retention settings; this is for a one-off.
+    """
+    age = parse_duration(older_than, "--older-than")
+    deleted = {state: 0 for state in states or FINISHED_STATES}
+    for state in deleted:
+        while True:
+            n = app.store.prune_jobs(state, age)
+            deleted[state] += n
+            if n < BATCH_ROWS:
+                break
+            time.sleep(BATCH_PAUSE)
+    detail = ", ".join(f"{n} {state}" for state, n in deleted.items())
+    click.echo(f"deleted {sum(deleted.values())} jobs ({detail})")
 
 
 def _record_dict(record: JobRecord) -> dict[str, Any]:

@@ -87,7 +87,7 @@ def describe_default(value: Any) -> str:
     if isinstance(value, bool):
         return "on" if value else "off"
     if isinstance(value, float):
-        return f"{value:g}"
+        return str(int(value)) if value.is_integer() else f"{value:g}"  # 2592000, not 2.592e+06
     if value == "":
         return "none"
     return str(value)
@@ -145,6 +145,15 @@ FLAGS: tuple[SettingFlag, ...] = (
     SettingFlag("metrics_port", "Serve Prometheus metrics on this port of the bind host (-1: "
                 "off; 0: any free port, logged as event=metrics_serving).", metavar="PORT",
                 run=False),
+    SettingFlag("retain_succeeded", "Delete succeeded jobs this long after they finished "
+                "(30s, 2h, 7d or seconds; 0 keeps them). The leader's setting is in force.",
+                metavar="AGE"),
+    SettingFlag("retain_cancelled", "Same, for cancelled jobs.", metavar="AGE"),
+    SettingFlag("retain_dead", "Same, for dead jobs.", metavar="AGE"),
+    SettingFlag("retain_nodes", "Delete the registry rows of nodes not seen this long "
+                "(0 keeps them; else at least 60 s and 2 x session-timeout).", metavar="AGE"),
+    SettingFlag("housekeeping_interval", "How often the leader looks for finished jobs and "
+                "node rows past their retention."),
     SettingFlag("curve_key_file", "Cluster key pair from `ringwork keys`: encrypt and "
                 "authenticate sockets.", metavar="PATH"),
 )

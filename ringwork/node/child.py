@@ -73,7 +73,8 @@ class _Child:
                       migrate=False)  # the parent migrated before it asked us to start
         curve = CurveKeys.load(spec.curve_key_file) if spec.curve_key_file else None
         self.node = Node(store, spec.config, bind=spec.bind, advertise=spec.advertise,
-                         curve=curve, pub_port=spec.pub_port, node_id=spec.node_id)
+                         curve=curve, pub_port=spec.pub_port, node_id=spec.node_id,
+                         retention=spec.retention)
         self.store = store
         self.started = False
         self.orphaned = False

@@ -47,6 +47,7 @@ from ringwork.faults import FaultLog, reason_of
 from ringwork.log import log_event
 from ringwork.node.actions import Actions
 from ringwork.node.curve import CurveKeys
+from ringwork.node.housekeeping import Housekeeping, retention_chores
 from ringwork.node.inbound import Inbound
 from ringwork.node.joinwatch import JoinWatch
 from ringwork.node.peers import Peers
@@ -61,6 +62,7 @@ from ringwork.protocol.messages import Codec, Message
 
 if TYPE_CHECKING:
     from ringwork.store import Store
+    from ringwork.store.retention import RetentionPolicy
 
 #: Longest the protocol thread sleeps: how late its chores with no deadline of their own (the
 #: membership watch, reading the link monitors) may run. Inputs from other threads wake it.
@@ -85,8 +87,12 @@ class Node:
         curve: CurveKeys | None = None,
         node_id: str | None = None,
         pub_port: int = NEXT_PORT,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.store = store
+        #: What the node prunes while it leads (None: nothing; see :mod:`.housekeeping`).
+        self.retention = retention
+        self._housekeeping: Housekeeping | None = None
         self.config = config
         self.node_id = node_id or new_node_id()
         self.curve = curve
@@ -153,6 +159,11 @@ class Node:
         self._feed(time.monotonic(), ev.Start())
         self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
         self._thread.start()
+        if self.retention is not None and self._housekeeping is None:
+            hk = Housekeeping(self.node_id, lambda: self.role == "leader", [])
+            hk.chores = retention_chores(self.store, self.node_id, self.retention, hk.pause)
+            self._housekeeping = hk
+            hk.start()
 
     def claimable(self) -> Mapping[int, int]:
         with self._core_lock:
@@ -189,6 +200,8 @@ class Node:
 
     def stop(self) -> None:
         """Leave cleanly (bounded), then unregister and close every socket with linger 0."""
+        if self._housekeeping is not None:
+            self._housekeeping.stop()
         if self._thread is not None and self._thread.is_alive():
             self.begin_leave()
             budget = self.config.revoke_timeout + self.config.leave_timeout + 1.0

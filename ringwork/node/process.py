@@ -69,6 +69,7 @@ from ringwork.log import log_event
 from ringwork.node.spawn import ChildProcess, may_fork, start_child
 from ringwork.node.spec import NodeSpec
 from ringwork.protocol.config import ProtocolConfig
+from ringwork.store.retention import RetentionPolicy
 
 if TYPE_CHECKING:
     from ringwork.store import Store
@@ -87,6 +88,7 @@ class NodeProcess:
         curve_key_file: str | None = None,
         pub_port: int = NEXT_PORT,
         node_id: str | None = None,
+        retention: RetentionPolicy | None = None,
     ) -> None:
         self.node_id = node_id or new_node_id()
         self.store = store
@@ -104,6 +106,7 @@ class NodeProcess:
             pub_port=pub_port,
             node_id=self.node_id,
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
+            retention=retention,
         )
         self._conn: Connection | None = None
         self._child: ChildProcess | None = None

@@ -5,15 +5,24 @@ The core reaches the registry through referee operations, which run on the refer
 endpoints it remembers to dial peers and to follow the leader's PUB. So the endpoint maps are
 written by the pool thread and read by the protocol thread, under a lock. ``register`` and
 ``unregister`` run on whichever thread starts and stops the node.
+
+A row can disappear under a live node: the leader's housekeeping deletes rows untouched for the
+node retention (an hour by default), and a process paused that long (a stopped VM, SIGSTOP)
+comes back to find its row gone. Its touch then registers it again -- a fresh
+``registered_seq``, like any node that joins late -- before the same poll reads the term, so
+the protocol sees a registered node again and its Joins are accepted; until then it was simply
+a dead node (a missing row is a stale one: docs/protocol.md, invariant 6).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import TYPE_CHECKING
 
 from ringwork.errors import RingworkError
+from ringwork.log import log_event
 from ringwork.protocol.referee import NodeRecord
 
 if TYPE_CHECKING:
@@ -30,17 +39,25 @@ class SqlRegistry:
         #: Whether the node is a member, recorded with every touch. Written by the protocol
         #: thread, read by the pool thread (a bool: a stale read is fixed by the next touch).
         self.joined = False
+        self.endpoint = ""  # our ROUTER's, kept from register() to register again
         self._lock = threading.Lock()  # guards the two maps (pool thread writes, node reads)
         self._pub_endpoints: dict[str, str] = {}
         self._router_endpoints: dict[str, str] = {}
 
     def register(self, node_id: str, endpoint: str) -> int:
+        self.endpoint = endpoint
         return self.store.register_node(
             node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
         )
 
     def touch(self, node_id: str) -> None:
-        self.store.touch_node(node_id, joined=self.joined)
+        if self.store.touch_node(node_id, joined=self.joined):
+            return
+        # Our row was pruned while we could not touch it: come back as a registered node.
+        seq = self.register(node_id, self.endpoint)
+        if self.joined:
+            self.store.mark_joined(node_id, True)
+        log_event("node_reregistered", logging.WARNING, node=node_id, seq=seq)
 
     def record_joined(self, node_id: str, joined: bool) -> None:
         """Record a change of membership at once, not at the next touch (for ``status``)."""

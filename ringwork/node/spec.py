@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ringwork.protocol.config import ProtocolConfig
+from ringwork.store.retention import RetentionPolicy
 
 
 @dataclass(frozen=True)
@@ -26,3 +27,4 @@ class NodeSpec:
     pub_port: int
     node_id: str
     log_level: int
+    retention: RetentionPolicy | None = None

@@ -93,6 +93,7 @@ class Registry(Protocol):
       greater than every seq handed out before in this cluster, and ``last_seen = now``.
     * ``touch`` sets ``last_seen = now`` (the referee's clock) for the node; it must be committed
       before the same operation reads the term (see :mod:`ringwork.protocol.operations`).
+      A node whose row is gone (the leader prunes rows silent for hours) registers again there.
     * ``read_nodes`` returns every registered node with its age.
     * ``unregister`` deletes the row (a clean leave).
     """

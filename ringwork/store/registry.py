@@ -71,13 +71,13 @@ def register_node(
 
 def touch_node(
     conn: sa.Connection, dialect: str, cluster: str, node_id: str, joined: bool | None = None
-) -> None:
-    """Refresh ``last_seen`` (and record ``joined`` when given)."""
+) -> bool:
+    """Refresh ``last_seen`` (and record ``joined`` when given); False: the node has no row."""
     values: dict[str, Any] = {"last_seen": now_expr(dialect)}
     if joined is not None:
         values["joined"] = joined
     mine = sa.and_(nodes.c.cluster == cluster, nodes.c.node_id == node_id)
-    conn.execute(sa.update(nodes).where(mine).values(values))
+    return bool(conn.execute(sa.update(nodes).where(mine).values(values)).rowcount)
 
 
 def mark_joined(conn: sa.Connection, cluster: str, node_id: str, joined: bool) -> None:

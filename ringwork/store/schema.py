@@ -12,6 +12,9 @@ Index notes (the why; ``docs/store.md`` shows the plans):
   claim (``priority DESC, id``) inside one partition, so a claim is one short index range scan per
   owned partition, and finished jobs -- the bulk of an old table -- are not in it at all.
   ``run_at`` is a trailing key column so jobs waiting to retry are skipped inside the index.
+* ``ix_ringwork_jobs_finished`` (finished states only, by ``finished_at`` within a state) lets
+  retention's prune find its oldest batch with a short range scan instead of reading a table
+  that is mostly finished jobs; the claim and its indexes never see these rows.
 * Partial-index predicates use literals, and every query that must use them repeats the literal
   (never a bound parameter): SQLite, and PostgreSQL's generic plans for prepared statements, can
   only prove a partial index applicable from a literal.
@@ -37,7 +40,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0003"
+HEAD_REVISION = "0004"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -169,6 +172,9 @@ def dialect_insert(dialect: str, table: sa.Table) -> Any:
     return (pg.insert if dialect == "postgresql" else sqlite.insert)(table)
 
 
+#: The states a job never leaves by itself: what retention prunes.
+FINISHED_STATES = ("succeeded", "cancelled", "dead")
+
 #: The states a query must compare as literals, not parameters, for the partial indexes to apply.
 QUEUED: sa.ColumnClause[Any] = sa.literal_column("'queued'")
 RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
@@ -178,6 +184,7 @@ _UNFINISHED_DEDUPE = sa.text("dedupe_key IS NOT NULL AND state IN ('queued', 'ru
 _UNFINISHED_ORDERED = sa.text("ordered AND state IN ('queued', 'running')")
 _RUNNING_ORDERED = sa.text("ordered AND state = 'running'")
 _RUNNING = sa.text("state = 'running'")
+_FINISHED = sa.text("state IN ('succeeded', 'cancelled', 'dead')")
 
 
 def _partial(name: str, *cols: Any, where: sa.TextClause, unique: bool = False) -> sa.Index:
@@ -228,4 +235,12 @@ _partial(
     jobs.c.partition,
     jobs.c.claim_epoch,
     where=_RUNNING,
+)
+# Retention: the oldest finished jobs of a state, without reading the rest of the table.
+_partial(
+    "ix_ringwork_jobs_finished",
+    jobs.c.cluster,
+    jobs.c.state,
+    jobs.c.finished_at,
+    where=_FINISHED,
 )

@@ -30,7 +30,7 @@ from sqlalchemy.engine import Engine
 from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.store import claim, enqueue, jobs, migrate, referee, registry
+from ringwork.store import claim, enqueue, jobs, migrate, referee, registry, retention
 from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
     begin,
@@ -276,9 +276,10 @@ class Store:
                 conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
             )
 
-    def touch_node(self, node_id: str, *, joined: bool | None = None) -> None:
+    def touch_node(self, node_id: str, *, joined: bool | None = None) -> bool:
+        """Refresh the node's ``last_seen``; False if it has no row (it was pruned)."""
         with self._tx(write=True) as conn:
-            registry.touch_node(conn, self.dialect, self.cluster, node_id, joined)
+            return registry.touch_node(conn, self.dialect, self.cluster, node_id, joined)
 
     def mark_joined(self, node_id: str, joined: bool) -> None:
         with self._tx(write=True) as conn:
@@ -291,6 +292,23 @@ class Store:
     def list_nodes(self) -> list[NodeRecord]:
         with self._tx() as conn:
             return registry.list_nodes(conn, self.dialect, self.cluster)
+
+    # -- retention ------------------------------------------------------------------------------
+
+    def prune_jobs(
+        self, state: str, older_than: float, *, limit: int = retention.BATCH_ROWS
+    ) -> int:
+        """Delete up to ``limit`` jobs in ``state`` finished at least ``older_than`` seconds ago
+        (by the database's clock), in one short transaction of their own; how many went."""
+        with self._tx(write=True) as conn:
+            return retention.prune_jobs(
+                conn, self.dialect, self.cluster, state, older_than, limit
+            )
+
+    def prune_nodes(self, older_than: float, *, keep: str | None = None) -> list[str]:
+        """Delete registry rows untouched for ``older_than`` seconds (not ``keep``'s)."""
+        with self._tx(write=True) as conn:
+            return retention.prune_nodes(conn, self.dialect, self.cluster, older_than, keep)
 
     # -- wake-ups -------------------------------------------------------------------------------
 

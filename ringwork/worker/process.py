@@ -31,6 +31,7 @@ from ringwork.coordinator import NODE_FAILED_EXIT, Coordinator
 from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
+from ringwork.store.retention import RetentionPolicy
 from ringwork.wakeup import WakeReceiver
 from ringwork.worker.cancels import CancelWatch
 from ringwork.worker.database import Database
@@ -55,6 +56,17 @@ def protocol_config(settings: Settings) -> ProtocolConfig:
     )
 
 
+def retention_policy(settings: Settings) -> RetentionPolicy:
+    """What the node prunes while it leads (see :mod:`ringwork.node.housekeeping`)."""
+    return RetentionPolicy(
+        succeeded=settings.retain_succeeded,
+        cancelled=settings.retain_cancelled,
+        dead=settings.retain_dead,
+        nodes=settings.retain_nodes,
+        interval=settings.housekeeping_interval,
+    )
+
+
 def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     """The ZeroMQ cluster member for ``app``, configured from its settings.
 
@@ -68,10 +80,10 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
     if not process:
         return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
-                    curve=curve, pub_port=s.pub_port)
+                    curve=curve, pub_port=s.pub_port, retention=retention_policy(s))
     return NodeProcess(app.store, protocol_config(s), bind=s.bind,
                        advertise=s.advertise or None, curve_key_file=s.curve_key_file or None,
-                       pub_port=s.pub_port)
+                       pub_port=s.pub_port, retention=retention_policy(s))
 
 
 class Worker:
