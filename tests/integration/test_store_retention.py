@@ -165,5 +165,7 @@ def test_a_batch_is_an_index_probe_in_postgresqls_generic_plan(store: Store) -> 
             f"EXPLAIN EXECUTE ringwork_prune({', '.join(args)})"))
         conn.exec_driver_sql("DEALLOCATE ringwork_prune")
     # The sub-select picks the batch from the index, the delete reaches each row by its key.
+    # Whether the index is walked in order or read as a bitmap depends on the statistics of the
+    # shared test database (other tests' rows); neither reads the table, and no join does.
     assert "Index Cond: (id = " in plan and "ix_ringwork_jobs_finished" in plan, plan
-    assert "Seq Scan" not in plan and "Bitmap" not in plan, plan
+    assert "Seq Scan" not in plan and "Hash" not in plan and "Join" not in plan, plan
