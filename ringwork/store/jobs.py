@@ -321,7 +321,9 @@ def status_counts(conn: sa.Connection, dialect: str, cluster: str, cap: int = ST
         _count(sa.and_(c.cluster == cluster, c.state == RUNNING)).label("running"),
     ]
     for state in FINISHED_STATES:
-        where = sa.and_(c.cluster == cluster, finished, c.state == sa.literal_column(f"'{state}'"))
+        # The equality before the IN: SQLite constrains the index's state column by whichever
+        # comes first, and by the IN it would read every finished row of the other states too.
+        where = sa.and_(c.cluster == cluster, c.state == sa.literal_column(f"'{state}'"), finished)
         columns.append(_count(where, cap, ordered=dialect == "postgresql").label(state))
     row = conn.execute(sa.select(*columns)).one()._asdict()
     counts = {state: min(int(row[state]), cap) if state in FINISHED_STATES else int(row[state])
