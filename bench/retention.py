@@ -126,7 +126,9 @@ def plans(store: Store) -> dict[str, str]:
     from ringwork.store import retention
 
     class Capture:
-        def execute(self, stmt: Any) -> Any:
+        def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> Any:
+            if params:
+                stmt = stmt.params(params)
             self.sql = str(stmt.compile(dialect=store.engine.dialect,
                                         compile_kwargs={"literal_binds": True}))
             raise LookupError

@@ -14,6 +14,7 @@ from application threads, the CLI and ``ringwork status``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -297,6 +298,24 @@ def _count(where: sa.ColumnElement[bool], cap: int | None = None,
     return sa.select(sa.func.count()).select_from(rows.subquery()).scalar_subquery()
 
 
+@functools.lru_cache(maxsize=8)
+def _status_counts_stmt(dialect: str, cap: int) -> sa.Executable:
+    """Built once: status runs it every second under ``--watch``."""
+    c = jobs.c
+    cluster = sa.bindparam("cluster", type_=c.cluster.type)
+    finished = c.state.in_([sa.literal_column(f"'{s}'") for s in FINISHED_STATES])
+    columns = [
+        _count(sa.and_(c.cluster == cluster, c.state == QUEUED)).label("queued"),
+        _count(sa.and_(c.cluster == cluster, c.state == RUNNING)).label("running"),
+    ]
+    for state in FINISHED_STATES:
+        # The equality before the IN: SQLite constrains the index's state column by whichever
+        # comes first, and by the IN it would read every finished row of the other states too.
+        where = sa.and_(c.cluster == cluster, c.state == sa.literal_column(f"'{state}'"), finished)
+        columns.append(_count(where, cap, ordered=dialect == "postgresql").label(state))
+    return sa.select(*columns)
+
+
 def status_counts(conn: sa.Connection, dialect: str, cluster: str, cap: int = STATUS_CAP
                   ) -> tuple[dict[str, int], list[str]]:
     """Per-state counts that cost the same with a million finished rows as with none:
@@ -311,21 +330,10 @@ def status_counts(conn: sa.Connection, dialect: str, cluster: str, cap: int = ST
     and the finished index's own predicate is repeated, so both planners can use the partial
     indexes (see :mod:`.schema`). On PostgreSQL the finished rows are read in that index's order:
     without it the planner may prefer a sequential scan that stops after ``cap`` matches, which
-    reads the whole heap when a state's rows lie at its end. SQLite walks the index unasked,
-    and an ORDER BY there would sort every row of the state (its IN term defeats the order).
+    reads the whole heap when a state's rows lie at its end. SQLite walks the index unasked
+    (an ORDER BY there was seen to make it sort every row of the state instead).
     """
-    c = jobs.c
-    finished = c.state.in_([sa.literal_column(f"'{s}'") for s in FINISHED_STATES])
-    columns = [
-        _count(sa.and_(c.cluster == cluster, c.state == QUEUED)).label("queued"),
-        _count(sa.and_(c.cluster == cluster, c.state == RUNNING)).label("running"),
-    ]
-    for state in FINISHED_STATES:
-        # The equality before the IN: SQLite constrains the index's state column by whichever
-        # comes first, and by the IN it would read every finished row of the other states too.
-        where = sa.and_(c.cluster == cluster, c.state == sa.literal_column(f"'{state}'"), finished)
-        columns.append(_count(where, cap, ordered=dialect == "postgresql").label(state))
-    row = conn.execute(sa.select(*columns)).one()._asdict()
+    row = conn.execute(_status_counts_stmt(dialect, cap), {"cluster": cluster}).one()._asdict()
     counts = {state: min(int(row[state]), cap) if state in FINISHED_STATES else int(row[state])
               for state in JOB_STATES}
     capped = [state for state in FINISHED_STATES if int(row[state]) > cap]
