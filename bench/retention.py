@@ -4,7 +4,8 @@
         [--dsn postgresql+psycopg://postgres@127.0.0.1:5432/test]
 
 For each database: a fresh database (a file; a new PostgreSQL database, dropped at the end), a
-few queued jobs on partition 0, then ``status`` (``ringwork.status.collect``) and ``Store.claim``
+few queued jobs on partition 0, then ``status`` (``ringwork.status.collect``), its job counts
+(``Store.status_counts``; the exact ``Store.counts_by_state`` beside it) and ``Store.claim``
 timed (median of many), then ``--rows`` succeeded jobs inserted by one INSERT ... SELECT
 (``generate_series`` / a recursive CTE), finished two days ago, and the same timings again;
 the claim again while another connection prunes (as the leader does); then prune batches of
@@ -119,11 +120,15 @@ def claim_while_pruning(store: Store, url: str, epochs: dict[int, int]) -> dict[
 
 
 def plans(store: Store) -> dict[str, str]:
-    """The plans of one prune batch (the real statement) and of the claim's queued probe."""
+    """The plans of one prune batch (the real statement), of the claim's queued probe and of
+    status's job counts."""
+    from ringwork.store import jobs as jobs_queries
     from ringwork.store import retention
 
     class Capture:
-        def execute(self, stmt: Any) -> Any:
+        def execute(self, stmt: Any, params: dict[str, Any] | None = None) -> Any:
+            if params:
+                stmt = stmt.params(params)
             self.sql = str(stmt.compile(dialect=store.engine.dialect,
                                         compile_kwargs={"literal_binds": True}))
             raise LookupError
@@ -132,11 +137,16 @@ def plans(store: Store) -> dict[str, str]:
     with contextlib.suppress(LookupError):
         retention.prune_jobs(capture, store.dialect, CLUSTER, "succeeded",  # type: ignore[arg-type]
                              86400, BATCH_ROWS)
+    prune_sql = capture.sql
+    with contextlib.suppress(LookupError):
+        jobs_queries.status_counts(capture, store.dialect, CLUSTER)  # type: ignore[arg-type]
+    status_sql = capture.sql
     claim_probe = (f"SELECT id FROM ringwork_jobs WHERE cluster = '{CLUSTER}' AND "
                    "partition = 0 AND state = 'queued' ORDER BY priority DESC, id LIMIT 10")
     out: dict[str, str] = {}
     with store.engine.connect() as conn:
-        for name, sql in (("prune", capture.sql), ("claim_probe", claim_probe)):
+        for name, sql in (("prune", prune_sql), ("claim_probe", claim_probe),
+                          ("status_counts", status_sql)):
             if store.dialect == "sqlite":
                 rows = conn.exec_driver_sql("EXPLAIN QUERY PLAN " + sql)
                 out[name] = "; ".join(r[3] for r in rows)
@@ -159,10 +169,12 @@ def measure(url: str, rows: int) -> dict[str, Any]:
     doc: dict[str, Any] = {"rows": rows}
     doc["empty"] = {"status": timed(lambda: collect(app), 20),
                     "counts_by_state": timed(store.counts_by_state, 20),
+                    "status_counts": timed(store.status_counts, 20),
                     "claim": claim_timing(store, epochs)}
     doc["fill_s"] = round(fill(store, rows), 2)
     doc["full"] = {"status": timed(lambda: collect(app), 20),
                    "counts_by_state": timed(store.counts_by_state, 20),
+                   "status_counts": timed(store.status_counts, 20),
                    "claim": claim_timing(store, epochs)}
     doc["plans"] = plans(store)
     doc["claim_while_pruning"] = claim_while_pruning(store, url, epochs)

@@ -101,8 +101,10 @@ def status_view(doc: dict[str, Any]) -> Group:
             f"{len(parts)}: {_ranges(parts)}" if parts else "0",
             f"{n['last_heartbeat_age_s']:.1f}s ago",
         )
+    capped = set(doc.get("jobs_capped", ()))
     counts = "  ".join(
-        f"[{_STATE_STYLE.get(state, '')}]{state}[/] {count}" for state, count in doc["jobs"].items()
+        f"[{_STATE_STYLE.get(state, '')}]{state}[/] {count}{'+' if state in capped else ''}"
+        for state, count in doc["jobs"].items()
     )
     backlog = doc["backlog"]
     lines: list[Any] = [head, nodes, Text.from_markup(f"jobs: {counts}")]

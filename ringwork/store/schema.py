@@ -14,7 +14,8 @@ Index notes (the why; ``docs/store.md`` shows the plans):
   ``run_at`` is a trailing key column so jobs waiting to retry are skipped inside the index.
 * ``ix_ringwork_jobs_finished`` (finished states only, by ``finished_at`` within a state) lets
   retention's prune find its oldest batch with a short range scan instead of reading a table
-  that is mostly finished jobs; the claim and its indexes never see these rows.
+  that is mostly finished jobs; ``status`` counts each finished state up to its cap inside it
+  too. The claim and its indexes never see these rows.
 * Partial-index predicates use literals, and every query that must use them repeats the literal
   (never a bound parameter): SQLite, and PostgreSQL's generic plans for prepared statements, can
   only prove a partial index applicable from a literal.

@@ -234,6 +234,13 @@ class Store:
         with self._tx() as conn:
             return jobs.counts_by_state(conn, self.cluster)
 
+    def status_counts(self, cap: int = jobs.STATUS_CAP) -> tuple[dict[str, int], list[str]]:
+        """Exact queued and running counts, finished states counted up to ``cap``:
+        ``(counts, capped states)``. Cheap on any table size; exact counts of everything are
+        :meth:`counts_by_state`."""
+        with self._tx() as conn:
+            return jobs.status_counts(conn, self.dialect, self.cluster, cap)
+
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:
             return jobs.backlog_by_partition(conn, self.cluster)
