@@ -23,6 +23,8 @@ import functools
 import threading
 from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
@@ -30,7 +32,7 @@ from sqlalchemy.engine import Engine
 from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.store import claim, enqueue, jobs, migrate, referee, registry, retention
+from ringwork.store import claim, cron, enqueue, jobs, migrate, referee, registry, retention
 from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
     begin,
@@ -309,6 +311,16 @@ class Store:
         """Delete registry rows untouched for ``older_than`` seconds (not ``keep``'s)."""
         with self._tx(write=True) as conn:
             return retention.prune_nodes(conn, self.dialect, self.cluster, older_than, keep)
+
+    # -- periodic tasks -------------------------------------------------------------------------
+
+    def cron_state(
+        self, prefixes: Mapping[str, str]
+    ) -> tuple[datetime, dict[str, dict[str, Any]]]:
+        """The database's time and, per ``task -> dedupe-key prefix``, the newest periodic job
+        (``id``, ``state``, ``dedupe_key``), read together (:mod:`.cron`)."""
+        with self._tx() as conn:
+            return cron.database_now(conn, self.dialect), cron.newest(conn, self.cluster, prefixes)
 
     # -- wake-ups -------------------------------------------------------------------------------
 

@@ -1,0 +1,52 @@
+"""The periodic tasks' reads: the database's time, and the newest tick each schedule enqueued.
+
+No table of its own (no migration): a tick's job is an ordinary row whose dedupe key names the
+tick (:mod:`ringwork.periodic`), so "the last tick enqueued" is the greatest such key of the
+task -- the rows are the record, kept as long as retention keeps finished jobs.
+
+Threads: inside a transaction of :class:`~ringwork.store.Store`, on the caller's thread (the
+leader's ``ringwork-housekeeping``, the CLI's main thread).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+
+from ringwork.store.clock import now_expr
+from ringwork.store.schema import jobs
+
+
+def database_now(conn: sa.Connection, dialect: str) -> datetime:
+    """The database's current time (PostgreSQL: of this read, not of the transaction)."""
+    expr = (sa.func.clock_timestamp() if dialect == "postgresql" else now_expr(dialect))
+    value = conn.execute(sa.select(sa.type_coerce(expr, jobs.c.enqueued_at.type))).scalar_one()
+    assert isinstance(value, datetime)
+    return value
+
+
+def _like(prefix: str) -> str:
+    escaped = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return escaped + "%"
+
+
+def newest(
+    conn: sa.Connection, cluster: str, prefixes: Mapping[str, str]
+) -> dict[str, dict[str, Any]]:
+    """For each ``task -> dedupe-key prefix``: its job with the greatest such key (id, state,
+    dedupe_key), when there is one."""
+    found: dict[str, dict[str, Any]] = {}
+    for task, prefix in prefixes.items():
+        row = conn.execute(
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.dedupe_key)
+            .where(jobs.c.cluster == cluster, jobs.c.task == task,
+                   jobs.c.dedupe_key.like(_like(prefix), escape="\\"))
+            .order_by(jobs.c.dedupe_key.desc())
+            .limit(1)
+        ).mappings().first()
+        if row is not None:
+            found[task] = dict(row)
+    return found
