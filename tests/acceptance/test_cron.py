@@ -94,3 +94,26 @@ def test_one_job_per_tick_across_two_workers_and_a_leader_kill(
         assert table.returncode == 0 and "beat" in table.stdout and "NEXT RUN" in table.stdout
     finally:
         cluster.close()
+
+
+@pytest.mark.parametrize("definition, message", [
+    ('cron="61 * * * *"', "bad cron expression '61 * * * *'"),
+    ('cron="* * * * *", timezone="Mars/Olympus"', "unknown timezone 'Mars/Olympus'"),
+])
+def test_a_bad_schedule_is_one_line_at_start_up_not_at_the_first_tick(
+    tmp_path: Path, definition: str, message: str
+) -> None:
+    (tmp_path / "badcron.py").write_text(
+        "from ringwork import App\n"
+        f"app = App(database_url='sqlite:///{tmp_path}/db.sqlite')\n"
+        f"@app.periodic('cleanup', {definition})\n"
+        "def cleanup(job): pass\n"
+    )
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    for command in (["worker", "badcron:app"], ["cron", "badcron:app"]):
+        out = subprocess.run([sys.executable, "-m", "ringwork.cli", *command],
+                             capture_output=True, text=True, env=env, timeout=60, cwd=ROOT)
+        assert out.returncode != 0
+        lines = out.stderr.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0], out.stderr
+    assert not (tmp_path / "db.sqlite").exists()  # it failed before touching the database
