@@ -37,7 +37,13 @@ def newest(
     conn: sa.Connection, cluster: str, prefixes: Mapping[str, str]
 ) -> dict[str, dict[str, Any]]:
     """For each ``task -> dedupe-key prefix``: its job with the greatest such key (id, state,
-    dedupe_key), when there is one."""
+    dedupe_key), when there is one -- the newest tick, as the keys sort like time.
+
+    Cost: no index covers finished rows by task, so on a large table this is a scan of the
+    cluster's rows (PostgreSQL: ~13 ms per 100,000 rows here), once per tick of a schedule. A
+    partial index on ``(cluster, task, dedupe_key) WHERE dedupe_key LIKE 'cron:%'`` would make
+    it a probe; it is a migration, left for when per-second schedules meet million-row tables.
+    """
     found: dict[str, dict[str, Any]] = {}
     for task, prefix in prefixes.items():
         row = conn.execute(
