@@ -3,7 +3,7 @@ decorator in one line; the due ticks follow the policies; zones and DST come out
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -16,7 +16,7 @@ from ringwork.periodic import CATCH_UP, MAX_TICKS, Schedule, ScheduleError
 
 
 def utc(*args: int) -> datetime:
-    return datetime(*args, tzinfo=UTC)
+    return datetime(*args, tzinfo=timezone.utc)
 
 
 # -- definition --------------------------------------------------------------------------------
@@ -175,8 +175,8 @@ def test_due_ticks_are_strictly_after_last_ordered_real_ticks_and_unique(
     cron = f"{'*/20 ' if seconds else ''}{minute} {hour} * * *"
     for missed in ("skip", "latest"):
         s = Schedule("t", cron, timezone=zone, missed=missed)
-        last = s.latest_at(start.replace(tzinfo=UTC))
-        now = start.replace(tzinfo=UTC) + timedelta(seconds=gap)
+        last = s.latest_at(start.replace(tzinfo=timezone.utc))
+        now = start.replace(tzinfo=timezone.utc) + timedelta(seconds=gap)
         ticks = s.due(now, last)
         assert ticks == sorted(set(ticks))
         assert all(last is None or t > last for t in ticks)
