@@ -6,7 +6,8 @@ whole cluster is not that only one node runs this -- during a failover an old le
 not yet stepped down and its successor may both run it -- but the tick's dedupe key: the second
 insert of a tick meets the first's unfinished row and gets its id (``ON CONFLICT``), and a tick
 whose row has already finished is not due any more, because the newest tick on record is read
-from the jobs table itself just before the insert (:mod:`ringwork.store.cron`).
+from the jobs table itself, and no other round can insert between that read and this round's
+insert (:meth:`ringwork.store.Store.cron_round`).
 
 Time is the database's: each round reads it together with the newest ticks, decides what is due
 (:meth:`ringwork.periodic.Schedule.due`) and asks to be woken again at the earliest next tick.
@@ -20,7 +21,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
 
 from ringwork.job import NewJob
 from ringwork.log import log_event
@@ -39,30 +41,40 @@ MAX_WAIT = 30.0
 RETRY_AFTER = 2.0
 
 
+def due_jobs(
+    schedules: Sequence[Schedule], partitions: int, now: datetime,
+    newest: dict[str, dict[str, Any]],
+) -> list[NewJob]:
+    """The jobs of every tick due at ``now``, given each task's newest job on record."""
+    new: list[NewJob] = []
+    for schedule in schedules:
+        last = schedule.tick_of((newest.get(schedule.task) or {}).get("dedupe_key"))
+        key = schedule.job_key
+        partition = partition_for(key, partitions)
+        new.extend(
+            NewJob(task=schedule.task, key=key, partition=partition,
+                   payload={"tick": tick.isoformat()}, priority=schedule.priority,
+                   max_attempts=schedule.max_attempts, ordered=schedule.ordered,
+                   dedupe_key=schedule.dedupe_key(tick))
+            for tick in schedule.due(now, last)
+        )
+    return new
+
+
 def cron_chore_run(
     store: Store, node_id: str, schedules: Sequence[Schedule],
     nudge: Callable[[set[int]], None] | None = None,
 ) -> Callable[[Callable[[], bool]], float | None]:
     """The chore's body: enqueue what is due; the seconds until the next tick."""
-    by_task = {s.task: s for s in schedules}
     prefixes = {s.task: s.key_prefix for s in schedules}
 
     def run(going_on: Callable[[], bool]) -> float | None:
-        now, newest = store.cron_state(prefixes)
-        new: list[NewJob] = []
-        for task, schedule in by_task.items():
-            last = schedule.tick_of((newest.get(task) or {}).get("dedupe_key"))
-            key = schedule.job_key
-            partition = partition_for(key, store.partitions)
-            for tick in schedule.due(now, last):
-                new.append(NewJob(
-                    task=task, key=key, partition=partition,
-                    payload={"tick": tick.isoformat()}, priority=schedule.priority,
-                    max_attempts=schedule.max_attempts, ordered=schedule.ordered,
-                    dedupe_key=schedule.dedupe_key(tick),
-                ))
-        if new and going_on():
-            ids = store.enqueue(new)
+        def plan(now: datetime, newest: dict[str, dict[str, Any]]) -> list[NewJob]:
+            # asked under the round's lock, right before the insert
+            return due_jobs(schedules, store.partitions, now, newest) if going_on() else []
+
+        now, new, ids = store.cron_round(prefixes, plan)
+        if new:
             log_event("cron_enqueued", logging.DEBUG, node=node_id,
                       jobs=",".join(f"{j.dedupe_key}={i}" for j, i in zip(new, ids, strict=True)))
             if nudge is not None:

@@ -56,3 +56,48 @@ def newest(
         if row is not None:
             found[task] = dict(row)
     return found
+
+
+def max_id(conn: sa.Connection) -> int:
+    """The greatest job id (the primary key's end: one probe)."""
+    return int(conn.execute(sa.select(sa.func.coalesce(sa.func.max(jobs.c.id), 0))).scalar_one())
+
+
+def newer(
+    conn: sa.Connection, cluster: str, prefixes: Mapping[str, str], after_id: int
+) -> dict[str, dict[str, Any]]:
+    """:func:`newest` among the jobs inserted after ``after_id`` only: a range of the primary
+    key, cheap however large the table."""
+    found: dict[str, dict[str, Any]] = {}
+    for task, prefix in prefixes.items():
+        row = conn.execute(
+            sa.select(jobs.c.id, jobs.c.state, jobs.c.dedupe_key)
+            .where(jobs.c.id > after_id, jobs.c.cluster == cluster, jobs.c.task == task,
+                   jobs.c.dedupe_key.like(_like(prefix), escape="\\"))
+            .order_by(jobs.c.dedupe_key.desc())
+            .limit(1)
+        ).mappings().first()
+        if row is not None:
+            found[task] = dict(row)
+    return found
+
+
+def merged(
+    old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]
+) -> dict[str, dict[str, Any]]:
+    """Per task, whichever of the two has the greater (later) dedupe key."""
+    out = dict(old)
+    for task, row in new.items():
+        if task not in out or row["dedupe_key"] > out[task]["dedupe_key"]:
+            out[task] = row
+    return out
+
+
+def lock_rounds(conn: sa.Connection, cluster: str) -> None:
+    """PostgreSQL: serialize the cluster's cron rounds (two leaders at once) until commit.
+
+    A transaction-level advisory lock: it blocks nothing but another cron round, so the claim
+    path never waits for it, and it ends with the transaction (also when the session dies).
+    """
+    conn.execute(sa.text("SELECT pg_advisory_xact_lock(hashtext(:name))"),
+                 {"name": f"ringwork-cron:{cluster}"})

@@ -10,7 +10,9 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob
@@ -19,6 +21,7 @@ from ringwork.node.housekeeping import Chore, Housekeeping
 from ringwork.partitioner import partition_for
 from ringwork.periodic import Schedule
 from ringwork.store import Store
+from ringwork.store import cron as cron_store
 from ringwork.store.schema import jobs
 
 
@@ -77,6 +80,65 @@ def test_two_leaders_running_the_chore_at_once_enqueue_each_tick_once(
     # normal jobs of the task, keyed by its name: all on one partition
     assert {(r[1], r[2], r[3]) for r in rows} == {
         ("beat", "beat", partition_for("beat", store.partitions))}
+
+
+def test_two_leaders_and_a_worker_that_finishes_each_job_at_once_still_one_job_per_tick(
+    store: Store, make_store: Callable[..., Store]
+) -> None:
+    """The unique index covers unfinished jobs only: a tick whose job already ran must be
+    kept from a second insert by the round itself (read and insert with no round between)."""
+    stores = [make_store() for _ in range(3)]
+    for s in stores:
+        s.open()
+    every_second = Schedule("beat", "* * * * * *")
+    runs = [cron_chore_run(s, f"leader-{i}", [every_second]) for i, s in enumerate(stores[:2])]
+    stop = threading.Event()
+
+    def finisher() -> None:  # a worker faster than any round trip of the leaders
+        while not stop.is_set():
+            finish_all(stores[2])
+
+    def leader(run: Callable[[Callable[[], bool]], float | None]) -> None:
+        deadline = time.monotonic() + 3.0
+        while time.monotonic() < deadline:
+            run(lambda: True)
+
+    threads = [threading.Thread(target=leader, args=(r,)) for r in runs]
+    helper = threading.Thread(target=finisher)
+    helper.start()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    stop.set()
+    helper.join(10)
+    keys = Counter(r[0] for r in cron_rows(store))
+    assert len(keys) >= 3 and max(keys.values()) == 1, keys
+
+
+def test_sqlite_a_tick_inserted_and_finished_between_the_scan_and_the_insert_is_seen(
+    store: Store, make_store: Callable[..., Store], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SQLite's round scans before it takes the write lock; what another leader inserted in
+    between is read under the lock (the rows after the scan's greatest id)."""
+    if store.dialect != "sqlite":
+        pytest.skip("PostgreSQL's round holds its lock from the read to the insert")
+    other = make_store()
+    other.open()
+    hourly = Schedule("beat", "* * * * * *")
+    real = cron_store.newest
+
+    def newest_then_the_other_leader_runs(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        monkeypatch.setattr(cron_store, "newest", real)
+        cron_chore_run(other, "other", [hourly])(lambda: True)
+        finish_all(other)
+        return found
+
+    monkeypatch.setattr(cron_store, "newest", newest_then_the_other_leader_runs)
+    cron_chore_run(store, "me", [hourly])(lambda: True)
+    keys = Counter(r[0] for r in cron_rows(store))
+    assert keys and max(keys.values()) == 1, keys
 
 
 def test_a_tick_whose_job_already_finished_is_not_enqueued_again_by_the_next_leader(
