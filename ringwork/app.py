@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 from ringwork.errors import ConfigurationError, PayloadError, UnknownTaskError
 from ringwork.job import Job, JobRecord, NewJob, payload_encoder
 from ringwork.partitioner import partition_for
+from ringwork.periodic import Schedule, ScheduleError
 from ringwork.settings import Settings
 from ringwork.wakeup import WakeSender
 
@@ -75,6 +76,8 @@ class App:
         )
         self._settings: Settings | None = None
         self.tasks: dict[str, Task] = {}
+        #: Periodic tasks' schedules by task name; the leader enqueues their ticks.
+        self.schedules: dict[str, Schedule] = {}
         self.assigned_callbacks: list[PartitionCallback] = []
         self.revoked_callbacks: list[PartitionCallback] = []
         self.lost_callbacks: list[PartitionCallback] = []
@@ -130,6 +133,10 @@ class App:
         ordered: bool = False,
         priority: int = 0,
         timeout: float | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        key: str | None = None,
     ) -> Callable[[Handler], Handler]:
         """Register a handler (plain or ``async def``) taking a :class:`Job`.
 
@@ -139,20 +146,64 @@ class App:
         cancelled, a plain one is recorded as timed out at the deadline (its thread runs on;
         whatever it returns later is discarded), and the attempt is retried or dead-lettered
         like any failure (``docs/guarantees.md``, "Timeouts and cancellation").
+
+        ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
+        and ``key`` belong to it and mean nothing without it).
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         check_timeout(name, timeout)
+        periodic = None
+        if cron is not None:
+            # Checked now, under a stand-in name if the handler will give it: a bad expression
+            # is an error at the decorator, not at the first tick.
+            periodic = Schedule(name or "?", cron, timezone, missed, key, priority,
+                                max_attempts, ordered)
 
         def register(handler: Handler) -> Handler:
             task_name = name or handler.__name__
             if task_name in self.tasks:
+                if periodic is not None or task_name in self.schedules:
+                    raise ScheduleError(
+                        f"periodic task {task_name!r} has the name of another task"
+                    )
                 raise ConfigurationError(f"task {task_name!r} is registered twice")
             self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
                                          None if timeout is None else float(timeout))
+            if periodic is not None:
+                self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
             return handler
 
         return register
+
+    def periodic(
+        self,
+        name: str,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        key: str | None = None,
+        max_attempts: int = 5,
+        ordered: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
+        or 6 with seconds first) in ``timezone`` (an IANA name).
+
+        Each tick is one job for the whole cluster, also across a leader failover; its payload
+        is ``{"tick": ISO time}`` and its key ``key`` (default: the task's name, so every tick
+        lands on one partition); it retries like any job of the task. ``missed``: what to do
+        with ticks missed while no node ran -- ``"skip"`` them, or run the ``"latest"`` once.
+        A tick a minute late (a failover) is late, not missed (``docs/guarantees.md``).
+        """
+        if not isinstance(name, str) or not name:
+            raise ScheduleError(f"a periodic task needs a name, not {name!r}")
+        if not isinstance(cron, str):
+            raise ScheduleError(f"periodic task {name!r}: cron must be a string, not {cron!r}")
+        return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
+                         timeout=timeout, cron=cron, timezone=timezone, missed=missed, key=key)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
         """Call ``callback(partitions)`` when this worker is given partitions."""

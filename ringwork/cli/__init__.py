@@ -8,8 +8,9 @@ never a traceback; output piped into a reader that leaves early ends quietly (se
 One module per concern: :mod:`~ringwork.cli.options` (shared options, loading ``MODULE:APP``),
 :mod:`~ringwork.cli.settings_flags` (a flag per setting), :mod:`~ringwork.cli.worker` (``worker``,
 ``run``, ``status``), :mod:`~ringwork.cli.jobs`
-(``enqueue``, ``jobs``), :mod:`~ringwork.cli.db`, :mod:`~ringwork.cli.keys`. ``main`` is the
-console entry point; ``python -m ringwork.cli`` runs it too.
+(``enqueue``, ``jobs``), :mod:`~ringwork.cli.cron`, :mod:`~ringwork.cli.db`,
+:mod:`~ringwork.cli.keys`. ``main`` is the console entry point; ``python -m ringwork.cli``
+runs it too.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import sys
 
 import click
 
+from ringwork.cli.cron import cron
 from ringwork.cli.db import db
 from ringwork.cli.group import RingworkGroup, flush_at_exit
 from ringwork.cli.jobs import enqueue, jobs
@@ -51,7 +53,7 @@ def demo(job_count: int, processes: int, keep: bool) -> None:
     sys.exit(run_demo(job_count=job_count, processes=processes, keep=keep))
 
 
-for command in (worker, enqueue, jobs, status, run, keys, db, demo):
+for command in (worker, enqueue, jobs, status, run, keys, db, demo, cron):
     cli.add_command(command)
 
 

@@ -35,7 +35,7 @@ import queue
 import threading
 import time
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 import zmq
@@ -46,6 +46,7 @@ from ringwork.errors import RingworkError
 from ringwork.faults import FaultLog, reason_of
 from ringwork.log import log_event
 from ringwork.node.actions import Actions
+from ringwork.node.cron import cron_chore
 from ringwork.node.curve import CurveKeys
 from ringwork.node.housekeeping import Housekeeping, retention_chores
 from ringwork.node.inbound import Inbound
@@ -61,6 +62,7 @@ from ringwork.protocol.core import Core
 from ringwork.protocol.messages import Codec, Message
 
 if TYPE_CHECKING:
+    from ringwork.periodic import Schedule
     from ringwork.store import Store
     from ringwork.store.retention import RetentionPolicy
 
@@ -88,10 +90,13 @@ class Node:
         node_id: str | None = None,
         pub_port: int = NEXT_PORT,
         retention: RetentionPolicy | None = None,
+        periodic: Sequence[Schedule] = (),
     ) -> None:
         self.store = store
         #: What the node prunes while it leads (None: nothing; see :mod:`.housekeeping`).
         self.retention = retention
+        #: The periodic tasks it enqueues while it leads (:mod:`.cron`).
+        self.periodic = tuple(periodic)
         self._housekeeping: Housekeeping | None = None
         self.config = config
         self.node_id = node_id or new_node_id()
@@ -159,9 +164,12 @@ class Node:
         self._feed(time.monotonic(), ev.Start())
         self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
         self._thread.start()
-        if self.retention is not None and self._housekeeping is None:
+        if (self.retention is not None or self.periodic) and self._housekeeping is None:
             hk = Housekeeping(self.node_id, lambda: self.role == "leader", [])
-            hk.chores = retention_chores(self.store, self.node_id, self.retention, hk.pause)
+            if self.retention is not None:
+                hk.chores = retention_chores(self.store, self.node_id, self.retention, hk.pause)
+            if self.periodic:
+                hk.chores.append(cron_chore(self.store, self.node_id, self.periodic))
             self._housekeeping = hk
             hk.start()
 

@@ -9,9 +9,11 @@ poll late by a long prune would cost the leader its authority. So housekeeping h
 its own, ``ringwork-housekeeping``, and each of its statements is a short transaction of its own
 (:mod:`ringwork.store.retention`), with a pause between batches so writers get the lock.
 
-The chores are a list: retention's job and node pruning now; a periodic-task scheduler (cron)
-is meant to be one more :class:`Chore` here -- it needs exactly this: one node, the leader, on a
-clock, asking before each step whether it still leads.
+The chores are a list: retention's job and node pruning, and the periodic-task scheduler
+(:mod:`ringwork.node.cron`) -- one node, the leader, on a clock, asking before each step whether
+it still leads. A chore runs every ``interval`` seconds unless its ``run`` returns the seconds
+until it wants to run next (the cron chore: its next tick); the thread sleeps until the earliest
+chore is due, at most :data:`TICK` while it leads, so a tick is not late by the interval.
 
 Leadership is asked before every batch: a node that stops leading stops pruning within one
 batch. Two nodes that both briefly believe they lead (an old leader that has not yet stepped
@@ -40,16 +42,19 @@ if TYPE_CHECKING:
 
 #: How often the thread looks at the clock and at whether it leads.
 TICK = 0.5
+#: The shortest sleep between two rounds (a chore that asks for 0 s does not spin).
+MIN_WAIT = 0.01
 
 
 @dataclass
 class Chore:
     """Something the leader does every ``interval`` seconds. ``run(going_on)`` should ask
-    ``going_on()`` between its steps and return early once it says False."""
+    ``going_on()`` between its steps and return early once it says False; it may return the
+    seconds until it wants to run again instead (``None``: after ``interval``)."""
 
     name: str
     interval: float
-    run: Callable[[Callable[[], bool]], None]
+    run: Callable[[Callable[[], bool]], float | None]
     due: float = field(default=0.0)  # monotonic; 0: at once when we lead
 
 
@@ -81,9 +86,18 @@ class Housekeeping:
         """Wait ``seconds`` (or until stopped); whether to go on."""
         return not self._stop.wait(seconds) and self.going_on()
 
+    def _wait(self, leading: bool) -> float:
+        """How long to sleep: :data:`TICK`, or less when we lead and a chore is due sooner."""
+        if not leading or not self.chores:
+            return TICK
+        soonest = min(chore.due for chore in self.chores) - time.monotonic()
+        return min(TICK, max(MIN_WAIT, soonest))
+
     def _run(self) -> None:
-        while not self._stop.wait(TICK):
-            if not self._is_leader():
+        leading = False
+        while not self._stop.wait(self._wait(leading)):
+            leading = self._is_leader()
+            if not leading:
                 for chore in self.chores:
                     chore.due = 0.0  # a new leader's first round runs at once
                 continue
@@ -93,7 +107,9 @@ class Housekeeping:
                     continue
                 chore.due = now + chore.interval
                 try:
-                    chore.run(self.going_on)
+                    again = chore.run(self.going_on)
+                    if again is not None:
+                        chore.due = time.monotonic() + again
                 except RingworkError as exc:  # the database is down: the next round retries
                     log_event("housekeeping_failed", logging.WARNING, node=self.node_id,
                               chore=chore.name, error=exc)

@@ -56,7 +56,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import Future
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
@@ -68,6 +68,7 @@ from ringwork.errors import DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
 from ringwork.node.spawn import ChildProcess, may_fork, start_child
 from ringwork.node.spec import NodeSpec
+from ringwork.periodic import Schedule
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.store.retention import RetentionPolicy
 
@@ -89,6 +90,7 @@ class NodeProcess:
         pub_port: int = NEXT_PORT,
         node_id: str | None = None,
         retention: RetentionPolicy | None = None,
+        periodic: Sequence[Schedule] = (),
     ) -> None:
         self.node_id = node_id or new_node_id()
         self.store = store
@@ -107,6 +109,7 @@ class NodeProcess:
             node_id=self.node_id,
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
             retention=retention,
+            periodic=tuple(periodic),
         )
         self._conn: Connection | None = None
         self._child: ChildProcess | None = None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ringwork.periodic import Schedule
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.store.retention import RetentionPolicy
 
@@ -28,3 +29,4 @@ class NodeSpec:
     node_id: str
     log_level: int
     retention: RetentionPolicy | None = None
+    periodic: tuple[Schedule, ...] = ()

@@ -80,10 +80,12 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
     if not process:
         return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
-                    curve=curve, pub_port=s.pub_port, retention=retention_policy(s))
+                    curve=curve, pub_port=s.pub_port, retention=retention_policy(s),
+                    periodic=tuple(app.schedules.values()))
     return NodeProcess(app.store, protocol_config(s), bind=s.bind,
                        advertise=s.advertise or None, curve_key_file=s.curve_key_file or None,
-                       pub_port=s.pub_port, retention=retention_policy(s))
+                       pub_port=s.pub_port, retention=retention_policy(s),
+                       periodic=tuple(app.schedules.values()))
 
 
 class Worker:

@@ -10,7 +10,7 @@ PACKAGE = Path(ringwork.__file__).parent
 # Lower number = lower layer. A module may import only modules of its own layer or below.
 LAYERS = {
     "ringwork.partitioner": 0, "ringwork.errors": 0, "ringwork.job": 0, "ringwork.log": 0,
-    "ringwork.settings": 0, "ringwork.addresses": 0,
+    "ringwork.settings": 0, "ringwork.addresses": 0, "ringwork.periodic": 0,
     "ringwork.protocol": 1, "ringwork.store": 1,
     "ringwork.testing": 2,
     "ringwork.wakeup": 2, "ringwork.app": 3,
