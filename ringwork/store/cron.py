@@ -44,18 +44,7 @@ def newest(
     partial index on ``(cluster, task, dedupe_key) WHERE dedupe_key LIKE 'cron:%'`` would make
     it a probe; it is a migration, left for when per-second schedules meet million-row tables.
     """
-    found: dict[str, dict[str, Any]] = {}
-    for task, prefix in prefixes.items():
-        row = conn.execute(
-            sa.select(jobs.c.id, jobs.c.state, jobs.c.dedupe_key)
-            .where(jobs.c.cluster == cluster, jobs.c.task == task,
-                   jobs.c.dedupe_key.like(_like(prefix), escape="\\"))
-            .order_by(jobs.c.dedupe_key.desc())
-            .limit(1)
-        ).mappings().first()
-        if row is not None:
-            found[task] = dict(row)
-    return found
+    return _greatest_keys(conn, cluster, prefixes)
 
 
 def max_id(conn: sa.Connection) -> int:
@@ -68,11 +57,18 @@ def newer(
 ) -> dict[str, dict[str, Any]]:
     """:func:`newest` among the jobs inserted after ``after_id`` only: a range of the primary
     key, cheap however large the table."""
+    return _greatest_keys(conn, cluster, prefixes, jobs.c.id > after_id)
+
+
+def _greatest_keys(conn: sa.Connection, cluster: str, prefixes: Mapping[str, str],
+                   *more: sa.ColumnElement[bool]) -> dict[str, dict[str, Any]]:
+    """Per task, its job with the greatest dedupe key of its prefix, among rows matching
+    ``more`` too."""
     found: dict[str, dict[str, Any]] = {}
     for task, prefix in prefixes.items():
         row = conn.execute(
             sa.select(jobs.c.id, jobs.c.state, jobs.c.dedupe_key)
-            .where(jobs.c.id > after_id, jobs.c.cluster == cluster, jobs.c.task == task,
+            .where(*more, jobs.c.cluster == cluster, jobs.c.task == task,
                    jobs.c.dedupe_key.like(_like(prefix), escape="\\"))
             .order_by(jobs.c.dedupe_key.desc())
             .limit(1)
