@@ -128,12 +128,6 @@ class Settings:
                 f"({self.heartbeat_interval:g} s): two heartbeats must fit in a member's lease"
             )
         socket_ports(BindAddress.parse(self.bind), self.pub_port)
-        for name in RETENTION_FIELDS:
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)):
-                raise ConfigurationError(
-                    f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
-                )
         # A younger row may be a live node's (or one status should still show as stale).
         floor = max(60.0, 2 * self.session_timeout)
         if 0 < self.retain_nodes < floor:
@@ -196,12 +190,13 @@ def field_problem(name: str, value: Any) -> str | None:
     number: NaN and infinity compare false with everything, so without this check they would
     pass every range test and turn up later as a wait that never ends.
     """
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    number = not isinstance(value, bool) and isinstance(value, (int, float))
+    if name in RETENTION_FIELDS and not (number and math.isfinite(value) and value >= 0):
+        return f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
+    if not number:
         if name in _NOT_EMPTY and not value:
             return f"{name} must not be empty"
         return None
-    if name in RETENTION_FIELDS and not (math.isfinite(value) and value >= 0):
-        return f"{name} must be a number of seconds >= 0 (0: keep forever), not {value!r}"
     if not math.isfinite(value):
         return f"{name} must be a finite number, not {value}"
     if name in _POSITIVE and not value > 0:
