@@ -114,17 +114,19 @@ def test_partition_callbacks_do_not_wait_behind_busy_handlers(
     """Bug 3: callbacks ran on the handler pool, so every busy handler delayed them."""
     release = threading.Event()
     called: list[set[int]] = []
+    entered: list[int] = []
     app.on_revoked(called.append)
 
     @app.task("block")
     def block(job: Job) -> None:
+        entered.append(job.id)
         release.wait(30)
 
     ids = [jobs.enqueue("block", f"k{p}", p) for p in (0, 1)]  # concurrency is 2: all busy
     try:
         with twin_worker(app, jobs, coordinator):
             wait_for(lambda: all(jobs.state(i) == "running" for i in ids), 10)
-            time.sleep(0.1)  # both handler threads have entered the handler
+            wait_for(lambda: len(entered) == 2, 10, message="both handlers entered")
             coordinator.revoke([3])
             wait_for(lambda: called, 3, message="the callback while handlers are busy")
             assert called == [{3}]
