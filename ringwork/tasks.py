@@ -1,0 +1,173 @@
+"""Tasks: the registry of handlers, their options and periodic schedules, and the callbacks.
+
+:class:`Tasks` is the part of :class:`~ringwork.app.App` a module defining handlers talks to
+(``@app.task``, ``@app.periodic``, ``@app.on_assigned``...). It holds no connection and reads no
+setting: registering a task is free and checked at once, so a bad definition is a one-line error
+at import rather than at the first job.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from ringwork.errors import ConfigurationError, UnknownTaskError
+from ringwork.job import Job
+from ringwork.periodic import Schedule, ScheduleError
+
+#: The longest ``delay=`` or ``timeout=`` accepted: far beyond any real use, well inside every
+#: database's timestamp range (SQLite's date functions give NULL past year 9999).
+MAX_DELAY = 100 * 365.25 * 86400
+
+Handler = Callable[[Job], Any]
+PartitionCallback = Callable[[set[int]], Any]
+
+
+@dataclass(frozen=True)
+class Task:
+    """A registered handler and the options every job of it carries."""
+
+    name: str
+    handler: Handler
+    max_attempts: int = 5
+    ordered: bool = False
+    priority: int = 0
+    #: Seconds an attempt may run before it is ended as timed out (``None``: no limit).
+    timeout: float | None = None
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.handler)
+
+
+class Tasks:
+    """Registered tasks by name, periodic schedules by task name, partition callbacks."""
+
+    def __init__(self) -> None:
+        self.tasks: dict[str, Task] = {}
+        #: Periodic tasks' schedules by task name; the leader enqueues their ticks.
+        self.schedules: dict[str, Schedule] = {}
+        self.assigned_callbacks: list[PartitionCallback] = []
+        self.revoked_callbacks: list[PartitionCallback] = []
+        self.lost_callbacks: list[PartitionCallback] = []
+
+    def task(
+        self,
+        name: str | None = None,
+        *,
+        max_attempts: int = 5,
+        ordered: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
+        cron: str | None = None,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        key: str | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler (plain or ``async def``) taking a :class:`Job`.
+
+        ``ordered=True`` runs the task's jobs strictly one at a time per key, in enqueue order,
+        across failovers. ``max_attempts`` counts every start, including one lost to a crash.
+        ``timeout`` (seconds) ends an attempt that runs longer: an ``async def`` handler is
+        cancelled, a plain one is recorded as timed out at the deadline (its thread runs on;
+        whatever it returns later is discarded), and the attempt is retried or dead-lettered
+        like any failure (``docs/guarantees.md``, "Timeouts and cancellation").
+
+        ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
+        and ``key`` belong to it and mean nothing without it).
+        """
+        if max_attempts < 1:
+            raise ConfigurationError("max_attempts must be at least 1")
+        check_timeout(name, timeout)
+        periodic = None
+        if cron is not None:
+            # Checked now, under a stand-in name if the handler will give it: a bad expression
+            # is an error at the decorator, not at the first tick.
+            periodic = Schedule(name or "?", cron, timezone, missed, key, priority,
+                                max_attempts, ordered)
+
+        def register(handler: Handler) -> Handler:
+            task_name = name or handler.__name__
+            if task_name in self.tasks:
+                if periodic is not None or task_name in self.schedules:
+                    raise ScheduleError(
+                        f"periodic task {task_name!r} has the name of another task"
+                    )
+                raise ConfigurationError(f"task {task_name!r} is registered twice")
+            self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
+                                         None if timeout is None else float(timeout))
+            if periodic is not None:
+                self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
+            return handler
+
+        return register
+
+    def periodic(
+        self,
+        name: str,
+        *,
+        cron: str,
+        timezone: str = "UTC",
+        missed: str = "skip",
+        key: str | None = None,
+        max_attempts: int = 5,
+        ordered: bool = False,
+        priority: int = 0,
+        timeout: float | None = None,
+    ) -> Callable[[Handler], Handler]:
+        """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
+        or 6 with seconds first) in ``timezone`` (an IANA name).
+
+        Each tick is one job for the whole cluster, also across a leader failover; its payload
+        is ``{"tick": ISO time}`` and its key ``key`` (default: the task's name, so every tick
+        lands on one partition); it retries like any job of the task. ``missed``: what to do
+        with ticks missed while no node ran -- ``"skip"`` them, or run the ``"latest"`` once.
+        A tick a minute late (a failover) is late, not missed (``docs/guarantees.md``).
+        """
+        if not isinstance(name, str) or not name:
+            raise ScheduleError(f"a periodic task needs a name, not {name!r}")
+        if not isinstance(cron, str):
+            raise ScheduleError(f"periodic task {name!r}: cron must be a string, not {cron!r}")
+        return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
+                         timeout=timeout, cron=cron, timezone=timezone, missed=missed, key=key)
+
+    def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when this worker is given partitions."""
+        self.assigned_callbacks.append(callback)
+        return callback
+
+    def on_revoked(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when partitions are handed off cleanly."""
+        self.revoked_callbacks.append(callback)
+        return callback
+
+    def on_lost(self, callback: PartitionCallback) -> PartitionCallback:
+        """Call ``callback(partitions)`` when partitions are taken without a clean hand-off."""
+        self.lost_callbacks.append(callback)
+        return callback
+
+    def get_task(self, name: str) -> Task:
+        try:
+            return self.tasks[name]
+        except KeyError:
+            known = ", ".join(sorted(self.tasks)) or "none"
+            raise UnknownTaskError(f"unknown task {name!r} (registered: {known})") from None
+
+
+def check_timeout(task: str | None, timeout: object) -> None:
+    """A task's ``timeout=``: ``None`` or a finite number of seconds above zero, else a one-line
+    error at definition (not at the first job)."""
+    if timeout is None:
+        return
+    ok = (isinstance(timeout, (int, float)) and not isinstance(timeout, bool)
+          and math.isfinite(timeout) and 0 < timeout <= MAX_DELAY)
+    if not ok:
+        label = f"task {task!r}: " if task else ""
+        raise ConfigurationError(
+            f"{label}timeout must be a number of seconds above 0 (up to 100 years), "
+            f"not {timeout!r}"
+        )
