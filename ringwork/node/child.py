@@ -38,7 +38,7 @@ WATCH_INTERVAL = 0.02
 #: How often the child sends the node's view (metrics) to the parent.
 VIEW_INTERVAL = 1.0
 #: The store methods the worker may run in the child (its job writes).
-REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown"})
+REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown", "abandon"})
 
 
 def child_main(conn: Connection, spec: NodeSpec) -> None:

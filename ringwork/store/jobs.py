@@ -7,9 +7,9 @@ and every timestamp is the database's own clock inside the statement (:mod:`.clo
 compared as literals (``schema.QUEUED``...) so the partial indexes apply.
 
 Threads: each function runs inside a transaction of :class:`~ringwork.store.Store` on the
-caller's thread. :func:`fail` and :func:`release_unknown` come from the worker's database pool
-(``ringwork-db``) or the node child's ``ringwork-store`` thread; cancel, retry and the reads come
-from application threads, the CLI and ``ringwork status``.
+caller's thread. :func:`fail`, :func:`abandon` and :func:`release_unknown` come from the worker's
+database pool (``ringwork-db``) or the node child's ``ringwork-store`` thread; cancel, retry and
+the reads come from application threads, the CLI and ``ringwork status``.
 """
 
 from __future__ import annotations
@@ -100,6 +100,45 @@ def fail(
     if state is None:
         return Outcome.FENCED
     return {"queued": Outcome.RETRY, "cancelled": Outcome.CANCELLED}.get(state, Outcome.DEAD)
+
+
+#: The error a job gets when its worker stopped before it finished (see :func:`abandon`).
+ABANDONED = "abandoned at shutdown after the grace period (worker {node})"
+
+
+def abandon(
+    conn: sa.Connection, dialect: str, cluster: str, node_id: str,
+    claims: Sequence[tuple[int, int]],
+) -> list[int]:
+    """A stopping worker hands back the jobs still running when its grace ran out: each goes
+    back to the queue at once (``dead`` if that was its last attempt, ``cancelled`` if a cancel
+    was asked), its attempt counted, with an error that says so. Fenced like a completion;
+    the ids written.
+
+    Why the worker writes it itself: its jobs keep their claims while its registry row is fresh
+    (fenced by job), so left to the cluster they would wait for the row to go stale."""
+    c = jobs.c
+    exhausted = c.attempts >= c.max_attempts
+    now = now_expr(dialect)
+    written = []
+    for job_id, token in claims:
+        stmt = (
+            sa.update(jobs)
+            .where(c.id == job_id, c.cluster == cluster, c.state == RUNNING,
+                   c.claimed_by == node_id, c.claim_epoch == token)
+            .values(
+                state=sa.case((_cancel_asked(), "cancelled"), (exhausted, "dead"),
+                              else_="queued"),
+                last_error=ABANDONED.format(node=node_id)[:MAX_ERROR_CHARS],
+                finished_at=sa.case((_cancel_asked(), now), (exhausted, now), else_=None),
+                run_at=sa.case((exhausted, c.run_at), else_=now),
+                claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
+            )
+            .returning(c.id)
+        )
+        if conn.execute(stmt).scalar() is not None:
+            written.append(job_id)
+    return written
 
 
 def _cancel_asked() -> sa.ColumnElement[bool]:
