@@ -24,6 +24,7 @@ import sqlalchemy as sa
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
 from ringwork.store.clock import age_expr, now_expr
+from ringwork.store.jobs import back_to_queue
 from ringwork.store.schema import RUNNING, clusters, dialect_insert, jobs, nodes, partitions
 
 
@@ -171,28 +172,17 @@ def _requeue_lost(
         .where(partitions.c.cluster == c.cluster, partitions.c.partition == c.partition)
         .scalar_subquery()
     )
-    exhausted = c.attempts >= c.max_attempts
-    now = now_expr(dialect)
     lost_error = (
         sa.literal("worker ")
         + sa.func.coalesce(c.claimed_by, "?")
         + sa.literal(" was lost while running the job (it stopped reaching the cluster)")
     )
-    cancelled = c.cancel_requested_at.is_not(None)
     where = [c.cluster == cluster, c.state == RUNNING, c.claim_epoch < current_epoch,
              _claimer_dead(dialect, keep, stale_after)]
     if parts is not None:
         where.append(c.partition.in_(parts))
     result = conn.execute(
-        sa.update(jobs)
-        .where(*where)
-        .values(
-            state=sa.case((cancelled, "cancelled"), (exhausted, "dead"), else_="queued"),
-            last_error=sa.case((exhausted, lost_error), else_=c.last_error),
-            finished_at=sa.case((cancelled, now), (exhausted, now), else_=None),
-            run_at=sa.case((exhausted, c.run_at), else_=now),
-            claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
-        )
+        sa.update(jobs).where(*where).values(back_to_queue(dialect, lost_error, keep_error=True))
     )
     return int(result.rowcount or 0)
 

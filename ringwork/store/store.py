@@ -179,10 +179,11 @@ class Store:
         with self._tx(write=True) as conn:
             return jobs.release_unknown(conn, self.dialect, self.cluster, node_id, known)
 
-    def abandon(self, node_id: str, claims: Sequence[tuple[int, int]]) -> list[int]:
-        """Hand back jobs still running when the shutdown grace ran out; the ids written."""
+    def abandon(self, node_id: str, claims: Sequence[tuple[int, int]] | None,
+                error: str = jobs.ABANDONED) -> list[int]:
+        """Hand back jobs ``node_id`` will not finish (``None``: all it runs); the ids."""
         with self._tx(write=True) as conn:
-            return jobs.abandon(conn, self.dialect, self.cluster, node_id, claims)
+            return jobs.abandon(conn, self.dialect, self.cluster, node_id, claims, error)
 
     def fail(
         self,
