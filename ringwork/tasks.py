@@ -38,6 +38,8 @@ class Task:
     priority: int = 0
     #: Seconds an attempt may run before it is ended as timed out (``None``: no limit).
     timeout: float | None = None
+    #: ``handler(job, conn)`` in a transaction that also writes the job's completion.
+    transactional: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -63,6 +65,7 @@ class Tasks:
         ordered: bool = False,
         priority: int = 0,
         timeout: float | None = None,
+        transactional: bool = False,
         cron: str | None = None,
         timezone: str = "UTC",
         missed: str = "skip",
@@ -77,12 +80,21 @@ class Tasks:
         whatever it returns later is discarded), and the attempt is retried or dead-lettered
         like any failure (``docs/guarantees.md``, "Timeouts and cancellation").
 
+        ``transactional=True``: the handler is ``handler(job, conn)`` and runs in a transaction
+        on the app's database (``conn``: a SQLAlchemy ``Connection``, or an ``AsyncConnection``
+        for an ``async def`` handler), in which the worker also writes the job's completion,
+        fenced by its claim, before one commit: the handler's writes happen exactly once per
+        job, or not at all (``docs/guarantees.md``, "Transactional handlers"). Do not commit or
+        roll back ``conn`` yourself.
+
         ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
         and ``key`` belong to it and mean nothing without it).
         """
         if max_attempts < 1:
             raise ConfigurationError("max_attempts must be at least 1")
         check_timeout(name, timeout)
+        if not isinstance(transactional, bool):
+            raise ConfigurationError(f"transactional must be True or False, not {transactional!r}")
         periodic = None
         if cron is not None:
             # Checked now, under a stand-in name if the handler will give it: a bad expression
@@ -98,8 +110,11 @@ class Tasks:
                         f"periodic task {task_name!r} has the name of another task"
                     )
                 raise ConfigurationError(f"task {task_name!r} is registered twice")
+            if transactional:
+                check_transactional(task_name, handler)
             self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
-                                         None if timeout is None else float(timeout))
+                                         None if timeout is None else float(timeout),
+                                         transactional)
             if periodic is not None:
                 self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
             return handler
@@ -118,6 +133,7 @@ class Tasks:
         ordered: bool = False,
         priority: int = 0,
         timeout: float | None = None,
+        transactional: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
         or 6 with seconds first) in ``timezone`` (an IANA name).
@@ -133,7 +149,8 @@ class Tasks:
         if not isinstance(cron, str):
             raise ScheduleError(f"periodic task {name!r}: cron must be a string, not {cron!r}")
         return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
-                         timeout=timeout, cron=cron, timezone=timezone, missed=missed, key=key)
+                         timeout=timeout, transactional=transactional, cron=cron,
+                         timezone=timezone, missed=missed, key=key)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
         """Call ``callback(partitions)`` when this worker is given partitions."""
@@ -171,3 +188,16 @@ def check_timeout(task: str | None, timeout: object) -> None:
             f"{label}timeout must be a number of seconds above 0 (up to 100 years), "
             f"not {timeout!r}"
         )
+
+
+def check_transactional(task: str, handler: Callable[..., Any]) -> None:
+    """A transactional handler takes ``(job, conn)``: a one-line error at definition for one
+    that cannot (it would fail every attempt at the first job)."""
+    try:
+        inspect.signature(handler).bind(None, None)
+    except TypeError:
+        raise ConfigurationError(
+            f"task {task!r} is transactional: its handler must take (job, conn)"
+        ) from None
+    except ValueError:  # no signature to read (a builtin): let it be tried
+        return

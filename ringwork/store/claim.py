@@ -300,6 +300,15 @@ def complete(
     """Mark ``(job_id, token)`` pairs succeeded; the ids that were fenced (not updated)."""
     if not done:
         return []
+    updated = set(conn.execute(*completion(dialect, cluster, node_id, done)).scalars())
+    return [job_id for job_id, _ in done if job_id not in updated]
+
+
+def completion(
+    dialect: str, cluster: str, node_id: str, done: Sequence[tuple[int, int]]
+) -> tuple[Any, dict[str, Any]]:
+    """The completion statement and its parameters, for any connection (a transactional
+    handler's, sync or async, runs the very statement the pump does)."""
     if dialect == "postgresql":
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = COMPLETE_PG
@@ -308,8 +317,7 @@ def complete(
         params = with_clock({"done": json.dumps([list(d) for d in done])}, clock)
         stmt = complete_sqlite(clock is not None)
     params.update(cluster=cluster, node=node_id)
-    updated = set(conn.execute(stmt, params).scalars())
-    return [job_id for job_id, _ in done if job_id not in updated]
+    return stmt, params
 
 
 # --- The claim on the event loop (PostgreSQL) -------------------------------------------------

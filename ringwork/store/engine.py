@@ -127,8 +127,8 @@ def create_engine(url: str | URL) -> Engine:
             max_overflow=4,
             connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000, "check_same_thread": False},
         )
-        event.listen(engine, "connect", _sqlite_on_connect)
-        event.listen(engine, "begin", _sqlite_on_begin)
+        event.listen(engine, "connect", sqlite_on_connect)
+        event.listen(engine, "begin", sqlite_on_begin)
         return engine
     _cache_long_statements()
     engine = sa.create_engine(parsed, pool_size=4, max_overflow=4, pool_recycle=1800)
@@ -221,8 +221,8 @@ def _enter_wal(cursor: Any) -> None:
             delay = min(delay * 2, 0.1)
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-    # Switch off the driver's implicit BEGIN so _sqlite_on_begin decides (SQLAlchemy recipe).
+def sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+    # Switch off the driver's implicit BEGIN so sqlite_on_begin decides (SQLAlchemy recipe).
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     try:
@@ -234,7 +234,7 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> N
         cursor.close()
 
 
-def _sqlite_on_begin(conn: sa.Connection) -> None:
+def sqlite_on_begin(conn: sa.Connection) -> None:
     if conn.get_execution_options().get(SQLITE_IMMEDIATE):
         conn.exec_driver_sql("BEGIN IMMEDIATE")
     else:

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import inspect
 import random
 import traceback
@@ -52,14 +53,16 @@ from ringwork.app import App, PartitionCallback
 from ringwork.job import Job
 from ringwork.log import log_event
 from ringwork.settings import Settings
-from ringwork.worker.ledger import CANCELLED
+from ringwork.worker.ledger import CANCELLED, Written
 from ringwork.worker.threads import DaemonPool
+from ringwork.worker.transactional import Transactions
 
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
-#: What ``on_outcome`` gets: ``None`` (succeeded) or ``(error text, retry delay, or None for
-#: "no retry", or CANCELLED)``.
-Verdict = tuple[str, float | Literal["cancelled"] | None] | None
+#: What ``on_outcome`` gets: ``None`` (succeeded), ``(error text, retry delay, or None for
+#: "no retry", or CANCELLED)``, or -- a transactional handler's end, written already in its own
+#: transaction -- ``WRITTEN`` (committed) or ``FENCED`` (rolled back: the claim was gone).
+Verdict = tuple[str, float | Literal["cancelled"] | None] | Written | None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -100,8 +103,11 @@ class Executor:
 
     def __init__(self, app: App, settings: Settings, node_id: str,
                  on_outcome: Callable[[Job, Verdict], None],
-                 on_freed: Callable[[], None] | None = None) -> None:
+                 on_freed: Callable[[], None] | None = None,
+                 transactions: Transactions | None = None) -> None:
         self.app = app
+        #: Where transactional handlers get their connection (None: the app has none).
+        self.transactions = transactions
         self.settings = settings
         self.node_id = node_id
         self.on_outcome = on_outcome
@@ -111,8 +117,8 @@ class Executor:
         self._threads = DaemonPool(settings.concurrency, "ringwork-job")
         self._current: dict[int, Attempt] = {}  # undecided attempts, by job id
         self._overrun: set[Attempt] = set()  # decided, handler still running: slots held
-        self._outbox: collections.deque[tuple[Attempt, BaseException | None]] = (
-            collections.deque())
+        self._outbox: collections.deque[
+            tuple[Attempt, BaseException | None, Written | None]] = collections.deque()
         self._collect_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -135,10 +141,15 @@ class Executor:
             return
         attempt = Attempt(job, sync=not task.is_async)
         self._current[job.id] = attempt
+        handler: Callable[[Job], Any] = task.handler
+        if task.transactional:
+            assert self.transactions is not None, "a transactional task with no Transactions"
+            run = self.transactions.run_sync if attempt.sync else self.transactions.run_async
+            handler = functools.partial(_in_transaction, run, task.handler, task.timeout)
         if attempt.sync:
-            self._threads.submit(self._run_sync, attempt, task.handler)
+            self._threads.submit(self._run_sync, attempt, handler)
         else:
-            attempt.task = asyncio.create_task(self._run_async(attempt, task.handler))
+            attempt.task = asyncio.create_task(self._run_async(attempt, handler))
         if task.timeout is not None:
             attempt.timer = loop.call_later(task.timeout, self._expire, attempt, task.timeout)
 
@@ -200,21 +211,22 @@ class Executor:
 
     async def _run_async(self, attempt: Attempt, handler: Callable[[Job], Any]) -> None:
         error: BaseException | None = None
+        result = None
         try:
-            await handler(attempt.job)
+            result = await handler(attempt.job)
         except BaseException as exc:  # the policy: any exception fails the attempt
             error = exc  # (a cancellation we asked for finds the attempt decided: no outcome)
-        self._end(attempt, error)
+        self._end(attempt, error, _written(result))
 
     def _run_sync(self, attempt: Attempt, handler: Callable[[Job], Any]) -> None:
         """On a handler thread. Outcomes go through a deque; the loop is woken once per batch
         of them, not once per job (a wake-up crosses threads through a pipe: it is not free)."""
         try:
-            handler(attempt.job)
+            result = handler(attempt.job)
         except BaseException as exc:  # the policy: even SystemExit fails only the attempt
-            self._outbox.append((attempt, exc))
+            self._outbox.append((attempt, exc, None))
         else:
-            self._outbox.append((attempt, None))
+            self._outbox.append((attempt, None, _written(result)))
         if not self._collect_scheduled:
             self._collect_scheduled = True
             loop = self._loop
@@ -226,8 +238,10 @@ class Executor:
         while self._outbox:
             self._end(*self._outbox.popleft())
 
-    def _end(self, attempt: Attempt, exc: BaseException | None) -> None:
-        """On the loop: a handler returned or raised."""
+    def _end(self, attempt: Attempt, exc: BaseException | None,
+             written: Written | None = None) -> None:
+        """On the loop: a handler returned or raised (``written``: a transactional one, whose
+        outcome its own transaction wrote or refused)."""
         if attempt.timer is not None:
             attempt.timer.cancel()
         job = attempt.job
@@ -242,7 +256,13 @@ class Executor:
             return
         if self._current.get(job.id) is attempt:
             del self._current[job.id]
-        verdict = self._cancelled(job) if attempt.cancel_asked else self.verdict(job, exc)
+        verdict: Verdict
+        if written is not None:
+            verdict = written  # committed (a cancel asked meanwhile lost the race) or refused
+        elif attempt.cancel_asked:
+            verdict = self._cancelled(job)
+        else:
+            verdict = self.verdict(job, exc)
         self.on_outcome(job, verdict)
 
     async def cancel_async(self, timeout: float) -> int:
@@ -329,3 +349,15 @@ class Callbacks:
 def _is_async(callback: Callable[..., Any]) -> bool:
     return inspect.iscoroutinefunction(callback) or inspect.iscoroutinefunction(
         getattr(callback, "__call__", None))  # noqa: B004 (a callable object's method)
+
+
+def _in_transaction(run: Callable[..., Any], handler: Callable[..., Any], timeout: float | None,
+                    job: Job) -> Any:
+    """A transactional task's handler as the executor calls it: ``handler(job, conn)`` inside
+    :class:`~ringwork.worker.transactional.Transactions` (a coroutine for an async one)."""
+    return run(handler, job, timeout)
+
+
+def _written(result: object) -> Written | None:
+    """A transactional run's report; ``None`` for a plain handler's return value."""
+    return result if isinstance(result, Written) else None

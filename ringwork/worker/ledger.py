@@ -22,6 +22,7 @@ Thread: the worker's event loop only (handler threads report through the executo
 from __future__ import annotations
 
 import collections
+import enum
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -30,6 +31,18 @@ from typing import Final, Literal
 
 from ringwork.job import Job
 
+
+class Written(enum.Enum):
+    """How a transactional handler's attempt ended, its outcome written (or refused) by its own
+    transaction (:mod:`.transactional`); an enum, so no plain handler's return value can pass
+    for one."""
+
+    COMMITTED = "written"  # the handler's writes and the completion committed together
+    FENCED = "fenced"  # rolled back: the claim was gone
+
+
+WRITTEN: Final = Written.COMMITTED
+FENCED: Final = Written.FENCED
 #: The "retry delay" of an attempt that ended on a cancel request: written ``cancelled``.
 CANCELLED: Final = "cancelled"
 #: ``(job, error text, retry delay | None for "no retry" | CANCELLED)``: an attempt to write.
@@ -96,7 +109,8 @@ class Ledger:
         self.inflight[job.id] = job
 
     def finished(self, job: Job,
-                 failure: tuple[str, float | Literal["cancelled"] | None] | None) -> bool:
+                 failure: tuple[str, float | Literal["cancelled"] | None] | Written | None,
+                 ) -> bool:
         """A handler returned (``failure`` None) or failed; False if the attempt is not ours
         any more (abandoned at the end of the grace; or this is a late report of an attempt
         that timed out while the job's next attempt runs here: the same id, another attempt
@@ -104,9 +118,12 @@ class Ledger:
         if self.inflight.get(job.id) is not job:
             return False
         del self.inflight[job.id]
-        if failure is None:
+        if isinstance(failure, Written):
+            pass  # a transactional handler's own transaction wrote (or refused) it: gone
+        elif failure is None:
             self.completed.append(job)
         else:
+            assert isinstance(failure, tuple)
             self.failed.append((job, *failure))
         return True
 

@@ -41,6 +41,7 @@ from ringwork.worker.executor import Callbacks, Executor
 from ringwork.worker.ledger import Ledger, Stats
 from ringwork.worker.ownership import Ownership
 from ringwork.worker.pump import Pump
+from ringwork.worker.transactional import Transactions
 from ringwork.worker.wakeups import Wakeups
 
 #: How long callbacks queued by the leave (``on_revoked``) may still run once the node is gone.
@@ -106,7 +107,11 @@ class Worker:
         self._callbacks = Callbacks(app, node_id)
         self._ownership = Ownership(self.coordinator, self._ledger, self._wakeups,
                                     self._callbacks)
-        self._executor = Executor(app, s, node_id, on_outcome=lambda job, v: None)
+        transactional = any(t.transactional for t in app.tasks.values())
+        self._transactions = Transactions(self.store, node_id, s.concurrency) if transactional \
+            else None
+        self._executor = Executor(app, s, node_id, on_outcome=lambda job, v: None,
+                                  transactions=self._transactions)
         #: Where job outcomes and claims are written: the node process when there is one (its
         #: transactions never wait for the GIL behind our handlers), else the app's store.
         writes = getattr(self.coordinator, "store_proxy", None) or self.store
@@ -192,6 +197,8 @@ class Worker:
             await self._pump.claimer.close()
         await self._db.call(self.coordinator.stop)
         await self._callbacks.drain(CALLBACK_DRAIN)
+        if self._transactions is not None:
+            await self._transactions.close()
 
     # -- stopping ------------------------------------------------------------------------------
 

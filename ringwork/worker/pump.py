@@ -31,7 +31,7 @@ from ringwork.settings import Settings
 from ringwork.store.claim import AsyncClaimer
 from ringwork.worker.database import Database
 from ringwork.worker.executor import Executor, Verdict
-from ringwork.worker.ledger import CANCELLED, Ledger
+from ringwork.worker.ledger import CANCELLED, FENCED, WRITTEN, Ledger
 from ringwork.worker.ownership import Ownership
 from ringwork.worker.wakeups import Wakeups
 
@@ -70,8 +70,15 @@ class Pump:
 
     def outcome(self, job: Job, verdict: Verdict) -> None:
         """The executor's report of one finished attempt (on the loop)."""
-        if self.ledger.finished(job, verdict):
-            self.wakeups.kick.set()
+        if not self.ledger.finished(job, verdict):
+            return
+        if verdict is WRITTEN:
+            self.stats.succeeded += 1
+            if self._is_ordered(job):
+                self.wakeups.want_more()  # the key's next job may be runnable now
+        elif verdict is FENCED:
+            self._count_fenced(1)
+        self.wakeups.kick.set()
 
     def slot_freed(self) -> None:
         """A handler that overran its attempt (timed out, cancelled) returned: capacity is back,

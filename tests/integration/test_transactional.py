@@ -1,0 +1,138 @@
+"""Transactional handlers against real SQLite and PostgreSQL: the handler's writes and its job's
+completion commit together, or not at all.
+
+Each test counts the rows of a user table the handler writes to: the effect must be there
+exactly once per job, however the attempts went.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from ringwork import App, Job
+from ringwork.errors import ConfigurationError
+from ringwork.store.schema import jobs as jobs_table
+from tests.support import running_worker, wait_for
+
+
+@pytest.fixture
+def app(db_url: str, cluster_name: str) -> Iterator[App]:
+    app = App(database_url=db_url, partitions=4, cluster=cluster_name)
+    app.configure(concurrency=4, poll_interval=0.2, retry_base=0.05, retry_max=0.2)
+    yield app
+    app.close()
+
+
+@pytest.fixture
+def credits(app: App, cluster_name: str) -> sa.Table:
+    """The user's own table, in the app's database."""
+    table = sa.Table(f"credits_{cluster_name}"[:60], sa.MetaData(),
+                     sa.Column("job_id", sa.BigInteger, nullable=False),
+                     sa.Column("attempt", sa.Integer, nullable=False))
+    table.create(app.store.engine)
+    yield table
+    table.drop(app.store.engine)
+
+
+def effects(app: App, table: sa.Table) -> list[tuple[int, int]]:
+    with app.store.engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.select(table.c.job_id, table.c.attempt))]
+
+
+def test_the_handlers_writes_and_the_completion_commit_together(
+    app: App, credits: sa.Table
+) -> None:
+    @app.task("credit", transactional=True)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    @app.task("credit_async", transactional=True)
+    async def credit_async(job: Job, conn: Any) -> None:
+        await conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    ids = [app.enqueue("credit", f"k{i}") for i in range(6)]
+    ids += [app.enqueue("credit_async", f"a{i}") for i in range(6)]
+    with running_worker(app) as worker:
+        wait_for(lambda: all(app.get_job(i).state == "succeeded" for i in ids), 30)  # type: ignore[union-attr]
+        assert worker.stats.succeeded == 12 and worker.stats.fenced == 0
+    assert sorted(effects(app, credits)) == sorted((i, 1) for i in ids)
+
+
+def test_a_handler_that_raises_rolls_back_and_its_retry_writes_once(
+    app: App, credits: sa.Table
+) -> None:
+    @app.task("credit", transactional=True)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+        if job.attempt < 3:
+            raise RuntimeError("after the write, before the commit")
+
+    job_id = app.enqueue("credit", "k")
+    with running_worker(app) as worker:
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", 30)  # type: ignore[union-attr]
+        assert worker.stats.retried == 2
+    assert effects(app, credits) == [(job_id, 3)]
+    record = app.get_job(job_id)
+    assert record is not None and record.attempts == 3
+
+
+def test_a_completion_refused_rolls_the_effects_back(app: App, credits: sa.Table) -> None:
+    """The job is re-queued under a running handler (what the cluster does to a worker declared
+    dead): that attempt's commit finds its claim gone and rolls everything back; the job's
+    next attempt writes the one effect."""
+    entered, go = threading.Event(), threading.Event()
+
+    @app.task("credit", transactional=True)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        if job.attempt == 1:  # before the write: on SQLite a write would lock out the re-queue
+            entered.set()
+            assert go.wait(20)
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    job_id = app.enqueue("credit", "k")
+    with running_worker(app) as worker:
+        assert entered.wait(20)
+        with app.store.engine.begin() as conn:  # the referee's re-queue of a dead claimer
+            conn.execute(sa.update(jobs_table).where(jobs_table.c.id == job_id)
+                         .values(state="queued", claimed_by=None))
+        go.set()
+        wait_for(lambda: worker.stats.fenced == 1, 20, message="the first attempt fenced")
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", 30)  # type: ignore[union-attr]
+    assert effects(app, credits) == [(job_id, 2)]
+
+
+def test_a_cancelled_async_handler_writes_nothing(app: App, credits: sa.Table) -> None:
+    """Its write, made before the cancel, is rolled back. (On SQLite the write comes after the
+    wait: an uncommitted write holds the database's only write lock, the cancel's included.)"""
+    entered = threading.Event()
+    write_first = app.store.dialect == "postgresql"
+
+    @app.task("credit", transactional=True)
+    async def credit(job: Job, conn: Any) -> None:
+        if write_first:
+            await conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+        entered.set()
+        await asyncio.sleep(60)
+        await conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    job_id = app.enqueue("credit", "k")
+    with running_worker(app):
+        assert entered.wait(20)
+        assert app.cancel(job_id) == "requested"
+        wait_for(lambda: app.get_job(job_id).state == "cancelled", 20)  # type: ignore[union-attr]
+    assert effects(app, credits) == []
+
+
+def test_a_transactional_handler_must_take_job_and_connection(app: App) -> None:
+    with pytest.raises(ConfigurationError, match=r"must take \(job, conn\)"):
+        @app.task("one_arg", transactional=True)
+        def one_arg(job: Job) -> None: ...
+
+    with pytest.raises(ConfigurationError, match="transactional must be True or False"):
+        app.task("bad", transactional="yes")  # type: ignore[arg-type]
