@@ -16,8 +16,9 @@ SQLite keeps the store's pragmas, with a deferred ``BEGIN``: the handler's trans
 database's single write lock at its first write and holds it until the commit, and every other
 writer -- the cluster's own bookkeeping included -- waits meanwhile. So on SQLite a handler
 should write last and be quick about it; one that reads, then writes after another connection
-wrote, fails that attempt with "database is locked" and is retried (docs/guarantees.md). Async handlers get an ``AsyncConnection``: psycopg's
-async driver on PostgreSQL, aiosqlite on SQLite.
+wrote, fails that attempt with "database is locked" and is retried (docs/guarantees.md).
+Async handlers get an ``AsyncConnection``: psycopg's async driver on PostgreSQL, aiosqlite on
+SQLite.
 
 Threads: engines are thread-safe; sync connections are used on handler threads, async ones on
 the worker's event loop.
