@@ -164,7 +164,7 @@ def test_scale_out_with_long_jobs_runs_none_twice_and_starts_the_others_at_once(
 def test_sigterm_gives_partitions_away_at_once_and_finishes_its_jobs(
     cluster: Cluster,
 ) -> None:
-    """With ``--grace 30`` and 7 s jobs, a stopping worker's partitions are the other
+    """With ``--grace 30`` and 8 s jobs, a stopping worker's partitions are the other
     worker's within seconds (its jobs still running), the other worker runs new jobs of them
     at once, and the stopped worker finishes its own: succeeded, attempt 1, exit 0."""
     target, other = start(cluster, 2, "--grace", "30")
@@ -173,7 +173,7 @@ def test_sigterm_gives_partitions_away_at_once_and_finishes_its_jobs(
     assert mine is not None
     keys = keys_by_partition("stop")
     theirs = sorted(mine["partitions"])[:4]
-    job_ms = 7_000
+    job_ms = 8_000
     ids = enqueue(cluster, [keys[p][0] for p in theirs], job_ms)
     wait_for(lambda: all_started(cluster, ids), 20, 0.05, "the jobs running on the target")
     assert {cluster.events().starts[i][0][0] for i in ids} == {target.worker_pid}
