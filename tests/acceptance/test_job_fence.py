@@ -72,6 +72,7 @@ def enqueue(cluster: Cluster, keys: list[str], ms: int) -> list[int]:
 
 def node_id(cluster: Cluster, proc: Proc) -> str:
     node = wait_for(lambda: cluster.node_of(proc), 10, 0.05, "the node in the registry")
+    assert node is not None
     return str(node["id"])
 
 
