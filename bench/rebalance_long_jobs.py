@@ -2,15 +2,16 @@
 
     .venv/bin/python -m bench.rebalance_long_jobs [--databases sqlite,postgresql] [--steps 10]
         [--long 20] [--long-ms 15000] [--partitions 16]
-        [--dsn postgresql+psycopg://postgres@127.0.0.1:5432/test] [--save]
+        [--dsn postgresql+psycopg://postgres@127.0.0.1:5432/test] [--save] [--keep]
 
 Two workers (``bench.fence_app:app``) start on a fresh database; ``--long`` long jobs (each
-``--long-ms``, spread so that every partition has one) are kept running -- the driver enqueues
-a new one on a partition as soon as one of its long jobs ends -- and every 0.1 s one short job
-per partition is enqueued. Then ``--steps`` steps, each a scale-out (one more worker) or a
-scale-in (SIGTERM to the newest, ``--grace`` well above ``--long-ms``, so it finishes its jobs),
-between 2 and 4 workers; each step waits until the assignment is balanced over the workers
-left and every moved partition has started a short job on its new owner.
+of half to all of ``--long-ms``, spread so that every partition has one) are kept running --
+the driver enqueues a new one on a partition as soon as one of its long jobs ends -- and every
+0.1 s one short job per partition is enqueued. Then ``--steps`` steps, each a scale-out (one more worker) or a
+scale-in (SIGTERM to the longest-running worker that does not lead, ``--grace`` well above
+``--long-ms``, so it finishes its long jobs while its partitions move on), between 2 and 4
+workers; each step waits until the assignment is balanced over the workers left and every
+moved partition has started a short job on its new owner.
 
 Measured, per moved partition (from the workers' own event files, see :mod:`bench.fence_app`):
 its old owner's ``revoked`` callback, its new owner's ``assigned`` callback, and the new
@@ -27,6 +28,8 @@ import argparse
 import contextlib
 import json
 import os
+import random
+import shutil
 import signal
 import statistics
 import subprocess
@@ -141,6 +144,7 @@ class Feeder:
                      for p in range(partitions)}
         self.long_keys = keys_for(partitions, "long")
         self.short_keys = keys_for(partitions, "short")
+        self.rng = random.Random(5)
         self.long_ids: list[int] = []
         self.short_ids: list[int] = []
         self._stop = threading.Event()
@@ -156,7 +160,10 @@ class Feeder:
 
     def top_up(self) -> None:
         have = self.in_flight()
-        batch = [{"task": "long", "key": self.long_keys[p], "payload": {"ms": self.long_ms}}
+        # Lengths from half to all of --long-ms, so replacements start during the steps (and
+        # land on the newer workers too).
+        batch = [{"task": "long", "key": self.long_keys[p],
+                  "payload": {"ms": int(self.long_ms * self.rng.uniform(0.5, 1.0))}}
                  for p, n in self.want.items() for _ in range(n - have.get(p, 0))]
         if batch:
             self.long_ids += self.app.enqueue_many(batch)
@@ -183,7 +190,8 @@ class Workers:
     def __init__(self, url: str, partitions: int, events_dir: Path, grace: float) -> None:
         self.env = {**os.environ, "RINGWORK_DATABASE_URL": url, "RINGWORK_CLUSTER": CLUSTER,
                     "RINGWORK_PARTITIONS": str(partitions),
-                    "RINGWORK_BENCH_EVENTS": str(events_dir), "RINGWORK_LOG_LEVEL": "WARNING"}
+                    "RINGWORK_BENCH_EVENTS": str(events_dir),
+                    "RINGWORK_LOG_LEVEL": os.environ.get("RINGWORK_BENCH_LOG_LEVEL", "WARNING")}
         self.grace = grace
         self.logs = events_dir
         self.active: list[subprocess.Popen[bytes]] = []
@@ -200,8 +208,11 @@ class Workers:
         self.active.append(proc)
         return proc
 
-    def stop_newest(self) -> subprocess.Popen[bytes]:
-        proc = self.active.pop()
+    def stop_oldest_follower(self, leader: int | None) -> subprocess.Popen[bytes]:
+        """SIGTERM the longest-running worker that does not lead: the one with the most long
+        jobs in flight, which it must finish within the grace while its partitions move on."""
+        proc = next(p for p in self.active if p.pid != leader)
+        self.active.remove(proc)
         os.killpg(proc.pid, signal.SIGTERM)
         self.stopping.append(proc)
         return proc
@@ -293,7 +304,10 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
                 growing = True
             before = owners_by_pid(app)
             began = time.time()
-            changed = workers.start().pid if growing else workers.stop_newest().pid
+            if growing:
+                changed = workers.start().pid
+            else:
+                changed = workers.stop_oldest_follower(pid_of(app.store.read_term().leader)).pid
             pids = {w.pid for w in workers.active}
             after: dict[int, int | None] = wait_for(
                 partial(balanced, app, args.partitions, pids), 60, f"step {step + 1} balanced")
@@ -324,6 +338,10 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         workers.close(5)
         app.close()
         cleanup()
+        if args.keep:
+            log(f"[{kind}] events and worker logs kept in {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 def analyse(kind: str, args: argparse.Namespace, events: Events, feeder: Feeder,
@@ -333,23 +351,39 @@ def analyse(kind: str, args: argparse.Namespace, events: Events, feeder: Feeder,
     short, long = set(feeder.short_ids), set(feeder.long_ids)
     starts = short_starts(events, short, args.partitions)
     from_assigned, from_revoked, handover = [], [], []
+    # A newcomer's first claims come right after its start-up (cold connections and caches):
+    # its moves are reported apart from those to a worker already running.
+    to_newcomer: list[float] = []
+    to_running: list[float] = []
+    per_step: dict[int, list[tuple[float, float]]] = defaultdict(list)  # (revoked, assigned)
+    slowest: list[dict[str, Any]] = []
     long_in_flight = 0
-    for _step, p, old, new, began in moves:
+    for step, p, old, new, began in moves:
         assigned = [ts for pid, ts in events.assigned.get(p, []) if pid == new and ts >= began]
         revoked = [ts for pid, ts in events.revoked.get(p, []) if pid == old and ts >= began]
         first = first_start(starts, p, new, began)
         if first is None or not assigned:
             continue
-        from_assigned.append(first - assigned[0])
+        delay = first - assigned[0]
+        from_assigned.append(delay)
+        (to_newcomer if new == steps[step]["pid"] else to_running).append(delay)
+        slowest.append({"step": step + 1, "partition": p, "to_newcomer": new == steps[step]["pid"],
+                        "first_start_after_assignment_s": round(delay, 3)})
         if revoked:
             from_revoked.append(first - revoked[0])
             handover.append(assigned[0] - revoked[0])
-        # Was a long job of this partition running on its old owner when the step began?
+            per_step[step].append((revoked[0], assigned[0]))
+        # Was a long job of this partition running (on any worker) when the step began?
         long_in_flight += any(
             events.key.get(j) is not None and partition_for(events.key[j], args.partitions) == p
-            and any(pid == old and ts < began for pid, ts in events.starts.get(j, []))
-            and not any(pid == old and ts < began for pid, ts in events.ends.get(j, []))
+            and any(ts < began for _, ts in events.starts.get(j, []))
+            and not any(ts < began for _, ts in events.ends.get(j, []))
             for j in long)
+    for step, times in per_step.items():
+        # From the step's first revocation to its last assignment: the rebalance itself,
+        # without a newcomer's start-up.
+        steps[step]["rebalance_s"] = round(max(a for _, a in times) - min(r for r, _ in times), 3)
+    slowest.sort(key=lambda m: -m["first_start_after_assignment_s"])
     reruns = {j: len(s) for j, s in events.starts.items() if len(s) > 1}
     with app.store.engine.begin() as conn:
         retried = conn.execute(sa.select(sa.func.count()).select_from(jobs).where(
@@ -366,11 +400,14 @@ def analyse(kind: str, args: argparse.Namespace, events: Events, feeder: Feeder,
         "reruns_short": sum(1 for j in reruns if j in short),
         "jobs_with_attempts_over_1": retried,
         "first_start_after_assignment": summary(from_assigned),
+        "first_start_after_assignment_to_a_newcomer": summary(to_newcomer),
+        "first_start_after_assignment_to_a_running_worker": summary(to_running),
         "first_start_after_revocation": summary(from_revoked),
         "revocation_to_assignment": summary(handover),
         "grace_expired": logs.count("event=grace_expired"),
         "worker_exit_codes": codes,
         "per_step": steps,
+        "slowest_moves": slowest[:5],
     }
 
 
@@ -385,6 +422,9 @@ def main() -> None:
     parser.add_argument("--partitions", type=int, default=16)
     parser.add_argument("--grace", type=float, default=30.0)
     parser.add_argument("--save", action="store_true")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the event files and worker logs (RINGWORK_BENCH_LOG_LEVEL=INFO "
+                             "makes the logs say more)")
     args = parser.parse_args()
     results = []
     for kind in args.databases.split(","):
@@ -396,7 +436,10 @@ def main() -> None:
             f"p50 {result['first_start_after_assignment']['p50_s']} s, "
             f"max {result['first_start_after_assignment']['max_s']} s; after its revocation: "
             f"p50 {result['first_start_after_revocation']['p50_s']} s, "
-            f"max {result['first_start_after_revocation']['max_s']} s (goal <= 0.5 s)")
+            f"max {result['first_start_after_revocation']['max_s']} s (goal <= 0.5 s); "
+            f"to a running worker: p50 "
+            f"{result['first_start_after_assignment_to_a_running_worker']['p50_s']} s, max "
+            f"{result['first_start_after_assignment_to_a_running_worker']['max_s']} s")
     document = {"generated": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                 "results": results}
     text = json.dumps(document, indent=2)
