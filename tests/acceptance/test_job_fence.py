@@ -289,3 +289,52 @@ def test_kill9_requeues_the_dead_workers_jobs_also_of_partitions_it_no_longer_ow
         assert record is not None and record.attempts == 1 and record.state == "running"
     print(f"{len(victims_jobs)} jobs of the killed worker ran again, {len(carried)} of them "
           "carried (their partition had moved away before the kill)")
+
+
+def test_ordered_keys_never_overlap_when_a_partition_moves_under_a_running_head(
+    cluster: Cluster,
+) -> None:
+    """Every partition has two ordered keys: one whose head is a 12 s job followed by a short
+    one, and one with a short job only. After a scale-out, a moved partition's second key
+    starts at once on the newcomer, while the first key's next job waits for its head, still
+    running on the old owner, to end (the head check sees a predecessor running anywhere)."""
+    first = start(cluster, 2)
+    cluster.wait_balanced(first)
+    keys = keys_by_partition("ord", per=2)
+    long_ms = 12_000
+
+    def ordered(key: str, seq: int, ms: int) -> dict[str, object]:
+        return {"task": "ordered_rec", "key": key, "payload": {"seq": seq, "ms": ms}}
+
+    heads = cluster.app.enqueue_many([ordered(keys[p][0], 0, long_ms) for p in keys])
+    wait_for(lambda: all_started(cluster, heads), 20, 0.05, "a long head on every partition")
+    followers = cluster.app.enqueue_many([ordered(keys[p][0], 1, 5) for p in keys])
+    others = cluster.app.enqueue_many([ordered(keys[p][1], 0, 5) for p in keys])
+    joined_at = time.time()
+    (third,) = start(cluster, 1)
+    doc = cluster.wait_balanced([*first, third], timeout=30)
+    newcomer = cluster.node_of(third, doc)
+    assert newcomer is not None
+    moved = set(newcomer["partitions"])
+    assert moved, doc
+    moved_others = [job for p, job in zip(keys, others, strict=True) if p in moved]
+    try:
+        wait_for(lambda: all_started(cluster, moved_others), START_BOUND + 2, 0.05,
+                 "the moved partitions' other keys started")
+    except AssertionError:
+        raise AssertionError(cluster.logs()) from None
+    events = cluster.events()
+    took = max(events.starts[j][0][1] for j in moved_others) - joined_at
+    assert all(events.starts[j][0][0] == third.worker_pid for j in moved_others)
+    assert not any(events.ends.get(h) for h in heads), "the heads ended too soon to tell"
+    assert not any(events.starts.get(f) for f in followers), "a key's next job overlapped"
+    print(f"moved partitions' other keys started within {took:.2f} s of the third worker's "
+          "start, their heads still running")
+    wait_states(cluster, heads + followers + others, "succeeded", long_ms / 1000 + 15)
+    events = cluster.events()
+    for p, head, follower in zip(keys, heads, followers, strict=True):
+        assert len(events.starts[head]) == len(events.starts[follower]) == 1
+        head_end = events.ends[head][0][1]
+        assert events.starts[follower][0][1] >= head_end, (p, events.starts[follower], head_end)
+        if p in moved:
+            assert events.starts[follower][0][0] == third.worker_pid
