@@ -247,20 +247,23 @@ def test_jobs_running_at_the_grace_end_are_abandoned_counted_and_run_by_the_next
         assert "lost" not in (record.last_error or ""), record
 
 
+@pytest.mark.parametrize("victim_role", ["follower", "leader"])
 def test_kill9_requeues_the_dead_workers_jobs_also_of_partitions_it_no_longer_owned(
-    cluster: Cluster,
+    cluster: Cluster, victim_role: str,
 ) -> None:
     """A scale-out moves partitions while their long jobs run on (carried jobs); then the
-    old owner is killed: every job it ran -- carried ones too -- runs again on a survivor
-    (attempt 2), and the survivors' own jobs keep running, once."""
+    old owner is killed (a follower: the leader re-queues its jobs; the leader: the next one
+    does): every job it ran -- carried ones too -- runs again on a survivor (attempt 2), and
+    the survivors' own jobs keep running, once."""
     first = start(cluster, 2, concurrency=32)
     cluster.wait_balanced(first)
     long_ids = enqueue(cluster, [keys[0] for keys in keys_by_partition("k9").values()],
                        30_000)
     wait_for(lambda: all_started(cluster, long_ids), 20, 0.05, "a long job on every partition")
     (third,) = start(cluster, 1, concurrency=32)
-    cluster.wait_balanced([*first, third], timeout=30)
-    victim, survivor = first
+    doc = cluster.wait_balanced([*first, third], timeout=30)
+    leads = [(f"-{p.worker_pid}-" in doc["leader"]) == (victim_role == "leader") for p in first]
+    victim, survivor = first if leads[0] else first[::-1]
     victim_id = node_id(cluster, victim)
     owned = owners(cluster)
     records = {j: cluster.app.get_job(j) for j in long_ids}
