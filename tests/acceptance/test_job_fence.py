@@ -341,3 +341,50 @@ def test_ordered_keys_never_overlap_when_a_partition_moves_under_a_running_head(
         assert events.starts[follower][0][1] >= head_end, (p, events.starts[follower], head_end)
         if p in moved:
             assert events.starts[follower][0][0] == third.worker_pid
+
+
+@pytest.mark.parametrize("db_url", [pytest.param("postgresql", marks=pytest.mark.postgres)],
+                         indirect=True)
+def test_a_zombie_that_rejoined_is_refused_the_jobs_it_ran_before_its_pause(
+    cluster: Cluster, tmp_path: Path,
+) -> None:
+    """A worker paused (SIGSTOP) past the session timeout while its jobs run is declared
+    dead: its jobs run again on the other worker. Woken up, it rejoins as a live member -- and
+    the results of the jobs it started before the pause are still refused (their claims were
+    re-queued, so job fencing does not keep them). PostgreSQL only: on SQLite a process frozen
+    inside a write transaction holds the database's one write lock until it wakes."""
+    target, other = start(cluster, 2)
+    doc = cluster.wait_balanced([target, other])
+    mine = cluster.node_of(target, doc)
+    assert mine is not None
+    keys = keys_by_partition("zombie")
+    gate = tmp_path / "gate"
+    ids = cluster.app.enqueue_many(
+        [{"task": "gated", "key": keys[p][0], "payload": {"gate": str(gate)}}
+         for p in sorted(mine["partitions"])[:3]])
+    wait_for(lambda: all_started(cluster, ids), 20, 0.05, "the gated jobs running")
+    cluster.signal(target, signal.SIGSTOP)
+    try:
+        wait_for(lambda: all_started(cluster, ids, times=2), cluster.session_timeout + 20, 0.1,
+                 "the paused worker's jobs started again")
+    finally:
+        cluster.signal(target, signal.SIGCONT)
+    cluster.wait_balanced([target, other], timeout=30)  # a member again
+    gate.touch()
+    wait_states(cluster, ids, "succeeded", 20)
+    wait_for(lambda: all(len(cluster.events().ends.get(i, [])) == 2 for i in ids), 20, 0.05,
+             "both runs of every job ended")
+    events = cluster.events()
+    for job in ids:
+        assert [pid for pid, _ in events.starts[job]] == [target.worker_pid, other.worker_pid]
+        record = cluster.app.get_job(job)
+        assert record is not None and record.attempts == 2, record
+        assert record.claimed_by == node_id(cluster, other), record
+
+    def written(proc: Proc, outcome: str) -> float:
+        return proc.metrics().get(f'ringwork_jobs_total{{outcome="{outcome}"}}', 0)
+
+    assert written(other, "succeeded") == len(ids)
+    assert written(target, "succeeded") == 0, target.log.read_text()
+    assert written(target, "fenced") + written(target, "dropped") == len(ids), (
+        target.metrics(), target.log.read_text())
