@@ -7,11 +7,11 @@
 Two workers (``bench.fence_app:app``) start on a fresh database; ``--long`` long jobs (each
 of half to all of ``--long-ms``, spread so that every partition has one) are kept running --
 the driver enqueues a new one on a partition as soon as one of its long jobs ends -- and every
-0.1 s one short job per partition is enqueued. Then ``--steps`` steps, each a scale-out (one more worker) or a
-scale-in (SIGTERM to the longest-running worker that does not lead, ``--grace`` well above
-``--long-ms``, so it finishes its long jobs while its partitions move on), between 2 and 4
-workers; each step waits until the assignment is balanced over the workers left and every
-moved partition has started a short job on its new owner.
+0.1 s one short job per partition is enqueued. Then ``--steps`` steps, each a scale-out (one
+more worker) or a scale-in (SIGTERM to the longest-running worker that does not lead,
+``--grace`` well above ``--long-ms``, so it finishes its long jobs while its partitions move
+on), between 2 and 4 workers; each step waits until the assignment is balanced over the
+workers left and every moved partition has started a short job on its new owner.
 
 Measured, per moved partition (from the workers' own event files, see :mod:`bench.fence_app`):
 its old owner's ``revoked`` callback, its new owner's ``assigned`` callback, and the new
