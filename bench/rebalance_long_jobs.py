@@ -334,14 +334,14 @@ def run(kind: str, args: argparse.Namespace) -> dict[str, Any]:
         events = read_events(tmp)
         return analyse(kind, args, events, feeder, steps, moves, codes, app, tmp)
     finally:
-        feeder.stop()
-        workers.close(5)
-        app.close()
-        cleanup()
-        if args.keep:
-            log(f"[{kind}] events and worker logs kept in {tmp}")
-        else:
-            shutil.rmtree(tmp, ignore_errors=True)
+        # The workers first, whatever else fails: a leaked worker runs on after the driver.
+        with contextlib.ExitStack() as cleanups:
+            cleanups.callback(lambda: shutil.rmtree(tmp, ignore_errors=True) if not args.keep
+                              else log(f"[{kind}] events and worker logs kept in {tmp}"))
+            cleanups.callback(cleanup)
+            cleanups.callback(app.close)
+            cleanups.callback(feeder.stop)
+            cleanups.callback(workers.close, 5)
 
 
 def analyse(kind: str, args: argparse.Namespace, events: Events, feeder: Feeder,
