@@ -78,22 +78,29 @@ class Proc:
 
 @dataclass
 class Events:
-    """Handler event logs: per job id, the (pid, time) of each start and end, plus seq/key."""
+    """Handler event logs: per job id, the (pid, time) of each start and end, plus seq/key;
+    per partition, the (pid, time) of each ``assigned`` and ``revoked`` callback."""
 
     starts: dict[int, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     ends: dict[int, list[tuple[int, float]]] = field(default_factory=lambda: defaultdict(list))
     key: dict[int, str] = field(default_factory=dict)
     seq: dict[int, int] = field(default_factory=dict)
+    assigned: dict[int, list[tuple[int, float]]] = field(
+        default_factory=lambda: defaultdict(list))
+    revoked: dict[int, list[tuple[int, float]]] = field(
+        default_factory=lambda: defaultdict(list))
 
 
 class Cluster:
-    def __init__(self, db_url: str, name: str, workdir: Path, *, session_timeout: float = 3.0):
+    def __init__(self, db_url: str, name: str, workdir: Path, *, session_timeout: float = 3.0,
+                 partitions: int = 64):
         self.db_url = db_url
         self.name = name
         self.workdir = workdir
         self.session_timeout = session_timeout
+        self.partitions = partitions
         self.procs: list[Proc] = []
-        self.app = build(App(database_url=db_url, cluster=name, partitions=64))
+        self.app = build(App(database_url=db_url, cluster=name, partitions=partitions))
         self.app.configure(session_timeout=session_timeout)
 
     # -- processes -----------------------------------------------------------------------------
@@ -104,7 +111,7 @@ class Cluster:
         -f +1h``), ``db_url`` is the database as the workers reach it (default: as the test
         does) and ``env`` adds variables to the workers' environment."""
         env = {**os.environ, "RINGWORK_DATABASE_URL": db_url or self.db_url,
-               "RINGWORK_CLUSTER": self.name,
+               "RINGWORK_CLUSTER": self.name, "RINGWORK_PARTITIONS": str(self.partitions),
                "RINGWORK_TEST_EVENTS": str(self.workdir), "RINGWORK_LOG_LEVEL": "INFO",
                **(env or {})}
         started = []
@@ -168,8 +175,8 @@ class Cluster:
             return None
         counts = sorted(len(m["partitions"]) for m in mine if m)
         owned = sorted(p for m in mine if m for p in m["partitions"])
-        lo, hi = 64 // len(procs), -(-64 // len(procs))
-        if owned != list(range(64)) or counts[0] < lo or counts[-1] > hi:
+        lo, hi = self.partitions // len(procs), -(-self.partitions // len(procs))
+        if owned != list(range(self.partitions)) or counts[0] < lo or counts[-1] > hi:
             return None
         return doc
 
@@ -195,11 +202,15 @@ class Cluster:
         for path in self.workdir.glob("events-*.log"):
             for line in path.read_text().splitlines():
                 kind, job_id, key, seq, pid, ts = line.split()
+                if kind in ("A", "R"):  # a partition callback: "job_id" is the partition
+                    target = events.assigned if kind == "A" else events.revoked
+                    target[int(job_id)].append((int(pid), float(ts)))
+                    continue
                 target = events.starts if kind == "S" else events.ends
                 target[int(job_id)].append((int(pid), float(ts)))
                 events.key[int(job_id)] = key
                 events.seq[int(job_id)] = int(seq)
-        for table in (events.starts, events.ends):
+        for table in (events.starts, events.ends, events.assigned, events.revoked):
             for times in table.values():
                 times.sort(key=lambda pid_ts: pid_ts[1])
         return events

@@ -2,7 +2,8 @@
 
 Handlers append ``S``/``E`` lines to a per-process file in ``$RINGWORK_TEST_EVENTS`` (one
 O_APPEND write each: atomic, and a SIGKILL leaves no torn line); the tests judge what ran from
-these files, not from ringwork's own records.
+these files, not from ringwork's own records. With ``$RINGWORK_TEST_PARTITION_EVENTS`` set, the
+partition callbacks add ``A`` (assigned) and ``R`` (revoked) lines to the same file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from ringwork import App, Job
 _fd: int | None = None
 
 
-def record(kind: str, job: Job) -> None:
+def _write(line: str) -> None:
     global _fd
     directory = os.environ.get("RINGWORK_TEST_EVENTS")
     if not directory:
@@ -23,12 +24,27 @@ def record(kind: str, job: Job) -> None:
     if _fd is None:
         path = os.path.join(directory, f"events-{os.getpid()}.log")
         _fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    seq = (job.payload or {}).get("seq", -1)
-    line = f"{kind} {job.id} {job.key} {seq} {os.getpid()} {time.time():.6f}\n"
     os.write(_fd, line.encode())
 
 
+def record(kind: str, job: Job) -> None:
+    seq = (job.payload or {}).get("seq", -1)
+    _write(f"{kind} {job.id} {job.key} {seq} {os.getpid()} {time.time():.6f}\n")
+
+
+def record_partitions(kind: str, partitions: set[int]) -> None:
+    """``A``/``R`` lines, one per partition, in the job lines' shape (partition for job id)."""
+    now = time.time()
+    _write("".join(f"{kind} {p} - -1 {os.getpid()} {now:.6f}\n" for p in sorted(partitions)))
+
+
 def build(app: App) -> App:
+    if os.environ.get("RINGWORK_TEST_PARTITION_EVENTS"):
+        # When partitions come and go, as the worker's callbacks see it (the hand-over's
+        # times); only when a test asks, so the other tests run workers with no callbacks.
+        app.on_assigned(lambda partitions: record_partitions("A", partitions))
+        app.on_revoked(lambda partitions: record_partitions("R", partitions))
+
     @app.task("rec")
     def rec(job: Job) -> None:
         record("S", job)

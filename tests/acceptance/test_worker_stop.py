@@ -24,8 +24,9 @@ def test_grace_bounds_the_stop_of_a_worker_with_long_sync_handlers(
     db_url: str, cluster_name: str, tmp_path: Path
 ) -> None:
     """Bug 5: with ``--grace 30`` a stop took 51-61 s: the exit waited for the handler threads.
-    The worker exits 0 within the grace plus a small bound, re-queuing nothing itself: the
-    partitions' next owner runs the abandoned jobs again."""
+    The worker exits 0 within the grace plus a small bound. What still runs at the grace end is
+    written back ``queued`` by the stopping worker, its attempt counted and its error saying it
+    was abandoned; the partitions' next owner runs the jobs again."""
     cluster = Cluster(db_url, cluster_name, tmp_path)
     try:
         (proc,) = cluster.start(1, "--grace", str(GRACE), "--concurrency", "4")
@@ -42,15 +43,17 @@ def test_grace_bounds_the_stop_of_a_worker_with_long_sync_handlers(
         assert took < GRACE + BOUND, f"stop took {took:.1f} s\n{cluster.logs()}"
         assert code == 0, cluster.logs()
         assert "event=grace_expired" in proc.log.read_text()
-        # No outcome was written and no claim given back (that would return the attempt): the
-        # jobs are as the hand-over of their partitions left them, running or re-queued.
+        # No other node took them: the stopping worker wrote them back itself, attempt kept.
         records = [cluster.app.get_job(i) for i in ids]
-        assert all(r is not None and r.state in ("running", "queued") for r in records)
+        assert all(r is not None and r.state == "queued" for r in records), records
         assert [r.attempts for r in records if r] == [1, 1, 1]
+        assert all(r is not None and "abandoned at shutdown after the grace period"
+                   in (r.last_error or "") for r in records), records
         # The next owner of the partitions runs them again.
         (second,) = cluster.start(1)
         wait_for(lambda: all(len(cluster.events().starts[i]) == 2 for i in ids), 30, 0.1,
                  "the abandoned jobs started again by the next owner")
         assert {cluster.events().starts[i][1][0] for i in ids} == {second.worker_pid}
+        assert [r.attempts for i in ids if (r := cluster.app.get_job(i))] == [2, 2, 2]
     finally:
         cluster.close()
