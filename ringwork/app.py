@@ -19,6 +19,9 @@ from ringwork.tasks import MAX_DELAY, Handler, PartitionCallback, Task, Tasks, c
 from ringwork.wakeup import WakeSender
 
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ringwork.inline import Testing
     from ringwork.store import Store
 
 __all__ = ["MAX_DELAY", "App", "Handler", "PartitionCallback", "Task", "check_timeout"]
@@ -89,6 +92,32 @@ class App(Tasks, JobClient):
             if self._waker is not None:
                 self._waker.close()
                 self._waker = None
+
+    # -- testing --------------------------------------------------------------------------------
+
+    def testing(self, database_url: str | None = None) -> Testing:
+        """``with app.testing() as t:`` -- jobs enqueued in the block go to a temporary SQLite
+        database (or ``database_url``) and ``t.run_pending()`` / ``t.drain()`` /
+        ``t.advance(seconds)`` run them inline, as a worker would; ``t.jobs(task=, state=)``
+        to assert on. For the user's own tests: no cluster, no thread (:mod:`ringwork.inline`).
+        """
+        from ringwork.inline import Testing  # above the worker: see tests/unit/test_layers.py
+
+        return Testing(self, database_url)
+
+    def _use_database(self, url: str) -> Callable[[], None]:
+        """Point the app at ``url`` until the returned function is called (for :meth:`testing`)."""
+        with self._lock:
+            saved = (self._settings, self._store, self._waker)
+            self._settings = self.settings.replace(database_url=url)
+            self._store = self._waker = None
+
+        def restore() -> None:
+            self.close()
+            with self._lock:
+                self._settings, self._store, self._waker = saved
+
+        return restore
 
     def _wake(self, partitions: set[int]) -> None:
         """Nudge the workers so an idle owner starts the new jobs now, not at its next poll.

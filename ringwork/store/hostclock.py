@@ -155,16 +155,28 @@ def measure() -> float:
 _cache: tuple[float, float] | None = None
 
 
+#: Seconds added on top, by the inline test runner's fake clock (:mod:`ringwork.inline`).
+_shift = 0.0
+
+
 def offset() -> float:
-    """Seconds to add to SQLite's ``'now'`` in this process to get the host's time; cached."""
+    """Seconds to add to SQLite's ``'now'`` in this process to get the host's time (plus the
+    test runner's shift, 0 outside ``app.testing()``); cached."""
     global _cache
     cached = _cache
     now = time.monotonic()
     if cached is not None and now < cached[1]:
-        return cached[0]
+        return cached[0] + _shift
     value = measure()
     _cache = (value, now + REFRESH_S)
-    return value
+    return value + _shift
+
+
+def shift(seconds: float) -> None:
+    """Move this process's view of SQLite's clock by ``seconds`` (the inline test runner's fake
+    clock; nothing else calls it)."""
+    global _shift
+    _shift += seconds
 
 
 def _forget() -> None:
