@@ -165,7 +165,11 @@ def enqueue(
     conn: sa.Connection, dialect: str, cluster: str, channel: str, new: Sequence[NewJob]
 ) -> list[int]:
     """Insert ``new`` (one statement per chunk); ids in input order, deduplicated ids reused."""
-    steps = enqueue_steps(dialect, cluster, channel, new)
+    return run_connection(conn, enqueue_steps(dialect, cluster, channel, new))
+
+
+def run_connection(conn: sa.Connection, steps: Steps) -> list[int]:
+    """Carry out ``steps`` on a SQLAlchemy connection, in its current transaction."""
     answer: Any = None
     try:
         while True:

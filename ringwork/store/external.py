@@ -1,0 +1,315 @@
+"""A caller's connection: jobs written inside the application's own transaction.
+
+``App.enqueue(..., connection=conn)`` must make the job exist if and only if the caller's
+transaction commits -- an order rolled back must not leave its job behind (a "ghost job"), and a
+job must never run before the row that caused it is visible. So the job's INSERT runs on the
+caller's connection, inside whatever transaction it has (SQLAlchemy and psycopg both begin one
+implicitly), and ringwork never commits, rolls back or closes it.
+
+What is accepted (:func:`resolve`):
+
+* a SQLAlchemy ``Connection``; a ``Session`` is resolved to ``session.connection()``, the
+  connection of the session's current transaction;
+* on PostgreSQL, a raw psycopg 3 ``Connection`` (Django's ``django.db.connection.connection``):
+  the same statements, compiled by SQLAlchemy's psycopg dialect, run through it.
+
+Asyncio connections are :mod:`.aio`'s business; this module says so in one line if handed one.
+
+The connection must be on the app's database. The check is cheap, no round trip: the dialect,
+then on PostgreSQL the database name and port libpq reports for the connection (or its URL),
+on SQLite the database file. A mismatch is one :class:`ConfigurationError` line.
+
+The wake-up. PostgreSQL: the statement's ``pg_notify`` is queued in the caller's transaction and
+delivered by the server at its commit, never on rollback -- nothing to do here. SQLite has no
+notifications; ringwork nudges the workers by UDP, which must happen *after* the commit (a nudge
+before it finds no row and the job waits for the next poll). A ``Session`` has ``after_commit``.
+A ``Connection`` has only a ``commit`` event, which SQLAlchemy fires just *before* it asks the
+driver to commit, so the hook runs the driver's commit itself at that moment -- the commit the
+caller is making, a few microseconds early -- and nudges only if it succeeded; SQLAlchemy's
+commit, next, then finds nothing left to do (on failure it tries again and reports the error as
+usual, and no nudge is sent). A rollback drops the pending nudge.
+
+Threads: the caller's, the one that owns the connection; hooks run on the thread that commits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import sys
+import weakref
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import Dialect
+
+from ringwork.errors import ConfigurationError
+from ringwork.job import NewJob
+from ringwork.store import enqueue
+from ringwork.store.engine import normalize_url, translated
+
+Wake = Callable[[set[int]], None]
+
+_ACCEPTED = (
+    "a SQLAlchemy Connection or Session (or, on PostgreSQL, a psycopg Connection)"
+)
+
+
+def describe_type(obj: object) -> str:
+    cls = type(obj)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def _loaded(module: str, name: str) -> type | None:
+    """A class from a library the caller has imported, without importing it ourselves.
+
+    An object of ``sqlalchemy.orm.Session`` can only exist once ``sqlalchemy.orm`` is loaded;
+    the same holds for psycopg. A SQLite app never pays for importing either.
+    """
+    mod = sys.modules.get(module)
+    cls = getattr(mod, name, None) if mod is not None else None
+    return cls if isinstance(cls, type) else None
+
+
+def is_async_connection(obj: object) -> bool:
+    """An asyncio connection or session (SQLAlchemy's or psycopg's): for ``enqueue_async``."""
+    kinds = [
+        _loaded("sqlalchemy.ext.asyncio", "AsyncConnection"),
+        _loaded("sqlalchemy.ext.asyncio", "AsyncSession"),
+        _loaded("psycopg", "AsyncConnection"),
+    ]
+    return any(k is not None and isinstance(obj, k) for k in kinds)
+
+
+# -- the same-database check -------------------------------------------------------------------
+
+
+def check_same_database(app_url: str, dialect: str, url: sa.URL | None, info: Any = None) -> None:
+    """Raise unless the caller's connection (``url``, and libpq's ``info`` when known) is on
+    the app's database ``app_url``. Cheap: nothing is sent to the server."""
+    ours = normalize_url(app_url)
+    app_dialect = ours.get_backend_name()
+    safe = ours.render_as_string(hide_password=True)
+    if dialect != app_dialect:
+        raise ConfigurationError(
+            f"connection= is a {dialect} connection but the app's database is {safe}"
+        )
+    if dialect == "sqlite":
+        theirs = url.database if url is not None else None
+        if not theirs or not ours.database or not _same_file(theirs, ours.database):
+            raise ConfigurationError(
+                f"connection= is on SQLite database {theirs!r}, not the app's {safe}"
+            )
+        return
+    if info is not None:  # psycopg's ConnectionInfo: what libpq actually connected to
+        name, port = info.dbname, info.port
+    elif url is not None:
+        name, port = url.database, url.port
+    else:
+        return
+    if ours.database and name and name != ours.database:
+        raise ConfigurationError(
+            f"connection= is on PostgreSQL database {name!r}, not the app's {safe}"
+        )
+    if ours.port and port and int(port) != ours.port:
+        raise ConfigurationError(
+            f"connection= is on PostgreSQL port {port}, not the app's {safe}"
+        )
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+# -- SQLite wake-ups after the commit -----------------------------------------------------------
+
+
+class _AfterCommit:
+    """Partitions waiting for one connection's (or session's) commit, then a nudge.
+
+    One per connection or session, made on its first enqueue and kept in a weak map, so its
+    listeners are registered once however many jobs it writes.
+    """
+
+    def __init__(self, wake: Wake) -> None:
+        self.wake = wake
+        self.pending: set[int] = set()
+
+    def add(self, partitions: set[int]) -> None:
+        self.pending |= partitions
+
+    def committed(self, *_: object) -> None:
+        """Session ``after_commit``: the transaction is committed."""
+        parts, self.pending = self.pending, set()
+        if parts:
+            self.wake(parts)
+
+    def committing(self, conn: sa.Connection) -> None:
+        """Connection ``commit``: SQLAlchemy is about to commit; do it, then nudge."""
+        parts, self.pending = self.pending, set()
+        if not parts:
+            return
+        try:
+            conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
+        except Exception:  # SQLAlchemy's own commit runs next and reports it; no nudge
+            return
+        self.wake(parts)
+
+    def rolled_back(self, *_: object) -> None:
+        self.pending = set()
+
+
+_hooks: weakref.WeakKeyDictionary[Any, _AfterCommit] = weakref.WeakKeyDictionary()
+
+
+def _hook(owner: Any, wake: Wake, *, session: bool) -> _AfterCommit:
+    hook = _hooks.get(owner)
+    if hook is None:
+        hook = _hooks[owner] = _AfterCommit(wake)
+        if session:
+            event.listen(owner, "after_commit", hook.committed)
+            event.listen(owner, "after_rollback", hook.rolled_back)
+        else:
+            event.listen(owner, "commit", hook.committing)
+            event.listen(owner, "rollback", hook.rolled_back)
+    return hook
+
+
+# -- running the enqueue ------------------------------------------------------------------------
+
+
+def enqueue_external(
+    connection: object,
+    store_url: str,
+    cluster: str,
+    channel: str,
+    new: Sequence[NewJob],
+    wake: Wake,
+    opened: Callable[[], Dialect],
+    *,
+    copy: bool = True,
+) -> list[int]:
+    """Insert ``new`` in ``connection``'s transaction; the ids (see the module docstring).
+
+    ``opened``: opens the app's store (its schema is then migrated) and returns its SQLAlchemy
+    dialect, which compiles the statements for a raw psycopg connection; called once the
+    argument's kind is known, so a wrong argument never touches a database. ``copy=False`` when
+    the connection cannot ``COPY`` (inside ``run_sync``).
+    """
+    if connection is None or isinstance(connection, (str, bytes, int, float)):
+        raise ConfigurationError(
+            f"connection= must be {_ACCEPTED}, not {describe_type(connection)}"
+        )
+    if is_async_connection(connection):
+        raise ConfigurationError(
+            f"connection= is an asyncio connection ({describe_type(connection)}): "
+            "use enqueue_async / enqueue_many_async with it"
+        )
+    session_cls = _loaded("sqlalchemy.orm", "Session")
+    if session_cls is not None and isinstance(connection, session_cls):
+        opened()
+        return _via_session(connection, store_url, cluster, channel, new, wake, copy=copy)
+    if isinstance(connection, sa.Connection):
+        opened()
+        return _via_connection(connection, store_url, cluster, channel, new, wake, copy=copy)
+    pg_cls = _loaded("psycopg", "Connection")
+    if pg_cls is not None and isinstance(connection, pg_cls):
+        return _via_psycopg(connection, store_url, cluster, channel, new, opened())
+    raise ConfigurationError(f"connection= must be {_ACCEPTED}, not {describe_type(connection)}")
+
+
+def _checked(conn: sa.Connection, store_url: str) -> str:
+    """The connection's dialect name, once it is known to be open and on the app's database."""
+    if conn.closed:
+        raise ConfigurationError("connection= is closed")
+    dialect = conn.dialect.name
+    info = None
+    if dialect == "postgresql" and conn.dialect.driver in ("psycopg", "psycopg_async"):
+        info = getattr(conn.connection.driver_connection, "info", None)
+    check_same_database(store_url, dialect, conn.engine.url, info)
+    return dialect
+
+
+def _via_session(
+    session: Any, store_url: str, cluster: str, channel: str, new: Sequence[NewJob],
+    wake: Wake, *, copy: bool,
+) -> list[int]:
+    try:
+        conn = session.connection()
+    except sa.exc.SQLAlchemyError as exc:
+        raise ConfigurationError(f"connection= is a Session without a connection: {exc}") from None
+    dialect = _checked(conn, store_url)
+    ids = _run(conn, dialect, cluster, channel, new, copy=copy)
+    if dialect == "sqlite":
+        _hook(session, wake, session=True).add({j.partition for j in new})
+    return ids
+
+
+def _via_connection(
+    conn: sa.Connection, store_url: str, cluster: str, channel: str, new: Sequence[NewJob],
+    wake: Wake, *, copy: bool,
+) -> list[int]:
+    dialect = _checked(conn, store_url)
+    ids = _run(conn, dialect, cluster, channel, new, copy=copy)
+    if dialect == "sqlite":
+        parts = {j.partition for j in new}
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            wake(parts)  # each statement committed as it ran: there is no commit to wait for
+        else:
+            _hook(conn, wake, session=False).add(parts)
+    return ids
+
+
+def _run(
+    conn: sa.Connection, dialect: str, cluster: str, channel: str, new: Sequence[NewJob],
+    *, copy: bool,
+) -> list[int]:
+    # COPY goes through the driver connection, which must be psycopg 3's own.
+    copy = copy and conn.dialect.driver == "psycopg"
+    with translated("enqueue in the caller's transaction"):
+        steps = enqueue.enqueue_steps(dialect, cluster, channel, new, copy=copy)
+        return enqueue.run_connection(conn, steps)
+
+
+def _via_psycopg(
+    raw: Any, store_url: str, cluster: str, channel: str, new: Sequence[NewJob], dialect: Dialect
+) -> list[int]:
+    if raw.closed:
+        raise ConfigurationError("connection= is closed")
+    check_same_database(store_url, "postgresql", None, raw.info)
+    from psycopg.rows import dict_row
+
+    steps = enqueue.enqueue_steps("postgresql", cluster, channel, new)
+    with translated("enqueue in the caller's transaction"):
+        # In autocommit (Django outside atomic()) a batch of several statements still goes in
+        # as one transaction; inside the caller's transaction this is a savepoint, never used
+        # for the one statement a few jobs take.
+        several = enqueue.statement_count("postgresql", new) > 1
+        scope = raw.transaction() if several else contextlib.nullcontext()
+        with scope, raw.cursor(row_factory=dict_row) as cur:
+            answer: Any = None
+            try:
+                while True:
+                    step = steps.send(answer)
+                    if isinstance(step, enqueue.Query):
+                        cur.execute(compiled(step.statement, dialect), step.params)
+                        answer = cur.fetchall()
+                    else:
+                        with cur.copy(step.sql) as out:
+                            out.write(step.data)
+                        answer = None
+            except StopIteration as done:
+                ids: list[int] = done.value
+                return ids
+
+
+@functools.lru_cache(maxsize=32)
+def compiled(statement: Any, dialect: Dialect) -> str:
+    """A statement's text for the psycopg driver (``%(name)s`` placeholders), compiled once."""
+    return str(statement.compile(dialect=dialect))
