@@ -172,9 +172,9 @@ async def enqueue_psycopg_async(
     check_same_database(store_url, "postgresql", None, raw.info)
     steps = enqueue.enqueue_steps("postgresql", cluster, channel, new)
     with translated("enqueue in the caller's transaction"):
-        # As for a sync psycopg connection: atomic in autocommit, a savepoint otherwise, and
-        # neither for the one statement a few jobs take.
-        if enqueue.statement_count("postgresql", new) > 1:
+        # As for a sync psycopg connection: a transaction of its own in autocommit (for more
+        # than one statement), else the caller's, which psycopg begins at our first statement.
+        if raw.autocommit and enqueue.statement_count("postgresql", new) > 1:
             async with raw.transaction():
                 return await run_psycopg_async(raw, steps, dialect)
         return await run_psycopg_async(raw, steps, dialect)

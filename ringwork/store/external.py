@@ -191,15 +191,16 @@ def enqueue_external(
     channel: str,
     new: Sequence[NewJob],
     wake: Wake,
-    opened: Callable[[], Dialect],
+    opened: Callable[[], Dialect | None],
     *,
     copy: bool = True,
 ) -> list[int]:
     """Insert ``new`` in ``connection``'s transaction; the ids (see the module docstring).
 
     ``opened``: opens the app's store (its schema is then migrated) and returns its SQLAlchemy
-    dialect, which compiles the statements for a raw psycopg connection; called once the
-    argument's kind is known, so a wrong argument never touches a database. ``copy=False`` when
+    dialect, which compiles the statements for a raw psycopg connection (``None``: SQLite,
+    left closed); called once the argument's kind is known, so a wrong argument never touches
+    a database. ``copy=False`` when
     the connection cannot ``COPY`` (inside ``run_sync``).
     """
     if connection is None or isinstance(connection, (str, bytes, int, float)):
@@ -220,7 +221,13 @@ def enqueue_external(
         return _via_connection(connection, store_url, cluster, channel, new, wake, copy=copy)
     pg_cls = _loaded("psycopg", "Connection")
     if pg_cls is not None and isinstance(connection, pg_cls):
-        return _via_psycopg(connection, store_url, cluster, channel, new, opened())
+        dialect = opened()
+        if dialect is None:
+            raise ConfigurationError(
+                "connection= is a psycopg (PostgreSQL) connection but the app's database is "
+                "SQLite"
+            )
+        return _via_psycopg(connection, store_url, cluster, channel, new, dialect)
     raise ConfigurationError(f"connection= must be {_ACCEPTED}, not {describe_type(connection)}")
 
 
@@ -288,9 +295,10 @@ def _via_psycopg(
     steps = enqueue.enqueue_steps("postgresql", cluster, channel, new)
     with translated("enqueue in the caller's transaction"):
         # In autocommit (Django outside atomic()) a batch of several statements still goes in
-        # as one transaction; inside the caller's transaction this is a savepoint, never used
-        # for the one statement a few jobs take.
-        several = enqueue.statement_count("postgresql", new) > 1
+        # as one transaction of its own. Otherwise psycopg has begun (or begins at our first
+        # statement) the caller's transaction, which we join; raw.transaction() there would
+        # COMMIT a transaction it had to begin itself.
+        several = raw.autocommit and enqueue.statement_count("postgresql", new) > 1
         scope = raw.transaction() if several else contextlib.nullcontext()
         with scope, raw.cursor(row_factory=dict_row) as cur:
             answer: Any = None

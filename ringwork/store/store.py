@@ -169,7 +169,12 @@ class Store:
         partitions once it commits, on SQLite (PostgreSQL's NOTIFY rides on the commit)."""
         self.check_partitions(jobs_)
 
-        def opened() -> sa.Dialect:
+        def opened() -> sa.Dialect | None:
+            # SQLite: opening writes (the migration, the cluster row) and would wait for the
+            # write lock that the caller's transaction may already hold after its own writes:
+            # a 5 s stall, then an error. The INSERT needs only the schema; the workers made it.
+            if self.dialect == "sqlite" and not self.is_open:
+                return None
             return self.engine.dialect
 
         return external.enqueue_external(
