@@ -160,7 +160,7 @@ def test_an_orm_row_and_its_job_commit_or_roll_back_together(
     with orm.Session(engine) as session:
         session.add(Order(cluster=cluster_name))
         session.flush()
-        lost = app.enqueue("ship", "o1", connection=session)
+        app.enqueue("ship", "o1", connection=session)
         session.rollback()
     with orm.Session(engine) as session:
         order = Order(cluster=cluster_name)
@@ -241,7 +241,7 @@ def test_wrong_types_are_one_line_errors(app: App, bad: object) -> None:
 
 
 def test_an_engine_or_a_closed_connection_is_refused(app: App, engine: sa.Engine) -> None:
-    with pytest.raises(ConfigurationError, match="not sqlalchemy.engine.base.Engine"):
+    with pytest.raises(ConfigurationError, match=r"not sqlalchemy\.engine\.base\.Engine"):
         app.enqueue("ship", "k", connection=engine)
     conn = engine.connect()
     conn.close()
