@@ -79,9 +79,14 @@ class AsyncJobClient:
                 f"(or a psycopg AsyncConnection), not {describe_type(connection)}; "
                 "with a sync connection call enqueue"
             )
-        store = await self._opened_store()
         if connection is not None:
+            # Not opened here on SQLite: opening writes, and the caller's transaction may hold
+            # the write lock already (see Store.enqueue_in).
+            store = self.store
+            if store.dialect == "postgresql":
+                await self._opened_store()
             return await self._enqueue_in_async(store, connection, built)
+        store = await self._opened_store()
         if not built:
             return []
         aio = store.aio()

@@ -131,47 +131,50 @@ def _same_file(a: str, b: str) -> bool:
 
 
 class _AfterCommit:
-    """Partitions waiting for one connection's (or session's) commit, then a nudge.
+    """Partitions waiting for one connection's (or session's) commit, then the nudges.
 
     One per connection or session, made on its first enqueue and kept in a weak map, so its
-    listeners are registered once however many jobs it writes.
+    listeners are registered once however many jobs it writes. Pending partitions are kept per
+    wake-up callback: two apps (two clusters) may write jobs in one transaction.
     """
 
-    def __init__(self, wake: Wake) -> None:
-        self.wake = wake
-        self.pending: set[int] = set()
+    def __init__(self) -> None:
+        self.pending: dict[Wake, set[int]] = {}
 
-    def add(self, partitions: set[int]) -> None:
-        self.pending |= partitions
+    def add(self, wake: Wake, partitions: set[int]) -> None:
+        self.pending.setdefault(wake, set()).update(partitions)
 
     def committed(self, *_: object) -> None:
         """Session ``after_commit``: the transaction is committed."""
-        parts, self.pending = self.pending, set()
-        if parts:
-            self.wake(parts)
+        self._wake_all()
 
     def committing(self, conn: sa.Connection) -> None:
         """Connection ``commit``: SQLAlchemy is about to commit; do it, then nudge."""
-        parts, self.pending = self.pending, set()
-        if not parts:
+        if not self.pending:
             return
         try:
             conn.connection.dbapi_connection.commit()  # type: ignore[union-attr]
         except Exception:  # SQLAlchemy's own commit runs next and reports it; no nudge
+            self.pending = {}
             return
-        self.wake(parts)
+        self._wake_all()
 
     def rolled_back(self, *_: object) -> None:
-        self.pending = set()
+        self.pending = {}
+
+    def _wake_all(self) -> None:
+        pending, self.pending = self.pending, {}
+        for wake, partitions in pending.items():
+            wake(partitions)
 
 
 _hooks: weakref.WeakKeyDictionary[Any, _AfterCommit] = weakref.WeakKeyDictionary()
 
 
-def _hook(owner: Any, wake: Wake, *, session: bool) -> _AfterCommit:
+def _after_commit(owner: Any, *, session: bool) -> _AfterCommit:
     hook = _hooks.get(owner)
     if hook is None:
-        hook = _hooks[owner] = _AfterCommit(wake)
+        hook = _hooks[owner] = _AfterCommit()
         if session:
             event.listen(owner, "after_commit", hook.committed)
             event.listen(owner, "after_rollback", hook.rolled_back)
@@ -247,14 +250,18 @@ def _via_session(
     session: Any, store_url: str, cluster: str, channel: str, new: Sequence[NewJob],
     wake: Wake, *, copy: bool,
 ) -> list[int]:
-    try:
-        conn = session.connection()
-    except sa.exc.SQLAlchemyError as exc:
-        raise ConfigurationError(f"connection= is a Session without a connection: {exc}") from None
+    with translated("connection= (a Session)"):
+        try:
+            conn = session.connection()
+        except sa.exc.InvalidRequestError as exc:  # no bind, or a session in no state for one
+            first = str(exc).strip().splitlines()[0]
+            raise ConfigurationError(
+                f"connection= is a Session without a connection: {first}"
+            ) from None
     dialect = _checked(conn, store_url)
     ids = _run(conn, dialect, cluster, channel, new, copy=copy)
     if dialect == "sqlite":
-        _hook(session, wake, session=True).add({j.partition for j in new})
+        _after_commit(session, session=True).add(wake, {j.partition for j in new})
     return ids
 
 
@@ -269,7 +276,7 @@ def _via_connection(
         if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             wake(parts)  # each statement committed as it ran: there is no commit to wait for
         else:
-            _hook(conn, wake, session=False).add(parts)
+            _after_commit(conn, session=False).add(wake, parts)
     return ids
 
 

@@ -250,6 +250,34 @@ def test_an_engine_or_a_closed_connection_is_refused(app: App, engine: sa.Engine
     assert queued(app) == 0
 
 
+def test_an_unbound_session_is_a_one_line_error(app: App) -> None:
+    with orm.Session() as session, pytest.raises(ConfigurationError) as info:
+        app.enqueue("ship", "k", connection=session)
+    assert "Session without a connection" in str(info.value) and "\n" not in str(info.value)
+
+
+def test_one_transaction_may_hold_jobs_of_two_apps(
+    app: App, engine: sa.Engine, db_url: str, cluster_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = App(database_url=db_url, partitions=4, cluster=cluster_name + "-b")
+    other.task("ship")(lambda job: None)
+    woken: list[tuple[str, set[int]]] = []
+    for a in (app, other):
+        monkeypatch.setattr(a, "_wake", lambda p, a=a: woken.append((a.settings.cluster, p)))
+    try:
+        other.store.open()
+        with engine.connect() as conn:
+            one = app.enqueue("ship", "k", connection=conn)
+            two = other.enqueue("ship", "k", connection=conn)
+            conn.commit()
+        assert app.get_job(one) is not None and other.get_job(two) is not None
+        if app.store.dialect == "sqlite":  # each app nudges its own cluster's workers
+            assert sorted(woken) == sorted([(app.settings.cluster, {app.partition_for("k")}),
+                                            (other.settings.cluster, {other.partition_for("k")})])
+    finally:
+        other.close()
+
+
 def test_a_batch_is_validated_before_the_connection_is_touched(
     app: App, engine: sa.Engine
 ) -> None:
