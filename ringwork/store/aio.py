@@ -170,7 +170,8 @@ async def enqueue_psycopg_async(
     if raw.closed:
         raise ConfigurationError("connection= is closed")
     check_same_database(store_url, "postgresql", None, raw.info)
-    steps = enqueue.enqueue_steps("postgresql", cluster, channel, new)
+    # No COPY, as for a sync psycopg connection (external._via_psycopg): the caller's loaders.
+    steps = enqueue.enqueue_steps("postgresql", cluster, channel, new, copy=False)
     with translated("enqueue in the caller's transaction"):
         # As for a sync psycopg connection: a transaction of its own in autocommit (for more
         # than one statement), else the caller's, which psycopg begins at our first statement.

@@ -11,7 +11,8 @@ What is accepted (:func:`resolve`):
 * a SQLAlchemy ``Connection``; a ``Session`` is resolved to ``session.connection()``, the
   connection of the session's current transaction;
 * on PostgreSQL, a raw psycopg 3 ``Connection`` (Django's ``django.db.connection.connection``):
-  the same statements, compiled by SQLAlchemy's psycopg dialect, run through it.
+  the same INSERT, compiled by SQLAlchemy's psycopg dialect, runs through it (never COPY: see
+  :func:`_via_psycopg`).
 
 Asyncio connections are :mod:`.aio`'s business; this module says so in one line if handed one.
 
@@ -273,11 +274,22 @@ def _via_connection(
     ids = _run(conn, dialect, cluster, channel, new, copy=copy)
     if dialect == "sqlite":
         parts = {j.partition for j in new}
-        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
-            wake(parts)  # each statement committed as it ran: there is no commit to wait for
+        if _committed_already(conn):
+            wake(parts)  # autocommit: the INSERT committed as it ran; no commit to wait for
         else:
             _after_commit(conn, session=False).add(wake, parts)
     return ids
+
+
+def _committed_already(conn: sa.Connection) -> bool:
+    """SQLite: is no transaction open after our INSERT (the connection is in autocommit)?
+
+    Asked of SQLite itself (``sqlite3.Connection.in_transaction``), which is right whatever
+    mode SQLAlchemy, the engine or the driver were set to; an adapted driver without the
+    attribute (aiosqlite's) is taken to be in a transaction.
+    """
+    raw = conn.connection.dbapi_connection
+    return getattr(raw, "in_transaction", True) is False
 
 
 def _run(
@@ -299,7 +311,10 @@ def _via_psycopg(
     check_same_database(store_url, "postgresql", None, raw.info)
     from psycopg.rows import dict_row
 
-    steps = enqueue.enqueue_steps("postgresql", cluster, channel, new)
+    # No COPY: its rows carry the transaction's now() as read back through this connection,
+    # whose loaders are the caller's (Django's turn timestamptz into naive local time when
+    # USE_TZ is off); the INSERT computes every time in the server.
+    steps = enqueue.enqueue_steps("postgresql", cluster, channel, new, copy=False)
     with translated("enqueue in the caller's transaction"):
         # In autocommit (Django outside atomic()) a batch of several statements still goes in
         # as one transaction of its own. Otherwise psycopg has begun (or begins at our first

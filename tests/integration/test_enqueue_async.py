@@ -166,7 +166,8 @@ def test_sync_connections_and_wrong_types_are_one_line_errors(app: App) -> None:
     assert app.store.counts_by_state()["queued"] == 0
 
 
-# -- a caller's asyncio connection (PostgreSQL: SQLAlchemy's psycopg async engine, psycopg) --------
+# -- a caller's asyncio connection: SQLAlchemy's asyncio engines (psycopg's async driver on
+# PostgreSQL, aiosqlite on SQLite) and psycopg's AsyncConnection ---------------------------------
 
 
 @pytest.fixture
@@ -177,22 +178,40 @@ def pg_app(pg_database_url: str, cluster_name: str) -> Iterator[App]:
     app.close()
 
 
-@pytest.mark.postgres
-def test_an_async_connection_commits_or_rolls_back_its_job(pg_app: App) -> None:
-    app = pg_app
+def async_url(app: App) -> str:
+    """The application's asyncio URL for the app's database."""
+    url = sa.make_url(app.store.url)
+    if app.store.dialect == "sqlite":
+        pytest.importorskip("aiosqlite")
+        url = url.set(drivername="sqlite+aiosqlite")
+    return url.render_as_string(hide_password=False)
+
+
+def test_an_async_connection_commits_or_rolls_back_its_job(
+    app: App, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pg = app.store.dialect == "postgresql"
     listener = app.store.listen()
-    assert listener is not None
+    woken: list[tuple[set[int], bool]] = []
+
+    def wake(partitions: set[int]) -> None:  # SQLite: the nudge, and whether the job is visible
+        woken.append((partitions, app.store.counts_by_state()["queued"] == 100))
+
+    monkeypatch.setattr(app, "_wake", wake)
 
     async def main() -> list[int]:
-        engine = create_async_engine(app.store.url)
+        engine = create_async_engine(async_url(app))
         try:
             async with engine.connect() as conn:
                 await app.enqueue_async("ship", "lost", connection=conn)
                 await conn.rollback()
-                assert await asyncio.to_thread(listener.wait, 0.3) == set()
+                if listener is not None:
+                    assert await asyncio.to_thread(listener.wait, 0.3) == set()
                 ids = await app.enqueue_many_async(
                     [{"task": "ship", "key": f"k{i}"} for i in range(100)], connection=conn)
-                assert app.store.counts_by_state()["queued"] == 0  # not before the commit
+                counts = await asyncio.to_thread(app.store.counts_by_state)
+                assert counts["queued"] == 0  # not before the commit
+                assert woken == []
                 await conn.commit()
                 assert not conn.closed
             return ids
@@ -202,19 +221,21 @@ def test_an_async_connection_commits_or_rolls_back_its_job(pg_app: App) -> None:
     try:
         ids = asyncio.run(main())
         assert app.store.counts_by_state()["queued"] == 100 and ids == sorted(ids)
-        assert listener.wait(5)  # the NOTIFY came with the commit
+        if pg:
+            assert listener is not None and listener.wait(5)  # the NOTIFY came at the commit
+        else:
+            partitions = {app.partition_for(f"k{i}") for i in range(100)}
+            assert woken == [(partitions, True)]  # after the commit, once
     finally:
-        listener.close()
+        if listener is not None:
+            listener.close()
 
 
-@pytest.mark.postgres
 def test_an_async_session_commits_its_orm_row_and_job_together(
-    pg_app: App, cluster_name: str
+    app: App, cluster_name: str
 ) -> None:
-    app = pg_app
-
     async def main() -> tuple[int, int]:
-        engine = create_async_engine(app.store.url)
+        engine = create_async_engine(async_url(app))
         try:
             async with engine.begin() as conn:
                 await conn.run_sync(Base.metadata.create_all)
@@ -240,13 +261,9 @@ def test_an_async_session_commits_its_orm_row_and_job_together(
     assert app.get_job(job_id).payload == {"order": order_id}  # type: ignore[union-attr]
 
 
-@pytest.mark.postgres
-def test_an_async_connection_does_not_block_the_loop(pg_app: App) -> None:
-    app = pg_app
-    app.store.open()
-
+def test_an_async_connection_does_not_block_the_loop(app: App) -> None:
     async def main() -> None:
-        engine = create_async_engine(app.store.url)
+        engine = create_async_engine(async_url(app))
         try:
             async with engine.connect() as conn:
                 blocker = Blocker(app)
@@ -288,10 +305,12 @@ def test_a_raw_psycopg_async_connection(pg_app: App) -> None:
     assert app.store.counts_by_state()["queued"] == 101
 
 
-@pytest.mark.postgres
-def test_an_async_connection_to_another_database_is_refused(pg_app: App) -> None:
-    app = pg_app
-    other = sa.make_url(app.store.url).set(database="postgres").render_as_string(False)
+def test_an_async_connection_to_another_database_is_refused(app: App, tmp_path: Any) -> None:
+    if app.store.dialect == "sqlite":
+        other = async_url(app).replace(str(sa.make_url(app.store.url).database),
+                                       str(tmp_path / "other.db"))
+    else:
+        other = sa.make_url(app.store.url).set(database="postgres").render_as_string(False)
 
     async def main() -> None:
         engine = create_async_engine(other)
@@ -301,8 +320,9 @@ def test_an_async_connection_to_another_database_is_refused(pg_app: App) -> None
                     await app.enqueue_async("ship", "k", connection=conn)
         finally:
             await engine.dispose()
-        async with await psycopg.AsyncConnection.connect(_libpq(other)) as raw:
-            with pytest.raises(ConfigurationError, match="not the app's"):
-                await app.enqueue_async("ship", "k", connection=raw)
+        if app.store.dialect == "postgresql":
+            async with await psycopg.AsyncConnection.connect(_libpq(other)) as raw:
+                with pytest.raises(ConfigurationError, match="not the app's"):
+                    await app.enqueue_async("ship", "k", connection=raw)
 
     asyncio.run(main())

@@ -127,6 +127,19 @@ def test_the_sqlite_wake_up_goes_out_after_the_commit_and_never_on_rollback(
         assert woken[1] == ({app.partition_for("d")}, "queued")
 
 
+def test_an_autocommit_sqlite_connection_wakes_at_once(
+    app: App, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if app.store.dialect != "sqlite":
+        pytest.skip("SQLite's nudge")
+    woken: list[set[int]] = []
+    monkeypatch.setattr(app, "_wake", woken.append)
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        job_id = app.enqueue("ship", "k", connection=conn)
+        assert woken == [{app.partition_for("k")}]  # committed as it ran
+        assert app.get_job(job_id) is not None
+
+
 @pytest.mark.postgres
 def test_listen_sees_nothing_before_the_commit_nor_after_a_rollback(
     pg_database_url: str, cluster_name: str
