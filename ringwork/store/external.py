@@ -204,8 +204,7 @@ def enqueue_external(
     ``opened``: opens the app's store (its schema is then migrated) and returns its SQLAlchemy
     dialect, which compiles the statements for a raw psycopg connection (``None``: SQLite,
     left closed); called once the argument's kind is known, so a wrong argument never touches
-    a database. ``copy=False`` when
-    the connection cannot ``COPY`` (inside ``run_sync``).
+    a database. ``copy=False`` when the connection cannot ``COPY`` (inside ``run_sync``).
     """
     if connection is None or isinstance(connection, (str, bytes, int, float)):
         raise ConfigurationError(
@@ -243,7 +242,11 @@ def _checked(conn: sa.Connection, store_url: str) -> str:
     info = None
     if dialect == "postgresql" and conn.dialect.driver in ("psycopg", "psycopg_async"):
         info = getattr(conn.connection.driver_connection, "info", None)
-    check_same_database(store_url, dialect, conn.engine.url, info)
+    url = conn.engine.url
+    if dialect == "sqlite" and not url.database:  # an engine made with creator=: ask SQLite
+        rows = conn.exec_driver_sql("PRAGMA database_list").fetchall()
+        url = url.set(database=next((r[2] for r in rows if r[1] == "main"), None))
+    check_same_database(store_url, dialect, url, info)
     return dialect
 
 

@@ -374,3 +374,27 @@ def test_a_psycopg_connection_elsewhere_or_closed_is_refused(
 
 def test_the_copy_threshold_is_what_the_batch_test_crosses() -> None:
     assert store_enqueue.COPY_MIN_ROWS <= 200
+
+
+def test_a_sqlite_engine_made_with_a_creator_is_checked_by_its_file(
+    app: App, db_url: str, tmp_path: Path
+) -> None:
+    if app.store.dialect != "sqlite":
+        pytest.skip("SQLite's file")
+    import sqlite3
+
+    path = sa.make_url(db_url).database
+    assert path is not None
+    for target, ok in ((path, True), (str(tmp_path / "elsewhere.db"), False)):
+        engine = sa.create_engine("sqlite://", creator=lambda t=target: sqlite3.connect(t))
+        try:
+            with engine.connect() as conn:
+                if ok:
+                    job_id = app.enqueue("ship", "k", connection=conn)
+                    conn.commit()
+                    assert app.get_job(job_id) is not None
+                else:
+                    with pytest.raises(ConfigurationError, match="not the app's"):
+                        app.enqueue("ship", "k", connection=conn)
+        finally:
+            engine.dispose()
