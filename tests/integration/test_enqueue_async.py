@@ -110,6 +110,20 @@ def test_enqueue_async_and_get_job_async(app: App) -> None:
     assert app.store.counts_by_state()["queued"] == 151
 
 
+def test_concurrent_calls_and_a_second_event_loop(app: App) -> None:
+    """Many calls at once (the pool grows, then keeps a few); connections outlive a loop."""
+
+    async def burst() -> list[int]:
+        return list(await asyncio.gather(
+            *(app.enqueue_async("ship", f"k{i}", i) for i in range(40))))
+
+    first = asyncio.run(burst())
+    second = asyncio.run(burst())  # a new loop, the same idle connections
+    assert len(set(first + second)) == 80
+    record = asyncio.run(app.get_job_async(second[-1]))
+    assert record is not None and record.payload == 39
+
+
 def test_enqueue_async_does_not_block_the_loop(app: App) -> None:
     async def main() -> None:
         blocker = Blocker(app)
