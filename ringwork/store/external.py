@@ -37,8 +37,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import os
 import sys
+import threading
 import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -49,6 +51,7 @@ from sqlalchemy.engine import Dialect
 
 from ringwork.errors import ConfigurationError
 from ringwork.job import NewJob
+from ringwork.log import log_event
 from ringwork.store import enqueue
 from ringwork.store.engine import normalize_url, translated
 
@@ -166,22 +169,30 @@ class _AfterCommit:
     def _wake_all(self) -> None:
         pending, self.pending = self.pending, {}
         for wake, partitions in pending.items():
-            wake(partitions)
+            # The commit has happened: whatever a nudge meets must not come out of the
+            # caller's commit() as if the commit had failed. The poll covers a lost nudge.
+            try:
+                wake(partitions)
+            except Exception as exc:
+                log_event("wake_after_commit_failed", logging.WARNING, error=repr(exc))
 
 
 _hooks: weakref.WeakKeyDictionary[Any, _AfterCommit] = weakref.WeakKeyDictionary()
+_hooks_lock = threading.Lock()  # connections of many threads register at once
 
 
 def _after_commit(owner: Any, *, session: bool) -> _AfterCommit:
-    hook = _hooks.get(owner)
-    if hook is None:
+    with _hooks_lock:
+        hook = _hooks.get(owner)
+        if hook is not None:
+            return hook
         hook = _hooks[owner] = _AfterCommit()
-        if session:
-            event.listen(owner, "after_commit", hook.committed)
-            event.listen(owner, "after_rollback", hook.rolled_back)
-        else:
-            event.listen(owner, "commit", hook.committing)
-            event.listen(owner, "rollback", hook.rolled_back)
+    if session:
+        event.listen(owner, "after_commit", hook.committed)
+        event.listen(owner, "after_rollback", hook.rolled_back)
+    else:
+        event.listen(owner, "commit", hook.committing)
+        event.listen(owner, "rollback", hook.rolled_back)
     return hook
 
 
@@ -260,7 +271,7 @@ def _via_session(
         except sa.exc.InvalidRequestError as exc:  # no bind, or a session in no state for one
             first = str(exc).strip().splitlines()[0]
             raise ConfigurationError(
-                f"connection= is a Session without a connection: {first}"
+                f"connection= is a Session that cannot give a connection: {first}"
             ) from None
     dialect = _checked(conn, store_url)
     ids = _run(conn, dialect, cluster, channel, new, copy=copy)

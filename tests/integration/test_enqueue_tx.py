@@ -266,7 +266,8 @@ def test_an_engine_or_a_closed_connection_is_refused(app: App, engine: sa.Engine
 def test_an_unbound_session_is_a_one_line_error(app: App) -> None:
     with orm.Session() as session, pytest.raises(ConfigurationError) as info:
         app.enqueue("ship", "k", connection=session)
-    assert "Session without a connection" in str(info.value) and "\n" not in str(info.value)
+    message = str(info.value)
+    assert "Session that cannot give a connection" in message and "\n" not in message
 
 
 def test_one_transaction_may_hold_jobs_of_two_apps(
@@ -289,6 +290,46 @@ def test_one_transaction_may_hold_jobs_of_two_apps(
                                             (other.settings.cluster, {other.partition_for("k")})])
     finally:
         other.close()
+
+
+def test_a_failing_nudge_never_fails_the_callers_commit(
+    app: App, engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(partitions: set[int]) -> None:
+        raise RuntimeError("no sockets today")
+
+    monkeypatch.setattr(app, "_wake", broken)
+    with engine.connect() as conn:
+        job_id = app.enqueue("ship", "k", connection=conn)
+        conn.commit()
+    with orm.Session(engine) as session:
+        other = app.enqueue("ship", "k2", connection=session)
+        session.commit()
+    assert app.get_job(job_id) is not None and app.get_job(other) is not None
+
+
+@pytest.mark.postgres
+def test_a_failed_postgresql_transaction_is_a_one_line_database_error(
+    pg_database_url: str, cluster_name: str
+) -> None:
+    from ringwork import DatabaseError
+
+    app = App(database_url=pg_database_url, partitions=8, cluster=cluster_name)
+    app.task("ship")(lambda job: None)
+    engine = sa.create_engine(pg_database_url)
+    try:
+        with engine.connect() as conn:
+            with pytest.raises(sa.exc.ProgrammingError):
+                conn.execute(sa.text("SELECT * FROM no_such_table"))
+            with pytest.raises(DatabaseError) as info:
+                app.enqueue("ship", "k", connection=conn)
+            assert "aborted" in str(info.value) and "\n" not in str(info.value)
+            conn.rollback()
+            assert app.enqueue("ship", "k", connection=conn) > 0  # usable again
+            conn.commit()
+    finally:
+        engine.dispose()
+        app.close()
 
 
 def test_a_batch_is_validated_before_the_connection_is_touched(
