@@ -124,6 +124,35 @@ def test_concurrent_calls_and_a_second_event_loop(app: App) -> None:
     assert record is not None and record.payload == 39
 
 
+def test_a_worker_starts_async_enqueued_jobs_at_once(db_url: str, cluster_name: str) -> None:
+    """The wake-up rides along: NOTIFY from the asyncio connection, SQLite's nudge from the
+    thread; the 30 s poll cannot explain a start within a second."""
+    import time
+
+    from ringwork import Job
+    from tests.support import running_worker, wait_for
+
+    app = App(database_url=db_url, partitions=8, cluster=cluster_name)
+    app.configure(concurrency=2, poll_interval=30.0)
+    started: dict[int, float] = {}
+
+    @app.task("quick")
+    def quick(job: Job) -> None:
+        started[job.id] = time.monotonic()
+
+    latencies = []
+    try:
+        with running_worker(app):
+            for i in range(3):
+                t0 = time.monotonic()
+                job_id = asyncio.run(app.enqueue_async("quick", f"k{i}"))
+                wait_for(lambda job_id=job_id: job_id in started, 4.0, 0.002, "job start")
+                latencies.append(started[job_id] - t0)
+    finally:
+        app.close()
+    assert max(latencies) < 1.0, latencies
+
+
 def test_enqueue_async_does_not_block_the_loop(app: App) -> None:
     async def main() -> None:
         blocker = Blocker(app)
