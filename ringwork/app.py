@@ -3,8 +3,8 @@
 An ``App`` touches no database until it is used, so ``app.partition_for(key)`` works offline and
 importing a module that defines an app is free. The store is created lazily, once per App. The
 App is three parts: the task registry (:mod:`ringwork.tasks`), the job client
-(:mod:`ringwork.client`: enqueue, inspect, cancel, retry) and, here, the settings, the store and
-the wake-up sender they share.
+(:mod:`ringwork.client`: enqueue, inspect, cancel, retry; :mod:`ringwork.client_async`: its
+asyncio side) and, here, the settings, the store and the wake-up sender they share.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import threading
 from typing import TYPE_CHECKING, Any
 
 from ringwork.client import JobClient
+from ringwork.client_async import AsyncJobClient
 from ringwork.errors import ConfigurationError
 from ringwork.settings import Settings
 from ringwork.tasks import MAX_DELAY, Handler, PartitionCallback, Task, Tasks, check_timeout
@@ -27,7 +28,7 @@ if TYPE_CHECKING:
 __all__ = ["MAX_DELAY", "App", "Handler", "PartitionCallback", "Task", "check_timeout"]
 
 
-class App(Tasks, JobClient):
+class App(Tasks, JobClient, AsyncJobClient):
     """A ringwork application: tasks, their jobs' database, and the cluster they run in.
 
     ``settings`` is the app's configuration in code; ``database_url``, ``partitions`` and

@@ -114,25 +114,45 @@ class JobClient:
             delay,
         )
 
-    def enqueue(self, task: str, key: str, payload: Any = None, **options: Any) -> int:
-        """Insert one job and return its id (the existing id if ``dedupe_key`` matches one)."""
-        return self.enqueue_many([{"task": task, "key": key, "payload": payload, **options}])[0]
+    def enqueue(
+        self, task: str, key: str, payload: Any = None, *, connection: Any = None, **options: Any
+    ) -> int:
+        """Insert one job and return its id (the existing id if ``dedupe_key`` matches one).
 
-    def enqueue_many(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[int]:
+        ``connection``: write the job in the caller's transaction instead of one of its own --
+        see :meth:`enqueue_many`.
+        """
+        job = {"task": task, "key": key, "payload": payload, **options}
+        return self.enqueue_many([job], connection=connection)[0]
+
+    def enqueue_many(
+        self, jobs: Iterable[Mapping[str, Any] | NewJob], *, connection: Any = None
+    ) -> list[int]:
         """Insert many jobs in batched statements; ids come back in input order.
 
         Each item is a :class:`NewJob` or a mapping with ``task``, ``key`` and optionally
         ``payload``, ``run_at``, ``delay``, ``priority``, ``dedupe_key``.
+
+        ``connection``: a SQLAlchemy ``Connection`` or ``Session`` (or, on PostgreSQL, a psycopg
+        connection) on the app's database. The jobs are written in its current transaction, so
+        they exist if and only if the caller commits it; ringwork never commits, rolls back or
+        closes it. The workers are woken at the commit (docs/recipes.md).
         """
-        # One JSON encoder for the batch; each payload is encoded once, here, and the store
-        # writes that text (a NewJob passed in is encoded by the store).
-        build = functools.partial(self._build, payload_encoder())
-        built = [j if isinstance(j, NewJob) else build(**j) for j in jobs]
+        built = self._build_all(jobs)
+        if connection is not None:
+            return self.store.enqueue_in(connection, built, self._wake)
         if not built:
             return []
         ids = self.store.enqueue(built)
         self._wake({j.partition for j in built})
         return ids
+
+    def _build_all(self, jobs: Iterable[Mapping[str, Any] | NewJob]) -> list[NewJob]:
+        """Validate a batch (all or nothing, before any database access)."""
+        # One JSON encoder for the batch; each payload is encoded once, here, and the store
+        # writes that text (a NewJob passed in is encoded by the store).
+        build = functools.partial(self._build, payload_encoder())
+        return [j if isinstance(j, NewJob) else build(**j) for j in jobs]
 
     # -- inspection and administration ---------------------------------------------------------
 

@@ -15,15 +15,22 @@ got due jobs, so it is delivered at commit, exactly when the rows become visible
 format is :mod:`ringwork.store.listen`'s; past :data:`WAKE_LIST_MAX` partitions it is
 ``WAKE_ALL``, a rule the SQL statement and :func:`wake_payload` both take from here.
 
-Threads: runs inside a transaction of :class:`~ringwork.store.Store` on the caller's thread:
-an application's (``App.enqueue``, any thread), the CLI's, a handler's.
+The statements are run by a *runner*: :func:`enqueue` for a SQLAlchemy ``Connection`` (the
+store's own transactions, and a caller's through :mod:`.external`), :mod:`.external`'s for a raw
+psycopg connection, :mod:`.aio`'s on an event loop. :func:`enqueue_steps` is the one place that
+decides which statements a batch takes.
+
+Threads: runs on the caller's thread, inside a transaction of :class:`~ringwork.store.Store` or
+of the caller's connection: an application's (``App.enqueue``, any thread), the CLI's, a
+handler's; or on an event loop (``App.enqueue_async``).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Generator, Sequence
 from datetime import datetime, timedelta, timezone
 from json.encoder import encode_basestring_ascii as _json_str
 from typing import Any
@@ -126,12 +133,68 @@ RETURNING id, task, dedupe_key
 ENQUEUE_SQLITE = enqueue_sqlite(False)
 
 # --- Running them -----------------------------------------------------------------------------
+#
+# The enqueue is written once, as a generator of the database work it needs (:class:`Query`,
+# :class:`Copy`), so every kind of connection runs the very same statements: a SQLAlchemy
+# ``Connection`` (:func:`enqueue`, the store's and a caller's), a raw psycopg connection
+# (a Django app's), an asyncio one (``App.enqueue_async``). A runner answers each ``Query`` with
+# its rows as mappings and each ``Copy`` with ``None``; the generator returns the ids.
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Query:
+    """Run ``statement`` with ``params``; send back its rows as mappings (column name -> value)."""
+
+    statement: Any
+    params: dict[str, Any]
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Copy:
+    """PostgreSQL: ``COPY`` ``data`` (text format, UTF-8) with ``sql``; send back ``None``."""
+
+    sql: str
+    data: bytes
+
+
+Step = Query | Copy
+Steps = Generator[Step, Any, list[int]]
 
 
 def enqueue(
     conn: sa.Connection, dialect: str, cluster: str, channel: str, new: Sequence[NewJob]
 ) -> list[int]:
     """Insert ``new`` (one statement per chunk); ids in input order, deduplicated ids reused."""
+    return run_connection(conn, enqueue_steps(dialect, cluster, channel, new))
+
+
+def run_connection(conn: sa.Connection, steps: Steps) -> list[int]:
+    """Carry out ``steps`` on a SQLAlchemy connection, in its current transaction."""
+    answer: Any = None
+    try:
+        while True:
+            step = steps.send(answer)
+            if isinstance(step, Query):
+                answer = conn.execute(step.statement, step.params).mappings().all()
+            else:
+                raw = conn.connection.driver_connection
+                assert raw is not None
+                with raw.cursor() as cursor, cursor.copy(step.sql) as copy:
+                    copy.write(step.data)
+                answer = None
+    except StopIteration as done:
+        ids: list[int] = done.value
+        return ids
+
+
+def enqueue_steps(
+    dialect: str, cluster: str, channel: str, new: Sequence[NewJob], *, copy: bool = True
+) -> Steps:
+    """The enqueue of ``new`` as steps for a runner; returns the ids in input order.
+
+    ``copy=False``: never ``COPY`` (a runner that cannot, e.g. SQLAlchemy's asyncio adaptation
+    inside ``run_sync``); big batches then take the ``INSERT`` that dedupe batches take anyway.
+    """
     ids: list[int] = [0] * len(new)
     # Within one batch, a repeated (task, dedupe_key) is the same job: send only the first
     # (PostgreSQL refuses to touch one row twice in a statement).
@@ -156,12 +219,17 @@ def enqueue(
                 text = encode(j.payload)
             payloads.append(text)
         by_dedupe: dict[tuple[str, str], int] = {}
-        copy = len(rows) >= COPY_MIN_ROWS and all(j.dedupe_key is None for j in rows)
-        if dialect == "postgresql" and copy:
-            fresh = _copy_pg(conn, cluster, channel, rows, payloads)
+        use_copy = (
+            copy
+            and dialect == "postgresql"
+            and len(rows) >= COPY_MIN_ROWS
+            and all(j.dedupe_key is None for j in rows)
+        )
+        if use_copy:
+            fresh = yield from _copy_pg(cluster, channel, rows, payloads)
         else:
             if dialect == "postgresql":
-                result = conn.execute(
+                query = Query(
                     ENQUEUE_PG,
                     {"cluster": cluster, "channel": channel, "rows": _pg_rows(rows, payloads)},
                 )
@@ -169,12 +237,12 @@ def enqueue(
                 sqlite_rows = [_sqlite_row(j, p) for j, p in zip(rows, payloads, strict=True)]
                 doc = json.dumps(sqlite_rows, separators=(",", ":"))
                 clock = sqlite_clock()
-                result = conn.execute(
+                query = Query(
                     enqueue_sqlite(clock is not None),
                     with_clock({"cluster": cluster, "rows": doc}, clock),
                 )
             fresh = []
-            for row in result.mappings():
+            for row in (yield query):
                 if row["dedupe_key"] is None:
                     fresh.append(row["id"])
                 else:
@@ -192,6 +260,14 @@ def enqueue(
         if job.dedupe_key is not None and ids[i] == 0:
             ids[i] = ids[first[(job.task, job.dedupe_key)]]
     return ids
+
+
+def statement_count(dialect: str, new: Sequence[NewJob]) -> int:
+    """An upper bound on the statements :func:`enqueue_steps` sends for ``new``: a runner in
+    autocommit needs a transaction of its own when it is more than one."""
+    if len(new) <= ENQUEUE_CHUNK and (dialect != "postgresql" or len(new) < COPY_MIN_ROWS):
+        return 1
+    return 3 * (len(new) // ENQUEUE_CHUNK + 1)
 
 
 def wake_payload(partitions: set[int]) -> str:
@@ -227,8 +303,8 @@ def _copy_json(text: str) -> str:
 
 
 def _copy_pg(
-    conn: sa.Connection, cluster: str, channel: str, rows: Sequence[NewJob], payloads: list[str]
-) -> list[int]:
+    cluster: str, channel: str, rows: Sequence[NewJob], payloads: list[str]
+) -> Generator[Step, Any, list[int]]:
     """Insert a chunk without dedupe keys with COPY; the new ids, ascending (= input order).
 
     About half the server time of ``INSERT .. SELECT`` from a JSON document. The ids come
@@ -238,10 +314,10 @@ def _copy_pg(
     """
     timed = any(j.run_at is not None or j.delay for j in rows)
     wake = None if timed else wake_payload({j.partition for j in rows})
-    got = conn.execute(ENQUEUE_PG_IDS, {"n": len(rows), "channel": channel, "wake": wake})
-    row = got.mappings().one()
-    now: datetime = row["now"]
-    new_ids: list[int] = row["ids"]
+    [row] = yield Query(ENQUEUE_PG_IDS, {"n": len(rows), "channel": channel, "wake": wake})
+    # as_utc: a raw psycopg runner hands back the session's time zone, SQLAlchemy UTC already.
+    now: datetime = as_utc(row["now"])
+    new_ids: list[int] = list(row["ids"])
     ts = now.isoformat()  # the server's clock, as the INSERT would take it
     head = f"\t{_copy_text(cluster)}\t"
     tasks = {task: _copy_text(task) for task in {j.task for j in rows}}
@@ -254,18 +330,15 @@ def _copy_pg(
             for job_id, j, payload in zip(new_ids, rows, payloads, strict=True)
         ]
     )
-    raw = conn.connection.driver_connection
-    assert raw is not None
     try:
         encoded = data.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate; the INSERT path fails in the server
         raise DatabaseError(f"job text is not valid UTF-8: {exc}") from None
-    with raw.cursor() as cursor, cursor.copy(ENQUEUE_PG_COPY) as copy:
-        copy.write(encoded)
+    yield Copy(ENQUEUE_PG_COPY, encoded)
     if timed:
         due = {j.partition for j in rows if _due_at(j, now) <= now}
         if due:
-            conn.execute(NOTIFY_PG, {"channel": channel, "wake": wake_payload(due)})
+            yield Query(NOTIFY_PG, {"channel": channel, "wake": wake_payload(due)})
     return sorted(new_ids)
 
 

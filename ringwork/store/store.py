@@ -33,7 +33,18 @@ from sqlalchemy.engine import Engine
 from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.store import claim, cron, enqueue, jobs, migrate, referee, registry, retention
+from ringwork.store import (
+    claim,
+    cron,
+    enqueue,
+    external,
+    jobs,
+    migrate,
+    referee,
+    registry,
+    retention,
+)
+from ringwork.store.aio import AsyncJobs
 from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
     begin,
@@ -65,6 +76,7 @@ class Store:
         self.channel = channel_for(cluster)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
+        self._aio: AsyncJobs | None = None
 
     def __repr__(self) -> str:
         return f"Store({describe(self._engine) if self._engine else '...'}, {self.cluster!r})"
@@ -97,8 +109,16 @@ class Store:
                 raise
             self._engine = engine
 
+    @property
+    def is_open(self) -> bool:
+        """Whether :meth:`open` has run (an asyncio caller opens the store in a thread first)."""
+        return self._engine is not None
+
     def close(self) -> None:
         with self._lock:
+            if self._aio is not None:
+                self._aio.close()
+                self._aio = None
             if self._engine is not None:
                 self._engine.dispose()
                 self._engine = None
@@ -129,14 +149,43 @@ class Store:
         """Insert jobs; their ids in input order (an unfinished duplicate's id when deduped)."""
         if not jobs_:
             return []
-        for j in jobs_:
-            if not 0 <= j.partition < self.partitions:
-                raise ValueError(f"partition {j.partition} out of range 0..{self.partitions - 1}")
+        self.check_partitions(jobs_)
         # A few jobs (App.enqueue's one, above all) are a single INSERT statement: run it as its
         # own transaction, one round trip, since it sits on the enqueue-to-start path.
         few = len(jobs_) < enqueue.COPY_MIN_ROWS
         with self._one_statement() if few else self._tx(write=True) as conn:
             return enqueue.enqueue(conn, self.dialect, self.cluster, self.channel, jobs_)
+
+    def enqueue_in(
+        self,
+        connection: object,
+        jobs_: Sequence[NewJob],
+        wake: Callable[[set[int]], None],
+        *,
+        copy: bool = True,
+    ) -> list[int]:
+        """Insert jobs inside the transaction of the caller's ``connection``, which ringwork
+        never commits, rolls back or closes (:mod:`.external`); ``wake`` is called with the
+        partitions once it commits, on SQLite (PostgreSQL's NOTIFY rides on the commit)."""
+        self.check_partitions(jobs_)
+
+        def opened() -> sa.Dialect | None:
+            # SQLite: opening writes (the migration, the cluster row) and would wait for the
+            # write lock that the caller's transaction may already hold after its own writes:
+            # a 5 s stall, then an error. The INSERT needs only the schema; the workers made it.
+            if self.dialect == "sqlite" and not self.is_open:
+                return None
+            return self.engine.dialect
+
+        return external.enqueue_external(
+            connection, self.url, self.cluster, self.channel, jobs_, wake, opened, copy=copy
+        )
+
+    def check_partitions(self, jobs_: Sequence[NewJob]) -> None:
+        """Every job's partition is one of this cluster's (a ``NewJob`` can say anything)."""
+        for j in jobs_:
+            if not 0 <= j.partition < self.partitions:
+                raise ValueError(f"partition {j.partition} out of range 0..{self.partitions - 1}")
 
     def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
         """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
@@ -393,6 +442,23 @@ class Store:
             return None
         return AsyncClaimer(engine.dialect, pg_connect_kwargs(engine.dialect, engine.url),
                             self.cluster)
+
+    def aio(self) -> AsyncJobs | None:
+        """Enqueue and ``get_job`` for an asyncio loop (PostgreSQL; ``None`` on SQLite).
+
+        One per store, its connections made like the pool's; it needs the store open (call
+        :meth:`open` off the loop first: opening may migrate).
+        """
+        engine = self.engine
+        if engine.dialect.name != "postgresql":
+            return None
+        with self._lock:
+            if self._aio is None:
+                self._aio = AsyncJobs(
+                    engine.dialect, pg_connect_kwargs(engine.dialect, engine.url),
+                    self.cluster, self.channel,
+                )
+            return self._aio
 
     def listen(self) -> Listener | None:
         """A LISTEN connection for this cluster's enqueue notifications (``None`` on SQLite).

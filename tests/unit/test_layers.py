@@ -14,7 +14,7 @@ LAYERS = {
     "ringwork.tasks": 0,
     "ringwork.protocol": 1, "ringwork.store": 1,
     "ringwork.testing": 2,
-    "ringwork.wakeup": 2, "ringwork.app": 3, "ringwork.client": 3,
+    "ringwork.wakeup": 2, "ringwork.app": 3, "ringwork.client": 3, "ringwork.client_async": 3,
     "ringwork.coordinator": 4, "ringwork.node": 4,
     "ringwork.worker": 5, "ringwork.console": 5, "ringwork.status": 5, "ringwork.inline": 5,
     "ringwork.demo": 6, "ringwork.demo_app": 6, "ringwork.cli": 7,
