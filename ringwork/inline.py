@@ -28,7 +28,7 @@ import random
 import tempfile
 from datetime import datetime, timedelta, timezone
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import sqlalchemy as sa
 
@@ -38,12 +38,35 @@ from ringwork.node.cron import cron_chore_run
 from ringwork.store import hostclock
 from ringwork.store.clock import now_expr
 from ringwork.store.schema import QUEUED, jobs
-from ringwork.worker.executor import describe_exception, retry_delay
+from ringwork.worker.failures import describe_exception, retry_delay
 from ringwork.worker.transactional import Transactions
 
 if TYPE_CHECKING:
-    from ringwork.app import App
+    from collections.abc import Callable, Mapping
+
+    from ringwork.periodic import Schedule
+    from ringwork.settings import Settings
     from ringwork.store import Store
+    from ringwork.tasks import Task
+
+
+class App(Protocol):
+    """What the runner needs of :class:`ringwork.app.App` (named, not imported: the App imports
+    this module to offer ``testing()``)."""
+
+    @property
+    def tasks(self) -> Mapping[str, Task]: ...
+
+    @property
+    def schedules(self) -> Mapping[str, Schedule]: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    def _use_database(self, url: str) -> Callable[[], None]: ...
 
 #: The node id the inline runner claims as: it owns every partition.
 NODE = "inline-test"

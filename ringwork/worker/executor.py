@@ -44,7 +44,6 @@ import collections
 import functools
 import inspect
 import random
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -53,29 +52,15 @@ from ringwork.app import App, PartitionCallback
 from ringwork.job import Job
 from ringwork.log import log_event
 from ringwork.settings import Settings
+from ringwork.worker.failures import describe_exception, retry_delay
 from ringwork.worker.ledger import CANCELLED, Written
 from ringwork.worker.threads import DaemonPool
 from ringwork.worker.transactional import Transactions
-
-ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
 #: What ``on_outcome`` gets: ``None`` (succeeded), ``(error text, retry delay, or None for
 #: "no retry", or CANCELLED)``, or -- a transactional handler's end, written already in its own
 #: transaction -- ``WRITTEN`` (committed) or ``FENCED`` (rolled back: the claim was gone).
 Verdict = tuple[str, float | Literal["cancelled"] | None] | Written | None
-
-
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` plus the innermost traceback lines, bounded in size."""
-    head = f"{type(exc).__name__}: {exc}"
-    tail = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
-    text = f"{head}\n{tail}"
-    return text if len(text) <= ERROR_LIMIT else text[: ERROR_LIMIT - 3] + "..."
-
-
-def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: ``base * 2**(attempt-1)`` times [0.5, 1.5), capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1))) * (0.5 + rng.random())
 
 
 def timed_out_text(timeout: float, sync: bool) -> str:

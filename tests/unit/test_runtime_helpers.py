@@ -3,7 +3,7 @@ import random
 import time
 
 from ringwork.wakeup import decode, encode, parse_endpoint
-from ringwork.worker.executor import describe_exception, retry_delay
+from ringwork.worker.failures import describe_exception, retry_delay
 from ringwork.worker.wakeups import Kick
 
 
