@@ -1,7 +1,7 @@
 """The referee: the few cluster facts that must never be wrong, changed only by compare-and-set.
 
 In production this is the SQL store (:class:`ringwork.store.Store`); the simulator
-and unit tests use :class:`ringwork.testing.referee.MemoryReferee`, an in-memory twin with the
+and unit tests use :class:`tests.sim.referee.MemoryReferee`, an in-memory twin with the
 same semantics. The protocol core never calls it: it emits actions (become-leader, assign), the
 driver performs them here and feeds the result back as an event. That keeps the core free of I/O.
 

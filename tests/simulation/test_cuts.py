@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from ringwork.protocol import events as ev
-from ringwork.testing.simulator import Simulation
+from tests.sim.simulator import Simulation
 from tests.simulation.test_scenarios import events, partitions_of, settle, started
 
 SEEDS = range(8)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import pytest
 
-from ringwork.testing.faults import RuntimeModel
-from ringwork.testing.invariants import InvariantViolation
-from ringwork.testing.referee import MemoryReferee
-from ringwork.testing.simulator import Simulation
+from tests.sim.faults import RuntimeModel
+from tests.sim.invariants import InvariantViolation
+from tests.sim.referee import MemoryReferee
+from tests.sim.simulator import Simulation
 from tests.simulation.test_scenarios import settle
 
 SEEDS = range(6)

@@ -1,8 +1,8 @@
 """Random fault schedules: many seeds per family, invariants checked after every step.
 
 ``RINGWORK_SIM_SEEDS`` sets the seeds per family (default 500); a failure prints the seed, the
-step and the replay command (``python -m ringwork.testing.simulate --family F --seed S --trace``).
-For soak runs use ``python -m ringwork.testing.simulate --family all --seeds 10000 --jobs N``.
+step and the replay command (``python -m tests.sim.simulate --family F --seed S --trace``).
+For soak runs use ``python -m tests.sim.simulate --family all --seeds 10000 --jobs N``.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from concurrent.futures import ProcessPoolExecutor
 
 import pytest
 
-from ringwork.testing.scenarios import FAMILIES, RunResult, run
-from ringwork.testing.simulate import _one
+from tests.sim.scenarios import FAMILIES, RunResult, run
+from tests.sim.simulate import _one
 
 SEEDS = int(os.environ.get("RINGWORK_SIM_SEEDS", "500"))
 

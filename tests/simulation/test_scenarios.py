@@ -1,7 +1,7 @@
 """The protocol, told as scenarios: each test is a story a reader can follow to learn it.
 
 Every test runs real protocol cores in the deterministic simulator, which checks invariants 1-3
-after every step (see ringwork/testing/simulator.py); the tests add what the story promises.
+after every step (see tests/sim/simulator.py); the tests add what the story promises.
 Default timings throughout (heartbeat 0.5 s, session 3 s, debounce 0.5 s, revoke 10 s).
 """
 
@@ -13,7 +13,7 @@ import pytest
 
 from ringwork.protocol import events as ev
 from ringwork.protocol.core import LEADER
-from ringwork.testing.simulator import Simulation
+from tests.sim.simulator import Simulation
 
 SEEDS = range(8)
 
@@ -219,7 +219,7 @@ def test_zombie_leader_wakes_up_deposed(seed: int) -> None:
 
 @pytest.mark.parametrize("seed", SEEDS)
 def test_referee_outage_fences_everyone_then_recovers(seed: int) -> None:
-    from ringwork.testing.faults import RefereeModel
+    from tests.sim.faults import RefereeModel
 
     sim = started(seed)
     sim.referee_model = RefereeModel(fail=1.0)
@@ -237,7 +237,7 @@ def test_referee_outage_past_the_session_timeout_loses_no_live_node(seed: int) -
     before the others have touched their rows again; it must still wait for them to join
     rather than take their partitions (a live node losing its partitions drops the outcomes it
     finished during the outage, and those jobs run again)."""
-    from ringwork.testing.faults import RefereeModel
+    from tests.sim.faults import RefereeModel
 
     sim = started(seed)
     sim.referee_model = RefereeModel(fail=1.0)
@@ -288,7 +288,7 @@ def test_named_leader_and_follower_restart_at_once_over_a_lossy_network(seed: in
     joined it: a follower that joins afterwards keeps what it confirms (a target computed
     without it does not revoke from it), so nothing moves (invariant 8)."""
     from ringwork.protocol.config import ProtocolConfig
-    from ringwork.testing.network import NetworkModel
+    from tests.sim.network import NetworkModel
 
     sim = Simulation(seed, config=ProtocolConfig(partitions=16),
                      network=NetworkModel(drop=0.02, duplicate=0.01, spike=0.01))

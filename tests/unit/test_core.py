@@ -13,7 +13,7 @@ from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import FOLLOWER, LEADER, Core
 from ringwork.protocol.operations import perform
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.testing.referee import MemoryReferee
+from tests.sim.referee import MemoryReferee
 
 CFG = ProtocolConfig(partitions=4)
 

@@ -13,7 +13,6 @@ LAYERS = {
     "ringwork.settings": 0, "ringwork.addresses": 0, "ringwork.periodic": 0,
     "ringwork.tasks": 0,
     "ringwork.protocol": 1, "ringwork.store": 1,
-    "ringwork.testing": 2,
     "ringwork.wakeup": 2, "ringwork.app": 3, "ringwork.client": 3, "ringwork.client_async": 3,
     "ringwork.coordinator": 4, "ringwork.node": 4,
     "ringwork.worker": 5, "ringwork.console": 5, "ringwork.status": 5, "ringwork.inline": 5,
@@ -89,3 +88,16 @@ def test_public_exports() -> None:
     assert set(ringwork.__all__) >= {"App", "Job", "RingworkError", "JobState"}
     for name in ringwork.__all__:
         assert hasattr(ringwork, name)
+
+
+def test_the_installed_package_never_imports_the_tests() -> None:
+    """The simulator lives in tests/sim (our tool, not the user's namespace): ringwork runs
+    without the repository's tests."""
+    for path in PACKAGE.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not any(n == "tests" or n.startswith("tests.") for n in names), path

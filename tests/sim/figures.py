@@ -1,4 +1,4 @@
-"""Measure the protocol's figures (docs/protocol.md): ``python -m ringwork.testing.figures``.
+"""Measure the protocol's figures (docs/protocol.md): ``python -m tests.sim.figures``.
 
 * detection and failover times after a crash (simulated time, default timings, many seeds);
 * partitions moved on a join or leave against the minimum balance needs (the assignor alone
@@ -15,7 +15,7 @@ import time
 from ringwork.protocol.assignor import assign, minimum_moves, moved
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import LEADER
-from ringwork.testing.simulator import Simulation
+from tests.sim.simulator import Simulation
 
 
 def _settled(sim: Simulation, within: float) -> float:
@@ -132,7 +132,7 @@ def _stats(values: list[float]) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m ringwork.testing.figures")
+    parser = argparse.ArgumentParser(prog="python -m tests.sim.figures")
     parser.add_argument("--seeds", type=int, default=200)
     args = parser.parse_args(argv)
     cfg = ProtocolConfig()

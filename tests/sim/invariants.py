@@ -1,7 +1,7 @@
 """The safety and liveness rules the simulator holds every run to, apart from the loop that runs it.
 
 They live here so that the rules can be read (and argued about) in one place, without the
-scheduling and fault machinery around them; :class:`~ringwork.testing.simulator.Simulation` owns
+scheduling and fault machinery around them; :class:`~tests.sim.simulator.Simulation` owns
 one :class:`Invariants` and calls it after every step. Single-threaded, like the whole simulator.
 
 The invariants, checked after **every** step (:meth:`Invariants.check`) unless noted:
@@ -38,10 +38,10 @@ from typing import Protocol
 from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import FOLLOWER, LEADER
-from ringwork.testing.referee import MemoryReferee
-from ringwork.testing.simjobs import SimJob
-from ringwork.testing.simnode import SimNode
-from ringwork.testing.steplog import StepLog
+from tests.sim.referee import MemoryReferee
+from tests.sim.simjobs import SimJob
+from tests.sim.simnode import SimNode
+from tests.sim.steplog import StepLog
 
 
 class InvariantViolation(AssertionError):
@@ -58,7 +58,7 @@ def balanced(assignment: dict[int, str | None], members: list[str], partitions: 
 
 
 class Observed(Protocol):
-    """What the checks read of a simulation (:class:`~ringwork.testing.simulator.Simulation`)."""
+    """What the checks read of a simulation (:class:`~tests.sim.simulator.Simulation`)."""
 
     seed: int
     steps: int

@@ -1,8 +1,8 @@
 """Soak and replay command for the protocol simulator.
 
-    python -m ringwork.testing.simulate --family random --seeds 10000 --jobs 4
-    python -m ringwork.testing.simulate --family all --seeds 500
-    python -m ringwork.testing.simulate --family pause --seed 1234 --trace   # replay one run
+    python -m tests.sim.simulate --family random --seeds 10000 --jobs 4
+    python -m tests.sim.simulate --family all --seeds 500
+    python -m tests.sim.simulate --family pause --seed 1234 --trace   # replay one run
 
 Exit status 0 if no invariant was violated; otherwise 1, after printing the first violation (its
 seed, step and replay command). Seeds are ``--first`` .. ``--first + --seeds - 1``.
@@ -18,8 +18,8 @@ import traceback
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 
-from ringwork.testing.invariants import InvariantViolation
-from ringwork.testing.scenarios import FAMILIES, RunResult, replay_command, run
+from tests.sim.invariants import InvariantViolation
+from tests.sim.scenarios import FAMILIES, RunResult, replay_command, run
 
 
 def _one(job: tuple[str, int]) -> RunResult | str:
@@ -43,7 +43,7 @@ def _results(jobs: list[tuple[str, int]], workers: int) -> Iterator[RunResult | 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ringwork.testing.simulate")
+    parser = argparse.ArgumentParser(prog="python -m tests.sim.simulate")
     parser.add_argument("--family", default="random", choices=[*FAMILIES, "all"])
     parser.add_argument("--seeds", type=int, default=100, help="how many seeds per family")
     parser.add_argument("--first", type=int, default=0, help="first seed")

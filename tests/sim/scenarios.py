@@ -5,7 +5,7 @@ faults during the first :data:`FAULT_WINDOW` seconds, then stop every fault (hea
 resume the paused, restart the crashed, make the referee reliable) and require the cluster to
 settle (invariant 4) within :data:`LIVENESS_BOUND` simulated seconds. Invariants 1-3 are checked
 after every step all along. Everything is drawn from ``random.Random(f"{F}:{S}")``, so
-``python -m ringwork.testing.simulate --family F --seed S --trace`` replays a run exactly.
+``python -m tests.sim.simulate --family F --seed S --trace`` replays a run exactly.
 
 Families:
 
@@ -27,9 +27,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ringwork.protocol.config import ProtocolConfig
-from ringwork.testing.faults import RefereeModel, RuntimeModel
-from ringwork.testing.network import NetworkModel
-from ringwork.testing.simulator import Simulation
+from tests.sim.faults import RefereeModel, RuntimeModel
+from tests.sim.network import NetworkModel
+from tests.sim.simulator import Simulation
 
 FAMILIES = ("crash", "partition", "pause", "churn", "referee", "random", "cut")
 
@@ -55,7 +55,7 @@ class RunResult:
 
 
 def replay_command(family: str, seed: int) -> str:
-    return f"python -m ringwork.testing.simulate --family {family} --seed {seed} --trace"
+    return f"python -m tests.sim.simulate --family {family} --seed {seed} --trace"
 
 
 def build(family: str, seed: int, *, trace: bool = False) -> tuple[Simulation, random.Random]:

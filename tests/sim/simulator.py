@@ -5,7 +5,7 @@ seeded ``random.Random`` drives every delay, drop, duplicate and fault, and a ti
 every step, so a run is a pure function of its seed -- a failing seed replays exactly.
 
 What is simulated: message drop, delay (and so reordering), duplication, symmetric and one-way
-partitions (:mod:`ringwork.testing.network`); node crash, restart (same name, new process and
+partitions (:mod:`tests.sim.network`); node crash, restart (same name, new process and
 incarnation), long pause (a zombie whose timers and inbox wait, then fire all at once with a clock
 that has moved on) and forged messages (here); the referee's latency, slow spells, and failures
 (before applying, or after applying -- the ambiguous commit), and the runtime above each core
@@ -13,7 +13,7 @@ that has moved on) and forged messages (here); the referee's latency, slow spell
 sees its own clock (a random offset), so nothing compares clocks.
 
 This module is the run loop: the timer heap, the nodes, and carrying each core's actions out.
-The rules every step is held to are in :mod:`ringwork.testing.invariants` (checked after
+The rules every step is held to are in :mod:`tests.sim.invariants` (checked after
 **every** step), the step log for failure reports and ``--trace`` in :mod:`.steplog`. Everything
 runs on the caller's thread; nothing here is shared between threads.
 """
@@ -31,12 +31,12 @@ from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import LEADER, Core
 from ringwork.protocol.messages import Codec, Message
-from ringwork.testing.faults import RefereeLink, RefereeModel, RuntimeModel
-from ringwork.testing.invariants import Invariants, InvariantViolation
-from ringwork.testing.network import Network, NetworkModel
-from ringwork.testing.referee import MemoryReferee
-from ringwork.testing.simnode import SimNode
-from ringwork.testing.steplog import StepLog
+from tests.sim.faults import RefereeLink, RefereeModel, RuntimeModel
+from tests.sim.invariants import Invariants, InvariantViolation
+from tests.sim.network import Network, NetworkModel
+from tests.sim.referee import MemoryReferee
+from tests.sim.simnode import SimNode
+from tests.sim.steplog import StepLog
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class Simulation:
         self.wire_every = wire_every
         self._sends = 0
         self.log = StepLog(trace=trace)
-        #: Invariant 7 is checked while this is set (see :mod:`ringwork.testing.invariants`).
+        #: Invariant 7 is checked while this is set (see :mod:`tests.sim.invariants`).
         self.keep_partitions = False
         self.invariants = Invariants(self)
         self.referee.jobs.on_requeue = self.invariants.check_requeue

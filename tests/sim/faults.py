@@ -4,9 +4,9 @@ A real node reaches the referee over a database connection that can be slow, fai
 the write went through (the ambiguous commit), and the runtime above its core can take long to
 drain a revoked partition. This module holds those models (:class:`RefereeModel`,
 :class:`RuntimeModel`) and :class:`RefereeLink`, which carries a core's referee operations to the
-in-memory referee under them, so the run loop in :mod:`ringwork.testing.simulator` only
-schedules. The network's faults live in :mod:`ringwork.testing.network`; crashes, pauses and
-forged messages are verbs of the :class:`~ringwork.testing.simulator.Simulation` itself.
+in-memory referee under them, so the run loop in :mod:`tests.sim.simulator` only
+schedules. The network's faults live in :mod:`tests.sim.network`; crashes, pauses and
+forged messages are verbs of the :class:`~tests.sim.simulator.Simulation` itself.
 
 Every draw comes from the simulation's seeded ``random.Random``, in a fixed order, so a run stays
 a pure function of its seed. Single-threaded, like the whole simulator.
@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from ringwork.protocol import events as ev
 from ringwork.protocol.operations import perform
-from ringwork.testing.referee import MemoryReferee
-from ringwork.testing.simnode import SimNode
+from tests.sim.referee import MemoryReferee
+from tests.sim.simnode import SimNode
 
 
 @dataclass(frozen=True, kw_only=True)

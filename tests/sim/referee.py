@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.testing.simjobs import JobTable, is_dead
+from tests.sim.simjobs import JobTable, is_dead
 
 
 class MemoryReferee:
