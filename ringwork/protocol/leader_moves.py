@@ -2,7 +2,10 @@
 
 Membership changes are folded into one rebalance (``join_debounce``, bounded by
 ``max_debounce``); a dead or departed member is not waited for. The target comes from the
-sticky :func:`~ringwork.protocol.assignor.assign`. A partition whose owner is not its target is
+sticky :func:`~ringwork.protocol.assignor.assign`, which counts an orphaned partition as its
+owner's still when the owner is a member: a node restarted under the same name (static
+membership) gets its partitions back at a new epoch, and nothing moves. A partition whose owner
+is not its target is
 revoked first and written to its new owner only once it is *ready* (see
 :mod:`ringwork.protocol.leader_book`): one ``WriteAssignment`` at a time, under our term.
 
@@ -69,7 +72,12 @@ class Moves:
                 previous[p] = self.write_owners[p]  # being written: where it is going
             elif p in book.revoking:
                 previous[p] = self.target.get(p)  # already on its way: keep its destination
-            elif p in book.orphaned or p in book.unconfirmed:
+            elif p in book.orphaned:
+                # Fenced, not necessarily gone: a member whose new incarnation orphaned its old
+                # one's partitions (a restart under the same name) keeps them, at a new epoch;
+                # an owner that is no member any more counts as none (the assignor's rule).
+                previous[p] = owner
+            elif p in book.unconfirmed:
                 previous[p] = None
             else:
                 previous[p] = owner

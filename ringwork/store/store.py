@@ -32,7 +32,17 @@ from sqlalchemy.engine import Engine
 from ringwork.errors import ConfigurationError
 from ringwork.job import Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.store import claim, cron, enqueue, jobs, migrate, referee, registry, retention
+from ringwork.store import (
+    claim,
+    cron,
+    enqueue,
+    jobs,
+    migrate,
+    referee,
+    registry,
+    restarts,
+    retention,
+)
 from ringwork.store.claim import AsyncClaimer
 from ringwork.store.engine import (
     begin,
@@ -284,6 +294,26 @@ class Store:
             return registry.register_node(
                 conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
             )
+
+    def register_counted(
+        self,
+        node_id: str,
+        endpoint: str,
+        *,
+        pub_endpoint: str | None = None,
+        wake_endpoint: str | None = None,
+    ) -> registry.Registration:
+        """:meth:`register_node`, also returning the cluster counter it bumped (a node's
+        incarnation comes from it: :mod:`ringwork.store.registry`)."""
+        with self._tx(write=True) as conn:
+            return registry.register_counted(
+                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+            )
+
+    def requeue_restarted(self, node_id: str) -> int:
+        """Re-queue the jobs a named node's previous process left running (:mod:`.restarts`)."""
+        with self._tx(write=True) as conn:
+            return restarts.requeue_restarted(conn, self.dialect, self.cluster, node_id)
 
     def touch_node(self, node_id: str, *, joined: bool | None = None) -> bool:
         """Refresh the node's ``last_seen``; False if it has no row (it was pruned)."""

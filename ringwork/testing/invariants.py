@@ -23,7 +23,12 @@ The invariants, checked after **every** step (:meth:`Invariants.check`) unless n
 7. degrade, do not stall: while :attr:`Simulation.keep_partitions` is set -- a scenario that cuts
    only peer links, with the referee reachable and no node joining, leaving or crashing --
    every partition is claimable, at the referee's epoch, by its owner, at every step (a node
-   with a live database connection and no peer link keeps its partitions).
+   with a live database connection and no peer link keeps its partitions);
+8. static membership: while :attr:`Simulation.sticky_owners` is set -- a scenario whose nodes
+   only restart under their own names within session_timeout (a rolling restart of named
+   nodes) -- every assignment writes each partition to the owner recorded there: a restart
+   moves nothing to another node (checked at each write; the new epoch the write gives fences
+   the old incarnation, which invariant 2 holds every live core to).
 """
 
 from __future__ import annotations
@@ -64,6 +69,7 @@ class Observed(Protocol):
     nodes: dict[str, SimNode]
     log: StepLog
     keep_partitions: bool
+    sticky_owners: dict[int, str] | None
 
 
 class Invariants:
@@ -185,6 +191,12 @@ class Invariants:
                 # Invariant 5: partitions go only to nodes that registered with the referee (a
                 # forged Join from a phantom never makes a member).
                 raise self.violation(5, f"{node.name} writes {p}->{o}, never registered")
+            sticky = sim.sticky_owners
+            if sticky is not None and sticky.get(p) != o:
+                raise self.violation(
+                    8, f"{node.name} writes {p}->{o}; its named owner {sticky.get(p)} only "
+                    f"restarted"
+                )
 
     def converged(self) -> str | None:
         """``None`` if the cluster is settled (invariant 4), else what is still wrong."""
