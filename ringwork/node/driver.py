@@ -380,6 +380,8 @@ class Node:
         if now < self._next_watch:
             return
         self._next_watch = now + WATCH_EVERY
+        assert self._actions is not None
+        self._actions.refollow()
         self._peers.read_monitors()
         link = self._peers.links.get(leader) if leader is not None else None
         self._watch.report(now, self.node_id, member, since, leader, link)
