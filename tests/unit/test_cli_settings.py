@@ -122,6 +122,9 @@ BAD_FLAGS = [
     (("--poll-interval", "0"), ("--poll-interval", "must be a positive")),
     (("--metrics-port", "70000"), ("--metrics-port", "must be a port")),
     (("--cluster", ""), ("cluster must not be empty",)),
+    (("--node-name", "a b"), ("--node-name", "node_name must be letters, digits")),
+    (("--node-name", "-a"), ("--node-name", "starting with a letter or digit")),
+    (("--node-name", "n" * 65), ("--node-name", "at most 64 characters")),
 ]
 
 
