@@ -5,8 +5,7 @@ Membership changes are folded into one rebalance (``join_debounce``, bounded by
 sticky :func:`~ringwork.protocol.assignor.assign`, which counts an orphaned partition as its
 owner's still when the owner is a member: a node restarted under the same name (static
 membership) gets its partitions back at a new epoch, and nothing moves. A partition whose owner
-is not its target is
-revoked first and written to its new owner only once it is *ready* (see
+is not its target is revoked first and written to its new owner only once it is *ready* (see
 :mod:`ringwork.protocol.leader_book`): one ``WriteAssignment`` at a time, under our term.
 
 Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
