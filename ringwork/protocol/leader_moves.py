@@ -100,10 +100,20 @@ class Moves:
                 continue  # no rebalance yet
             if owner is None or owner not in self.members:
                 book.orphan([p])
-            elif target[p] != owner:  # (a leaving member's partitions are revoked too)
+            elif target[p] != owner and not self._joined_since(owner):
+                # (a leaving member's partitions are revoked too)
                 book.changed(owner)  # the next stamped version is the first to say so
                 book.revoking[p] = Revocation(owner, epoch, now, version=book.version + 1)
         self.maybe_write(now)
+
+    def _joined_since(self, owner: str) -> bool:
+        """Whether ``owner`` joined (and confirmed what it holds) after the target was computed:
+        that target placed its partitions as if nobody held them, and the rebalance its join
+        scheduled will place them again -- with it, sticky. Revoking them now would move them
+        for nothing (a follower whose Join reached a restarted leader after the first debounce,
+        a named node back from a restart while the leader's own was under way)."""
+        member = self.members[owner]
+        return owner not in self.target_members and not member.leaving
 
     def heard(self, r: Revocation) -> bool:
         """Whether the owner of a revocation has heard of it (and so stopped claiming it)."""
