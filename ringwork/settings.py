@@ -92,6 +92,10 @@ class Settings:
     retain_nodes: float = 3600.0
     #: Seconds between two rounds of the leader's housekeeping (the pruning above).
     housekeeping_interval: float = 60.0
+    #: Static membership: a stable name for this worker, used as its node id. A node restarted
+    #: under the same name within ``session_timeout`` gets its partitions back without a
+    #: rebalance (its stop does not hand them over). Empty: a fresh id per process.
+    node_name: str = ""
 
     @property
     def bind_host(self) -> str:
@@ -181,6 +185,24 @@ _POSITIVE = ("poll_interval", "retry_base", "retry_max", "db_backoff_max",
 _AT_LEAST_ONE = ("partitions", "concurrency")
 _NOT_EMPTY = ("database_url", "cluster")
 _PORT_OR_MINUS_ONE = ("pub_port", "metrics_port")
+#: Longest node name: it is a node id, stored in ``String(200)`` columns and carried in every
+#: message and log line, so well below both.
+NODE_NAME_MAX = 64
+#: A node name: letters, digits, ``.``, ``_``, ``-``, starting with a letter or digit. Nothing
+#: that a log line, a shell or a SQL LIKE would read as syntax.
+NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def node_name_problem(value: str) -> str | None:
+    """What is wrong with a node name (``None``: nothing; the empty name means unnamed)."""
+    if value == "":
+        return None
+    if len(value) > NODE_NAME_MAX:
+        return f"node_name must be at most {NODE_NAME_MAX} characters, not {len(value)}"
+    if NODE_NAME.fullmatch(value) is None:
+        return (f"node_name must be letters, digits, '.', '_' or '-', starting with a letter or "
+                f"digit, not {value!r}")
+    return None
 
 
 def field_problem(name: str, value: Any) -> str | None:
@@ -196,6 +218,8 @@ def field_problem(name: str, value: Any) -> str | None:
     if not number:
         if name in _NOT_EMPTY and not value:
             return f"{name} must not be empty"
+        if name == "node_name" and isinstance(value, str):
+            return node_name_problem(value)
         return None
     if not math.isfinite(value):
         return f"{name} must be a finite number, not {value}"

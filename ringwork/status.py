@@ -55,6 +55,9 @@ def collect(app: App) -> dict[str, Any]:
         node_docs.append(
             {
                 "id": n.node_id,
+                # Static membership: a named node's id is its name (``--node-name``), kept
+                # across restarts; an unnamed one's id names its process, and is its name too.
+                "name": n.node_id,
                 "endpoint": n.endpoint,
                 "pub_endpoint": n.pub_endpoint,
                 "role": role,

@@ -154,6 +154,9 @@ FLAGS: tuple[SettingFlag, ...] = (
                 "(0 keeps them; else at least 60 s and 2 x session-timeout).", metavar="AGE"),
     SettingFlag("housekeeping_interval", "How often the leader looks for finished jobs and "
                 "node rows past their retention."),
+    SettingFlag("node_name", "Static membership: this worker's stable name (its node id). "
+                "Restarted under the same name within --session-timeout, it gets its "
+                "partitions back with no rebalance.", metavar="NAME", run=False),
     SettingFlag("curve_key_file", "Cluster key pair from `ringwork keys`: encrypt and "
                 "authenticate sockets.", metavar="PATH"),
 )

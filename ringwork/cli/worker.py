@@ -16,6 +16,7 @@ import click
 
 from ringwork.cli.options import database_option, load_app, migrate_option
 from ringwork.cli.settings_flags import configured_app, settings_options, worker_argv
+from ringwork.errors import ConfigurationError
 
 
 @click.command()
@@ -57,7 +58,14 @@ def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
     """
     from ringwork.supervisor import supervise
 
-    configured_app(app_spec, settings)  # fail here, once, on a bad app, URL or setting
+    app = configured_app(app_spec, settings)  # fail here, once, on a bad app, URL or setting
+    if app.settings.node_name and processes > 1:
+        # Its workers inherit the variable: N processes under one name would fence each other.
+        raise ConfigurationError(
+            f"node_name ({app.settings.node_name!r}, from RINGWORK_NODE_NAME or the app) names "
+            f"one worker, and `run` would start {processes} under it: unset it, or start each "
+            "worker with `ringwork worker --node-name NAME`"
+        )
     argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec, *worker_argv(settings)]
     sys.exit(supervise(argv, processes))
 

@@ -53,6 +53,7 @@ class Actions:
         self._left = left  # set once the core says we have left (stop() waits for it)
         #: The role the core last announced (read whole by any thread).
         self.role = "idle"
+        self.leader: str | None = None  # as the last RoleChanged named it
 
     def perform(self, action: ev.Action) -> None:
         if isinstance(action, ev.Send):
@@ -77,6 +78,7 @@ class Actions:
             self._emit("lost", action.partitions)
         elif isinstance(action, ev.RoleChanged):
             self.role = action.role
+            self.leader = action.leader
             self._follow_pub(action.leader)
             log_event("role_changed", node=self.node_id, role=action.role, term=action.term,
                       leader=action.leader)
@@ -84,6 +86,11 @@ class Actions:
             self._left.set()
         elif isinstance(action, ev.Notice):
             log_event(action.event, **{"node": self.node_id, **dict(action.detail)})
+
+    def refollow(self) -> None:
+        """Follow the leader's PUB where the registry now says it is: a named leader restarted
+        under the same id listens at a new address (static membership)."""
+        self._follow_pub(self.leader)
 
     def _follow_pub(self, leader: str | None) -> None:
         """Subscribe to the leader's PUB (and only the leader's)."""

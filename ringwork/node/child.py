@@ -75,6 +75,7 @@ class _Child:
         curve = CurveKeys.load(spec.curve_key_file) if spec.curve_key_file else None
         self.node = Node(store, spec.config, bind=spec.bind, advertise=spec.advertise,
                          curve=curve, pub_port=spec.pub_port, node_id=spec.node_id,
+                         name=spec.node_id if spec.named else None,
                          retention=spec.retention, periodic=spec.periodic)
         self.store = store
         self.started = False

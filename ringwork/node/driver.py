@@ -74,6 +74,21 @@ HELD_POLL = 0.002
 #: How often the protocol thread checks whether this node is (still) a member.
 WATCH_EVERY = 0.25
 NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
+#: A process's first incarnation is the cluster's registration counter shifted by this many
+#: bits: the core adds one for every rejoin, and a named node's next process (a higher counter)
+#: must start above all of them (2**24 rejoins: one per session_timeout for over a year).
+INCARNATION_BITS = 24
+
+
+def first_incarnation(counter: int) -> int:
+    """The incarnation a process starts with, from the counter its registration bumped.
+
+    Why the counter and not a clock: it is one row in the database, bumped under a row lock by
+    every registration, so it only grows -- a clock stepped back (NTP, a VM restored) or two
+    hosts' clocks disagreeing cannot make a new process of a named node look older than its
+    predecessor, whose Joins the leader would then take for its own delayed ones.
+    """
+    return counter << INCARNATION_BITS
 
 
 class Node:
@@ -88,18 +103,25 @@ class Node:
         advertise: str | None = None,
         curve: CurveKeys | None = None,
         node_id: str | None = None,
+        name: str | None = None,
         pub_port: int = NEXT_PORT,
         retention: RetentionPolicy | None = None,
         periodic: Sequence[Schedule] = (),
     ) -> None:
+        """``name``: static membership (``--node-name``): the name is the node id, a stop does
+        not hand the partitions over (the leader keeps them for a restart under the same name
+        within session_timeout), and a start re-queues what the previous process left running.
+        """
         self.store = store
+        #: Whether this node is a named (static) member.
+        self.named = bool(name)
         #: What the node prunes while it leads (None: nothing; see :mod:`.housekeeping`).
         self.retention = retention
         #: The periodic tasks it enqueues while it leads (:mod:`.cron`).
         self.periodic = tuple(periodic)
         self._housekeeping: Housekeeping | None = None
         self.config = config
-        self.node_id = node_id or new_node_id()
+        self.node_id = name or node_id or new_node_id()
         self.curve = curve
         self._bind, self._advertise, self._pub_port = bind, advertise, pub_port
         self.codec = Codec(
@@ -149,18 +171,24 @@ class Node:
                 self._bind, self._advertise, self._pub_port
             )
         self._registry = registry = SqlRegistry(self.store, self.pub_endpoint, wake_endpoint)
-        seq = registry.register(self.node_id, self.endpoint)
+        seq, counter = registry.register_counted(self.node_id, self.endpoint)
+        if self.named:
+            # Whatever runs under our name was our previous process's: it will never finish.
+            requeued = self.store.requeue_restarted(self.node_id)
+            if requeued:
+                log_event("restart_requeued", logging.WARNING, node=self.node_id, jobs=requeued)
         self._calls = RefereeCalls(self.node_id, self.store, registry, self._wake, self.faults)
         self._peers = Peers(
             self._make, self.node_id, registry.router_endpoint, self._calls.refresh, self.counters
         )
         self._actions = Actions(self.node_id, self.codec, self._own, self._peers, self._calls,
                                 registry, listener, self.counters, self._left)
-        core = Core(self.node_id, self.config, incarnation=seq)
+        incarnation = first_incarnation(counter)
+        core = Core(self.node_id, self.config, incarnation=incarnation)
         with self._core_lock:
             self._core = core
         log_event("node_registered", node=self.node_id, endpoint=self.endpoint,
-                  pub=self.pub_endpoint, seq=seq)
+                  pub=self.pub_endpoint, seq=seq, incarnation=incarnation, named=self.named)
         self._running.set()
         self._feed(time.monotonic(), ev.Start())
         self._thread = threading.Thread(target=self._loop, name="ringwork-node", daemon=True)
@@ -204,14 +232,23 @@ class Node:
         self._post(ev.RevokeConfirmed(partitions=partitions))
 
     def begin_leave(self) -> None:
-        """Ask the leader to move our partitions now (the runtime drains them meanwhile)."""
-        self._post(ev.LeaveRequested())
+        """Ask the leader to move our partitions now (the runtime drains them meanwhile).
+
+        A named node does not: its partitions wait for its next process (see :meth:`stop`)."""
+        if not self.named:
+            self._post(ev.LeaveRequested())
 
     def stop(self) -> None:
-        """Leave cleanly (bounded), then unregister and close every socket with linger 0."""
+        """Leave cleanly (bounded), then unregister and close every socket with linger 0.
+
+        A named node neither leaves nor unregisters: it falls silent, as a crashed one would,
+        and the leader keeps its partitions for it until session_timeout has passed with its
+        registry row untouched; a process under the same name that joins before then gets them
+        back at a new epoch, with nothing moved. Its runtime has stopped claiming and written
+        (or abandoned) its jobs by now."""
         if self._housekeeping is not None:
             self._housekeeping.stop()
-        if self._thread is not None and self._thread.is_alive():
+        if self._thread is not None and self._thread.is_alive() and not self.named:
             self.begin_leave()
             budget = self.config.revoke_timeout + self.config.leave_timeout + 1.0
             if not self._left.wait(budget):
@@ -224,7 +261,7 @@ class Node:
         if self._calls is not None:
             self._calls.shutdown()
         try:
-            if self._registry is not None:
+            if self._registry is not None and not self.named:
                 self._registry.unregister(self.node_id)
         except RingworkError as exc:
             log_event("unregister_failed", node=self.node_id, error=exc)
@@ -349,6 +386,8 @@ class Node:
         if now < self._next_watch:
             return
         self._next_watch = now + WATCH_EVERY
+        assert self._actions is not None
+        self._actions.refollow()
         self._peers.read_monitors()
         link = self._peers.links.get(leader) if leader is not None else None
         self._watch.report(now, self.node_id, member, since, leader, link)

@@ -9,7 +9,9 @@ queues for a peer that is not connected), a small send high-water mark and non-b
 so heartbeats never pile up for a dead peer. A message to a peer we just met (its endpoint being
 looked up, its connection still being made) is held for up to ``HOLD_FOR`` rather than dropped:
 a lost Join would cost a heartbeat interval and a rebalance. A socket monitor on each DEALER
-feeds a :class:`~ringwork.node.joinwatch.Link`, so a node that cannot join can say why.
+feeds a :class:`~ringwork.node.joinwatch.Link`, so a node that cannot join can say why. A
+peer whose registry row names another endpoint than the one dialled is dialled again: a named
+node (static membership) comes back under the same id at a new address.
 """
 
 from __future__ import annotations
@@ -118,9 +120,13 @@ class Peers:
 
     def _socket(self, node_id: str) -> zmq.Socket | None:
         sock = self._sockets.get(node_id)
-        if sock is not None:
-            return sock
         endpoint = self._endpoint_of(node_id)
+        if sock is not None:
+            if endpoint is None or endpoint == self.links[node_id].endpoint:
+                return sock
+            # The registry moved it: a named node restarted under the same id at another
+            # address (static membership). Dial the new one; the old process is gone.
+            self._drop(node_id)
         if endpoint is None:
             self._look_up()  # the message is held meanwhile, and the protocol resends
             return None
@@ -133,6 +139,14 @@ class Peers:
         sock.connect(endpoint)
         self._sockets[node_id] = sock
         return sock
+
+    def _drop(self, node_id: str) -> None:
+        """Close the DEALER to ``node_id`` and its monitor (its link is replaced on redial)."""
+        sock, monitor = self._sockets.pop(node_id), self._monitors.pop(node_id)
+        with contextlib.suppress(zmq.ZMQError):
+            sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
 
     def _read_monitor(self, node_id: str) -> None:
         """Apply the monitor's pending events for ``node_id`` to its :class:`Link`."""

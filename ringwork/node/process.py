@@ -89,10 +89,13 @@ class NodeProcess:
         curve_key_file: str | None = None,
         pub_port: int = NEXT_PORT,
         node_id: str | None = None,
+        name: str | None = None,
         retention: RetentionPolicy | None = None,
         periodic: Sequence[Schedule] = (),
     ) -> None:
-        self.node_id = node_id or new_node_id()
+        self.node_id = name or node_id or new_node_id()
+        #: A named (static) member: see :class:`ringwork.node.driver.Node`.
+        self.named = bool(name)
         self.store = store
         self.config = config
         self.endpoint = ""
@@ -107,6 +110,7 @@ class NodeProcess:
             curve_key_file=curve_key_file,
             pub_port=pub_port,
             node_id=self.node_id,
+            named=self.named,
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
             retention=retention,
             periodic=tuple(periodic),

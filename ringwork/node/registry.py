@@ -27,6 +27,7 @@ from ringwork.protocol.referee import NodeRecord
 
 if TYPE_CHECKING:
     from ringwork.store import Store
+    from ringwork.store.registry import Registration
 
 
 class SqlRegistry:
@@ -47,6 +48,13 @@ class SqlRegistry:
     def register(self, node_id: str, endpoint: str) -> int:
         self.endpoint = endpoint
         return self.store.register_node(
+            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
+        )
+
+    def register_counted(self, node_id: str, endpoint: str) -> Registration:
+        """:meth:`register`, also returning the cluster counter it bumped (the incarnation)."""
+        self.endpoint = endpoint
+        return self.store.register_counted(
             node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
         )
 

@@ -57,6 +57,10 @@ class OwnSockets:
         self.router = make(zmq.ROUTER, server=True)
         self.router.setsockopt(zmq.RCVHWM, RCVHWM)
         self.router.setsockopt(zmq.MAXMSGSIZE, limit)
+        # A peer's DEALER has its node id as identity; a named node's next process (static
+        # membership) connects under the same one while the old connection may linger (a kill,
+        # a cut): the new connection takes the identity over instead of being refused.
+        self.router.setsockopt(zmq.ROUTER_HANDOVER, 1)
         self.pub = make(zmq.PUB, server=True)
         self.pub.setsockopt(zmq.SNDHWM, PUB_SNDHWM)
         self.sub = make(zmq.SUB, server=False)

@@ -28,5 +28,7 @@ class NodeSpec:
     pub_port: int
     node_id: str
     log_level: int
+    #: The node id is a ``--node-name`` (static membership).
+    named: bool = False
     retention: RetentionPolicy | None = None
     periodic: tuple[Schedule, ...] = ()

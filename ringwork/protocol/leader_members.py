@@ -4,6 +4,8 @@
 
     Join(incarnation i) ──> member (i)            a higher i replaces the member: its old
     Heartbeat ──> last_heard = now                partitions are orphaned (fenced by a new epoch)
+                                                  and written back to it (a restart under the
+                                                  same name: static membership), nothing moved
     silence >= session_timeout, and a poll issued after that silence began shows its registry
         row session_timeout old ──> declared dead: its partitions orphaned, rebalance
     silence, row still fresh ──> kept (cut off from us, not from the database: it claims its

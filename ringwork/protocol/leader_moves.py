@@ -2,8 +2,10 @@
 
 Membership changes are folded into one rebalance (``join_debounce``, bounded by
 ``max_debounce``); a dead or departed member is not waited for. The target comes from the
-sticky :func:`~ringwork.protocol.assignor.assign`. A partition whose owner is not its target is
-revoked first and written to its new owner only once it is *ready* (see
+sticky :func:`~ringwork.protocol.assignor.assign`, which counts an orphaned partition as its
+owner's still when the owner is a member: a node restarted under the same name (static
+membership) gets its partitions back at a new epoch, and nothing moves. A partition whose owner
+is not its target is revoked first and written to its new owner only once it is *ready* (see
 :mod:`ringwork.protocol.leader_book`): one ``WriteAssignment`` at a time, under our term.
 
 Runs on the driver's thread, inside ``Core.handle`` (see :mod:`ringwork.protocol.core`).
@@ -69,7 +71,12 @@ class Moves:
                 previous[p] = self.write_owners[p]  # being written: where it is going
             elif p in book.revoking:
                 previous[p] = self.target.get(p)  # already on its way: keep its destination
-            elif p in book.orphaned or p in book.unconfirmed:
+            elif p in book.orphaned:
+                # Fenced, not necessarily gone: a member whose new incarnation orphaned its old
+                # one's partitions (a restart under the same name) keeps them, at a new epoch;
+                # an owner that is no member any more counts as none (the assignor's rule).
+                previous[p] = owner
+            elif p in book.unconfirmed:
                 previous[p] = None
             else:
                 previous[p] = owner
@@ -93,10 +100,20 @@ class Moves:
                 continue  # no rebalance yet
             if owner is None or owner not in self.members:
                 book.orphan([p])
-            elif target[p] != owner:  # (a leaving member's partitions are revoked too)
+            elif target[p] != owner and not self._joined_since(owner):
+                # (a leaving member's partitions are revoked too)
                 book.changed(owner)  # the next stamped version is the first to say so
                 book.revoking[p] = Revocation(owner, epoch, now, version=book.version + 1)
         self.maybe_write(now)
+
+    def _joined_since(self, owner: str) -> bool:
+        """Whether ``owner`` joined (and confirmed what it holds) after the target was computed:
+        that target placed its partitions as if nobody held them, and the rebalance its join
+        scheduled will place them again -- with it, sticky. Revoking them now would move them
+        for nothing (a follower whose Join reached a restarted leader after the first debounce,
+        a named node back from a restart while the leader's own was under way)."""
+        member = self.members[owner]
+        return owner not in self.target_members and not member.leaving
 
     def heard(self, r: Revocation) -> bool:
         """Whether the owner of a revocation has heard of it (and so stopped claiming it)."""

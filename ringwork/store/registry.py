@@ -16,7 +16,7 @@ wake-up sender (any enqueueing thread) and ``ringwork status``.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 
@@ -38,6 +38,34 @@ def register_node(
 
     Bumping the cluster's counter row-locks it, so concurrent registrations get their seqs in
     commit order: a node that sees another's row also sees every lower seq.
+    """
+    return register_counted(
+        conn, dialect, cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+    ).seq
+
+
+class Registration(NamedTuple):
+    """What a registration returns: the row's ``registered_seq`` (the leader priority, kept while
+    the row lives) and the cluster's counter as this registration bumped it (``counter``: higher
+    than at every earlier registration of any node in the cluster, whatever the clocks do)."""
+
+    seq: int
+    counter: int
+
+
+def register_counted(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    node_id: str,
+    endpoint: str,
+    pub_endpoint: str | None,
+    wake_endpoint: str | None,
+) -> Registration:
+    """:func:`register_node`, also returning the counter it bumped.
+
+    A named node (static membership) re-registers under the id of its previous process, whose
+    row may still be there with its seq; the counter is what tells the new process from the old.
     """
     seq = conn.execute(
         sa.update(clusters)
@@ -66,7 +94,7 @@ def register_node(
             "joined": stmt.excluded.joined,
         },
     ).returning(nodes.c.registered_seq)
-    return int(conn.execute(stmt).scalar_one())
+    return Registration(int(conn.execute(stmt).scalar_one()), int(seq))
 
 
 def touch_node(

@@ -42,6 +42,7 @@ from ringwork.store import (
     migrate,
     referee,
     registry,
+    restarts,
     retention,
 )
 from ringwork.store.aio import AsyncJobs
@@ -353,6 +354,26 @@ class Store:
             return registry.register_node(
                 conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
             )
+
+    def register_counted(
+        self,
+        node_id: str,
+        endpoint: str,
+        *,
+        pub_endpoint: str | None = None,
+        wake_endpoint: str | None = None,
+    ) -> registry.Registration:
+        """:meth:`register_node`, also returning the cluster counter it bumped (a node's
+        incarnation comes from it: :mod:`ringwork.store.registry`)."""
+        with self._tx(write=True) as conn:
+            return registry.register_counted(
+                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+            )
+
+    def requeue_restarted(self, node_id: str) -> int:
+        """Re-queue the jobs a named node's previous process left running (:mod:`.restarts`)."""
+        with self._tx(write=True) as conn:
+            return restarts.requeue_restarted(conn, self.dialect, self.cluster, node_id)
 
     def touch_node(self, node_id: str, *, joined: bool | None = None) -> bool:
         """Refresh the node's ``last_seen``; False if it has no row (it was pruned)."""

@@ -7,7 +7,9 @@ ownership events (:mod:`.ownership`), wake-ups (:mod:`.wakeups`), cancel request
 another worker within about a heartbeat, since its running jobs keep their claims (fenced by
 job) -- and the pump finishes what is in flight for at most ``shutdown_grace`` seconds, while
 the node keeps our registry row fresh so that nobody re-queues those jobs. Then the node
-unregisters and the loop ends.
+unregisters and the loop ends. A named worker
+(``--node-name``, static membership) does all of that but the leave: its partitions stay its own,
+unclaimed, until its next process joins under the same name or session_timeout passes.
 
 What bounds the exit after the grace: jobs still running are handed back to the queue
 (each counted as an attempt, "abandoned at shutdown after the grace period"), async handlers
@@ -81,14 +83,15 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
 
     s = app.settings
     curve = CurveKeys.load(s.curve_key_file) if s.curve_key_file else None  # errors here
+    name = s.node_name or None
     if not process:
         return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
                     curve=curve, pub_port=s.pub_port, retention=retention_policy(s),
-                    periodic=tuple(app.schedules.values()))
+                    periodic=tuple(app.schedules.values()), name=name)
     return NodeProcess(app.store, protocol_config(s), bind=s.bind,
                        advertise=s.advertise or None, curve_key_file=s.curve_key_file or None,
                        pub_port=s.pub_port, retention=retention_policy(s),
-                       periodic=tuple(app.schedules.values()))
+                       periodic=tuple(app.schedules.values()), name=name)
 
 
 class Worker:
@@ -212,8 +215,9 @@ class Worker:
         self._begin_stop()
 
     def _begin_stop(self) -> None:
-        if not self._pump.stopping:
+        if not self._pump.stopping and not getattr(self.coordinator, "named", False):
             # Partitions move at once; their running jobs finish here under their claims.
+            # A named node keeps them: they wait for its next process (static membership).
             self.coordinator.begin_leave()
         self._pump.begin_stop()
 

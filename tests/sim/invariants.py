@@ -28,6 +28,11 @@ The invariants, checked after **every** step (:meth:`Invariants.check`) unless n
    partition or by the leader's orphan sweep -- only once the process that claimed it is gone or
    can no longer claim (its registry touches lapsed, or it holds no lease); until then the job
    keeps its claim across every rebalance (checked at each re-queue).
+9. static membership: while :attr:`Simulation.sticky_owners` is set -- a scenario whose nodes
+   only restart under their own names within session_timeout (a rolling restart of named
+   nodes) -- every assignment writes each partition to the owner recorded there: a restart
+   moves nothing to another node (checked at each write; the new epoch the write gives fences
+   the old incarnation, which invariant 2 holds every live core to).
 """
 
 from __future__ import annotations
@@ -69,6 +74,7 @@ class Observed(Protocol):
     nodes: dict[str, SimNode]
     log: StepLog
     keep_partitions: bool
+    sticky_owners: dict[int, str] | None
 
 
 class Invariants:
@@ -215,6 +221,12 @@ class Invariants:
                 # Invariant 5: partitions go only to nodes that registered with the referee (a
                 # forged Join from a phantom never makes a member).
                 raise self.violation(5, f"{node.name} writes {p}->{o}, never registered")
+            sticky = sim.sticky_owners
+            if sticky is not None and sticky.get(p) != o:
+                raise self.violation(
+                    9, f"{node.name} writes {p}->{o}; its named owner {sticky.get(p)} only "
+                    f"restarted"
+                )
 
     def converged(self) -> str | None:
         """``None`` if the cluster is settled (invariant 4), else what is still wrong."""

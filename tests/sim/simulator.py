@@ -84,6 +84,9 @@ class Simulation:
         self.log = StepLog(trace=trace)
         #: Invariant 7 is checked while this is set (see :mod:`tests.sim.invariants`).
         self.keep_partitions = False
+        #: Invariant 8 is checked while this is set: partition -> the named owner it must stay
+        #: with (see :mod:`tests.sim.invariants`).
+        self.sticky_owners: dict[int, str] | None = None
         self.invariants = Invariants(self)
         self.referee.jobs.on_requeue = self.invariants.check_requeue
         self._link = RefereeLink(

@@ -122,6 +122,9 @@ BAD_FLAGS = [
     (("--poll-interval", "0"), ("--poll-interval", "must be a positive")),
     (("--metrics-port", "70000"), ("--metrics-port", "must be a port")),
     (("--cluster", ""), ("cluster must not be empty",)),
+    (("--node-name", "a b"), ("--node-name", "node_name must be letters, digits")),
+    (("--node-name", "-a"), ("--node-name", "starting with a letter or digit")),
+    (("--node-name", "n" * 65), ("--node-name", "at most 64 characters")),
 ]
 
 
@@ -182,3 +185,20 @@ def test_worker_options_that_run_does_not_take() -> None:
     """Addresses and ports are one process's own: `run`'s workers take free loopback ports."""
     result = invoke("run", "x:y", "--processes", "2", "--bind", "tcp://127.0.0.1:7000")
     assert result.exit_code == 2 and "No such option '--bind'" in result.output
+
+
+def test_run_refuses_one_node_name_for_many_workers(
+    app_spec: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every worker of `run` inherits RINGWORK_NODE_NAME: N processes under one name would fence
+    each other, so `run` stops before it starts any."""
+    import ringwork.supervisor
+
+    started: list[int] = []
+    monkeypatch.setattr(ringwork.supervisor, "supervise",
+                        lambda argv, processes: started.append(processes) or 0)
+    monkeypatch.setenv("RINGWORK_NODE_NAME", "web-1")
+    assert_one_line_error(invoke("run", app_spec, "--processes", "2"), "node_name", "'web-1'")
+    assert started == []
+    assert invoke("run", app_spec, "--processes", "1").exit_code == 0  # one named worker is fine
+    assert started == [1]

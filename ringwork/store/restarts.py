@@ -1,0 +1,50 @@
+"""A named node's restart: the jobs its previous incarnation left ``running`` go back to the queue.
+
+Static membership (``--node-name``) keeps a node's id across restarts, so a job its previous
+process was running when it died (``kill -9``, an abandoned grace) still reads ``claimed_by =
+NAME`` -- the very id the new process claims under. Nothing else would notice: the new process
+never claimed it, so it is in no ledger, and the partition comes back to the same owner, so the
+job is not "lost to another worker" either. The new incarnation calls this once, when it
+registers, before it has joined (so before it can claim anything itself): every job still
+running under its name is an old incarnation's.
+
+Apart from :mod:`.referee`'s re-queue on reassignment on purpose: that one decides by epoch
+which claims a move ends; this one by name, once per process start. The attempt was counted
+when the job was claimed, so one with no attempt left ends ``dead``, and one whose cancel was
+requested ends ``cancelled``, as a lost job does.
+
+Threads: runs inside a write transaction of :class:`~ringwork.store.Store`, on whichever thread
+starts the node (the worker's database pool, or the node child's main thread).
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+from ringwork.store.clock import now_expr
+from ringwork.store.schema import RUNNING, jobs
+
+
+def restarted_error(node_id: str) -> str:
+    """The ``last_error`` of a job its worker's restart interrupted."""
+    return f"worker {node_id} restarted while running the job (its previous process ended)"
+
+
+def requeue_restarted(conn: sa.Connection, dialect: str, cluster: str, node_id: str) -> int:
+    """Re-queue every job still ``running`` under ``node_id``; how many there were."""
+    c = jobs.c
+    exhausted = c.attempts >= c.max_attempts
+    cancelled = c.cancel_requested_at.is_not(None)
+    now = now_expr(dialect)
+    result = conn.execute(
+        sa.update(jobs)
+        .where(c.cluster == cluster, c.state == RUNNING, c.claimed_by == node_id)
+        .values(
+            state=sa.case((cancelled, "cancelled"), (exhausted, "dead"), else_="queued"),
+            last_error=restarted_error(node_id),
+            finished_at=sa.case((cancelled, now), (exhausted, now), else_=None),
+            run_at=sa.case((exhausted, c.run_at), else_=now),
+            claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
+        )
+    )
+    return int(result.rowcount or 0)
