@@ -1,8 +1,9 @@
 """Connections for transactional handlers: the user's writes and the job's completion, together.
 
 A task declared ``transactional=True`` runs its handler inside a transaction on the app's
-database and the worker writes the job's completion -- the pump's very statement, fenced by the
-claim token -- in that same transaction before it commits (:mod:`ringwork.worker.transactional`).
+database and the worker writes the job's completion -- fenced by the claim token and the attempt
+(``claim.attempt_completion``) -- in that same transaction before it commits
+(:mod:`ringwork.worker.transactional`).
 These connections come from engines of their own, not from the store's pool:
 
 * one connection is held for a handler's whole run, so the pool is sized to the worker's

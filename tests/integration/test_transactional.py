@@ -107,6 +107,40 @@ def test_a_completion_refused_rolls_the_effects_back(app: App, credits: sa.Table
     assert effects(app, credits) == [(job_id, 2)]
 
 
+def test_a_timed_out_attempt_that_returns_late_does_not_commit(
+    app: App, credits: sa.Table
+) -> None:
+    """A plain handler's thread runs on past its timeout; the attempt is failed and retried --
+    here by the same worker, so under the same claim token (the partition's epoch) -- while it
+    does. When the late attempt returns, its commit must be refused: the claim on the row is
+    the retry's now. The one effect is the retry's."""
+    retry_started, late_returned = threading.Event(), threading.Event()
+    worker_of: list[Any] = []
+
+    @app.task("credit", transactional=True, timeout=1.0)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        if job.attempt == 1:
+            assert retry_started.wait(20)
+            # Written only now: on SQLite an earlier write would lock the retry out.
+            conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+            late_returned.set()
+            return
+        retry_started.set()
+        assert late_returned.wait(20)
+        # Until the late attempt's transaction has ended (its slot comes back then).
+        wait_for(lambda: worker_of[0]._executor.overrunning == 0, 10,
+                 message="the late attempt's transaction ended")
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    job_id = app.enqueue("credit", "k")
+    with running_worker(app) as worker:
+        worker_of.append(worker)
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", 30)  # type: ignore[union-attr]
+    assert effects(app, credits) == [(job_id, 2)]
+    record = app.get_job(job_id)
+    assert record is not None and record.attempts == 2
+
+
 def test_a_cancelled_async_handler_writes_nothing(app: App, credits: sa.Table) -> None:
     """Its write, made before the cancel, is rolled back. (On SQLite the write comes after the
     wait: an uncommitted write holds the database's only write lock, the cancel's included.)"""
