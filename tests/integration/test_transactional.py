@@ -141,6 +141,41 @@ def test_a_timed_out_attempt_that_returns_late_does_not_commit(
     assert record is not None and record.attempts == 2
 
 
+def test_once_completed_a_handler_transaction_may_idle_two_seconds_only(
+    app: App, credits: sa.Table
+) -> None:
+    """The completion locks the job's row until the commit. A process frozen in between (found
+    by the SIGSTOP acceptance test) would hold that lock for the handler's idle limit -- 60 s
+    for a task without a timeout -- and the leader's re-queue of its jobs waits for the lock
+    inside the referee's transaction, so every worker stalls with it. Once the completion is
+    written the transaction is ringwork's, and gets ringwork's own 2 s limit."""
+    if app.store.dialect != "postgresql":
+        pytest.skip("an idle-in-transaction limit is PostgreSQL's")
+    seen: list[str] = []
+
+    def before_commit(conn: sa.Connection) -> None:
+        if conn.exec_driver_sql("SHOW application_name").scalar() == "ringwork-handler":
+            seen.append(conn.exec_driver_sql(
+                "SHOW idle_in_transaction_session_timeout").scalar())
+
+    @app.task("credit", transactional=True)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    @app.task("credit_async", transactional=True)
+    async def credit_async(job: Job, conn: Any) -> None:
+        await conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    ids = [app.enqueue("credit", "k"), app.enqueue("credit_async", "a")]
+    sa.event.listen(sa.Engine, "commit", before_commit)
+    try:
+        with running_worker(app):
+            wait_for(lambda: all(app.get_job(i).state == "succeeded" for i in ids), 30)  # type: ignore[union-attr]
+    finally:
+        sa.event.remove(sa.Engine, "commit", before_commit)
+    assert seen == ["2s", "2s"]
+
+
 def test_a_cancelled_async_handler_writes_nothing(app: App, credits: sa.Table) -> None:
     """Its write, made before the cancel, is rolled back. (On SQLite the write comes after the
     wait: an uncommitted write holds the database's only write lock, the cancel's included.)"""
