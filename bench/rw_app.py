@@ -13,6 +13,7 @@ import asyncio
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from ringwork import App, Job
 
@@ -33,6 +34,12 @@ app = App(cluster="rwbench", partitions=64)
 @app.task("noop")
 def noop(job: Job) -> None:
     """W1: a true no-op (payload ``{"key", "seq"}``), like the peers' ``noop``."""
+
+
+@app.task("noop_tx", transactional=True)
+def noop_tx(job: Job, conn: Any) -> None:
+    """W1 as a transactional task (``bench.transactional``): nothing is done with ``conn``, so
+    what it measures is the price of the handler's own transaction and its completion in it."""
 
 
 async def _rec(job: Job) -> None:

@@ -142,6 +142,13 @@ WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.
 RETURNING j.id
 """).columns(id=sa.BigInteger)
 
+COMPLETE_ATTEMPT_PG = sa.text("""
+UPDATE ringwork_jobs SET state = 'succeeded', finished_at = now()
+WHERE id = :id AND cluster = :cluster AND claimed_by = :node AND claim_epoch = :token
+  AND attempts = :attempt AND state = 'running'
+RETURNING id
+""").columns(id=sa.BigInteger)
+
 # --- SQLite -----------------------------------------------------------------------------------
 # Runs inside BEGIN IMMEDIATE (the database write lock), so reads and the write are one step.
 
@@ -233,6 +240,19 @@ RETURNING ringwork_jobs.id
 
 COMPLETE_SQLITE = complete_sqlite(False)
 
+
+def complete_attempt_sqlite(skewed: bool = False) -> Any:
+    """SQLite's :data:`COMPLETE_ATTEMPT_PG`; ``skewed``: the variant that takes ``:clock``."""
+    return (
+        sa.text(f"""
+UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {sqlite_now(skewed)}
+WHERE id = :id AND +cluster = :cluster AND claimed_by = :node AND claim_epoch = :token
+  AND attempts = :attempt AND state = 'running'
+RETURNING id
+""")
+        .columns(id=sa.BigInteger)
+    )
+
 # --- Running them -----------------------------------------------------------------------------
 
 
@@ -307,8 +327,8 @@ def complete(
 def completion(
     dialect: str, cluster: str, node_id: str, done: Sequence[tuple[int, int]]
 ) -> tuple[Any, dict[str, Any]]:
-    """The completion statement and its parameters, for any connection (a transactional
-    handler's, sync or async, runs the very statement the pump does)."""
+    """The pump's batched completion statement and its parameters, for any connection (a
+    transactional handler's own completion is :func:`attempt_completion`)."""
     if dialect == "postgresql":
         params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
         stmt = COMPLETE_PG
@@ -318,6 +338,25 @@ def completion(
         stmt = complete_sqlite(clock is not None)
     params.update(cluster=cluster, node=node_id)
     return stmt, params
+
+
+def attempt_completion(
+    dialect: str, cluster: str, node_id: str, job_id: int, token: int, attempt: int
+) -> tuple[Any, dict[str, Any]]:
+    """The completion of one attempt, for a transactional handler's own transaction: fenced
+    like the pump's (claimer, token, ``running``) and on the attempt number too.
+
+    Why the attempt: the token is the partition's epoch, the same for two attempts of a job
+    claimed by the same worker. The pump never writes a late attempt's success (it holds each
+    attempt by identity), but a transactional handler's thread writes its own: a plain
+    handler that ran on past its timeout while its retry runs on this worker would otherwise
+    commit its writes and the job's success under the retry's claim."""
+    params: dict[str, Any] = {"id": job_id, "token": token, "attempt": attempt,
+                              "cluster": cluster, "node": node_id}
+    if dialect == "postgresql":
+        return COMPLETE_ATTEMPT_PG, params
+    clock = sqlite_clock()
+    return complete_attempt_sqlite(clock is not None), with_clock(params, clock)
 
 
 # --- The claim on the event loop (PostgreSQL) -------------------------------------------------

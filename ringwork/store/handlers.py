@@ -1,8 +1,9 @@
 """Connections for transactional handlers: the user's writes and the job's completion, together.
 
 A task declared ``transactional=True`` runs its handler inside a transaction on the app's
-database and the worker writes the job's completion -- the pump's very statement, fenced by the
-claim token -- in that same transaction before it commits (:mod:`ringwork.worker.transactional`).
+database and the worker writes the job's completion -- fenced by the claim token and the attempt
+(``claim.attempt_completion``) -- in that same transaction before it commits
+(:mod:`ringwork.worker.transactional`).
 These connections come from engines of their own, not from the store's pool:
 
 * one connection is held for a handler's whole run, so the pool is sized to the worker's
@@ -42,6 +43,11 @@ if TYPE_CHECKING:
 #: has no timeout (PostgreSQL): longer than any sane pause, short enough that a frozen process
 #: does not hold its row locks forever.
 DEFAULT_IDLE = 60.0
+#: The idle limit once the job's completion is written (ringwork's own connections' 2 s): the
+#: completion holds the job row's lock until the commit, and the leader's re-queue of a dead
+#: worker's jobs waits for that lock inside the referee's transaction, with every worker behind
+#: it. A process frozen between the completion and the commit must not stall them for a minute.
+COMPLETED_IDLE_MS = 2000
 
 
 def handler_engine(url: URL, size: int) -> Engine:
@@ -86,6 +92,16 @@ def idle_limit(dialect: str, timeout: float | None) -> tuple[str, dict[str, Any]
         return None
     seconds = DEFAULT_IDLE if timeout is None else timeout + 5.0
     ms = min(2**31 - 1, math.ceil(seconds * 1000))
+    return _set_idle(ms)
+
+
+def completed_idle_limit(dialect: str) -> tuple[str, dict[str, Any]] | None:
+    """The statement that brings the idle limit down to :data:`COMPLETED_IDLE_MS`, run just
+    before the completion (PostgreSQL; None elsewhere)."""
+    return _set_idle(COMPLETED_IDLE_MS) if dialect == "postgresql" else None
+
+
+def _set_idle(ms: int) -> tuple[str, dict[str, Any]]:
     # SET LOCAL takes no bind parameter; set_config(..., true) is the same, parameterised.
     return "SELECT set_config('idle_in_transaction_session_timeout', %(ms)s, true)", {
         "ms": str(ms)}

@@ -11,7 +11,7 @@ running under its name is an old incarnation's.
 Apart from :mod:`.referee`'s re-queue on reassignment on purpose: that one decides by epoch
 which claims a move ends; this one by name, once per process start. The attempt was counted
 when the job was claimed, so one with no attempt left ends ``dead``, and one whose cancel was
-requested ends ``cancelled``, as a lost job does.
+requested ends ``cancelled``, as a lost job does (the same rule: :func:`.jobs.back_to_queue`).
 
 Threads: runs inside a write transaction of :class:`~ringwork.store.Store`, on whichever thread
 starts the node (the worker's database pool, or the node child's main thread).
@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ringwork.store.clock import now_expr
+from ringwork.store.jobs import back_to_queue
 from ringwork.store.schema import RUNNING, jobs
 
 
@@ -33,18 +33,9 @@ def restarted_error(node_id: str) -> str:
 def requeue_restarted(conn: sa.Connection, dialect: str, cluster: str, node_id: str) -> int:
     """Re-queue every job still ``running`` under ``node_id``; how many there were."""
     c = jobs.c
-    exhausted = c.attempts >= c.max_attempts
-    cancelled = c.cancel_requested_at.is_not(None)
-    now = now_expr(dialect)
     result = conn.execute(
         sa.update(jobs)
         .where(c.cluster == cluster, c.state == RUNNING, c.claimed_by == node_id)
-        .values(
-            state=sa.case((cancelled, "cancelled"), (exhausted, "dead"), else_="queued"),
-            last_error=restarted_error(node_id),
-            finished_at=sa.case((cancelled, now), (exhausted, now), else_=None),
-            run_at=sa.case((exhausted, c.run_at), else_=now),
-            claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
-        )
+        .values(back_to_queue(dialect, restarted_error(node_id)))
     )
     return int(result.rowcount or 0)

@@ -1,13 +1,17 @@
 """Transactional handlers: the handler's writes and its job's completion commit as one.
 
 A task declared ``transactional=True`` gets ``handler(job, conn)``: ``conn`` is a connection in
-an open transaction on the app's database (an ``AsyncConnection`` for an ``async def``
-handler). When the handler returns, the completion -- the pump's own statement, fenced by the
-job's claim (``claimed_by``, token, ``running``) -- runs in that transaction, and one commit
-makes both durable. If the completion is refused (the job was re-queued: this worker was
-declared dead, or its attempt was already ended by a timeout, a cancel or the shutdown grace),
-everything the handler wrote is rolled back with it. A handler that raises rolls back too; its
-failure is then recorded by the pump in a transaction of its own, like any failure.
+an open transaction on the app's database (an ``AsyncConnection`` for an ``async def`` handler).
+When the handler returns, the completion -- fenced like the pump's by the job's claim
+(``claimed_by``, token, ``running``) and also by the attempt number (a plain handler that ran on
+past its timeout must not commit under its retry's claim, which carries the same token when the
+same worker claimed it) -- runs in that transaction, and one commit makes both durable. If the
+completion is refused (the job was re-queued: this worker was declared dead, or its attempt was
+already ended by a timeout, a cancel or the shutdown grace), everything the handler wrote is
+rolled back with it. A handler that raises rolls back too; its failure is then recorded by the
+pump in a transaction of its own, like any failure. On PostgreSQL the transaction may sit idle
+for the task's timeout plus 5 s (or 60 s) while the handler runs, and for 2 s only once the
+completion is written (:data:`~ringwork.store.handlers.COMPLETED_IDLE_MS`).
 
 So the handler's database effects happen exactly once per job, whatever dies when: before the
 commit nothing is visible; after it the job is ``succeeded`` and is never claimed again. A
@@ -27,8 +31,13 @@ from typing import TYPE_CHECKING, Any
 
 from ringwork.job import Job
 from ringwork.store import Store
-from ringwork.store.claim import completion
-from ringwork.store.handlers import handler_async_engine, handler_engine, idle_limit
+from ringwork.store.claim import attempt_completion
+from ringwork.store.handlers import (
+    completed_idle_limit,
+    handler_async_engine,
+    handler_engine,
+    idle_limit,
+)
 from ringwork.worker.ledger import FENCED, WRITTEN, Written
 
 if TYPE_CHECKING:
@@ -50,6 +59,9 @@ class Transactions:
         self._lock = threading.Lock()
         self._sync: Engine | None = None
         self._async: AsyncEngine | None = None
+        #: PostgreSQL: once the completion holds the job row's lock, 2 s of idling at most
+        #: (a frozen process must not hold up the re-queue, and the cluster, any longer).
+        self._completed_limit = completed_idle_limit(self.dialect)
 
     def run_sync(self, handler: Callable[[Job, Any], Any], job: Job,
                  timeout: float | None) -> Written:
@@ -63,6 +75,8 @@ class Transactions:
                 if limit is not None:
                     conn.exec_driver_sql(*limit)
                 handler(job, conn)
+                if self._completed_limit is not None:
+                    conn.exec_driver_sql(*self._completed_limit)
                 written = bool(conn.execute(*self._completion(job)).scalars().all())
             except BaseException:
                 tx.rollback()
@@ -85,6 +99,8 @@ class Transactions:
                 if limit is not None:
                     await conn.exec_driver_sql(*limit)
                 await handler(job, conn)
+                if self._completed_limit is not None:
+                    await conn.exec_driver_sql(*self._completed_limit)
                 written = bool((await conn.execute(*self._completion(job))).scalars().all())
             except BaseException:
                 await tx.rollback()
@@ -96,7 +112,8 @@ class Transactions:
         return WRITTEN
 
     def _completion(self, job: Job) -> tuple[Any, dict[str, Any]]:
-        return completion(self.dialect, self.cluster, self.node_id, [(job.id, job.token)])
+        return attempt_completion(self.dialect, self.cluster, self.node_id, job.id, job.token,
+                                  job.attempt)
 
     async def close(self) -> None:
         if self._async is not None:

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,15 +92,20 @@ class Events:
 
 
 class Cluster:
+    """``app_spec`` is what the workers run and ``app_build`` registers the same tasks on the
+    test's own App (default: :mod:`tests.acceptance.cluster_app`)."""
+
     def __init__(self, db_url: str, name: str, workdir: Path, *, session_timeout: float = 3.0,
-                 partitions: int = 64):
+                 partitions: int = 64, app_spec: str = APP_SPEC,
+                 app_build: Callable[[App], App] = build):
         self.db_url = db_url
         self.name = name
         self.workdir = workdir
         self.session_timeout = session_timeout
         self.partitions = partitions
+        self.app_spec = app_spec
         self.procs: list[Proc] = []
-        self.app = build(App(database_url=db_url, cluster=name, partitions=partitions))
+        self.app = app_build(App(database_url=db_url, cluster=name, partitions=partitions))
         self.app.configure(session_timeout=session_timeout)
 
     # -- processes -----------------------------------------------------------------------------
@@ -119,7 +124,7 @@ class Cluster:
             log = self.workdir / f"worker-{len(self.procs)}.log"
             with open(log, "ab") as out:
                 popen = subprocess.Popen(
-                    [*prefix, sys.executable, "-m", "ringwork.cli", "worker", APP_SPEC,
+                    [*prefix, sys.executable, "-m", "ringwork.cli", "worker", self.app_spec,
                      "--metrics-port", "0", "--session-timeout", str(self.session_timeout),
                      *extra],
                     cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,

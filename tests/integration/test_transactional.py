@@ -107,6 +107,75 @@ def test_a_completion_refused_rolls_the_effects_back(app: App, credits: sa.Table
     assert effects(app, credits) == [(job_id, 2)]
 
 
+def test_a_timed_out_attempt_that_returns_late_does_not_commit(
+    app: App, credits: sa.Table
+) -> None:
+    """A plain handler's thread runs on past its timeout; the attempt is failed and retried --
+    here by the same worker, so under the same claim token (the partition's epoch) -- while it
+    does. When the late attempt returns, its commit must be refused: the claim on the row is
+    the retry's now. The one effect is the retry's."""
+    retry_started, late_returned = threading.Event(), threading.Event()
+    worker_of: list[Any] = []
+
+    @app.task("credit", transactional=True, timeout=1.0)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        if job.attempt == 1:
+            assert retry_started.wait(20)
+            # Written only now: on SQLite an earlier write would lock the retry out.
+            conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+            late_returned.set()
+            return
+        retry_started.set()
+        assert late_returned.wait(20)
+        # Until the late attempt's transaction has ended (its slot comes back then).
+        wait_for(lambda: worker_of[0]._executor.overrunning == 0, 10,
+                 message="the late attempt's transaction ended")
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    job_id = app.enqueue("credit", "k")
+    with running_worker(app) as worker:
+        worker_of.append(worker)
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", 30)  # type: ignore[union-attr]
+    assert effects(app, credits) == [(job_id, 2)]
+    record = app.get_job(job_id)
+    assert record is not None and record.attempts == 2
+
+
+def test_once_completed_a_handler_transaction_may_idle_two_seconds_only(
+    app: App, credits: sa.Table
+) -> None:
+    """The completion locks the job's row until the commit. A process frozen in between (found
+    by the SIGSTOP acceptance test) would hold that lock for the handler's idle limit -- 60 s
+    for a task without a timeout -- and the leader's re-queue of its jobs waits for the lock
+    inside the referee's transaction, so every worker stalls with it. Once the completion is
+    written the transaction is ringwork's, and gets ringwork's own 2 s limit."""
+    if app.store.dialect != "postgresql":
+        pytest.skip("an idle-in-transaction limit is PostgreSQL's")
+    seen: list[str] = []
+
+    def before_commit(conn: sa.Connection) -> None:
+        if conn.exec_driver_sql("SHOW application_name").scalar() == "ringwork-handler":
+            seen.append(conn.exec_driver_sql(
+                "SHOW idle_in_transaction_session_timeout").scalar())
+
+    @app.task("credit", transactional=True)
+    def credit(job: Job, conn: sa.Connection) -> None:
+        conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    @app.task("credit_async", transactional=True)
+    async def credit_async(job: Job, conn: Any) -> None:
+        await conn.execute(credits.insert().values(job_id=job.id, attempt=job.attempt))
+
+    ids = [app.enqueue("credit", "k"), app.enqueue("credit_async", "a")]
+    sa.event.listen(sa.Engine, "commit", before_commit)
+    try:
+        with running_worker(app):
+            wait_for(lambda: all(app.get_job(i).state == "succeeded" for i in ids), 30)  # type: ignore[union-attr]
+    finally:
+        sa.event.remove(sa.Engine, "commit", before_commit)
+    assert seen == ["2s", "2s"]
+
+
 def test_a_cancelled_async_handler_writes_nothing(app: App, credits: sa.Table) -> None:
     """Its write, made before the cancel, is rolled back. (On SQLite the write comes after the
     wait: an uncommitted write holds the database's only write lock, the cancel's included.)"""
