@@ -5,14 +5,14 @@ implementations (not mocks) that keep the rules the worker relies on, so the pum
 the revocation drain can be tested without a database or a socket:
 
 * :class:`MemoryJobs` -- the job operations of :class:`ringwork.store.Store` the worker uses
-  (``exchange``, ``claim``, ``complete``, ``fail``, ``release_unknown``,
+  (``exchange``, ``claim``, ``complete``, ``fail``, ``release_unknown``, ``abandon``,
   ``cancels_requested``), with the store's
   fencing: a claim takes only jobs of partitions the claimer owns at exactly the epochs it
   presents, and an outcome is written only with the claim token (epoch) the job was claimed with.
 * :class:`FixedCoordinator` -- a cluster of one whose assignment a test changes by hand
   (``assign``, ``revoke``, ``lose``); it records every ``revoke_done``. Moving a partition
-  bumps its epoch in the jobs twin and re-queues what still runs there under an older epoch,
-  as the referee's ``assign`` does.
+  bumps its epoch in the jobs twin and re-queues what a dead node still runs there under an
+  older epoch, as the referee's ``assign`` does (the jobs of live nodes keep their claims).
 
 Thread-safe (one lock each): the worker calls the jobs twin from its database threads.
 """
@@ -61,6 +61,7 @@ class MemoryJobs:
         #: partition -> (owner, epoch): what a claim is checked against.
         self.owners: dict[int, tuple[str | None, int]] = {p: (None, 0) for p in range(partitions)}
         self.calls: list[str] = []  # the name of every operation, in order
+        self.dead: set[str] = set()  # nodes declared dead: a move re-queues their jobs
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
 
@@ -91,7 +92,8 @@ class MemoryJobs:
             return {i: r.state for i, r in self.rows.items()}
 
     def move(self, partitions: Sequence[int], owner: str | None) -> dict[int, int]:
-        """Give ``partitions`` to ``owner`` at a new epoch; re-queue what ran under the old."""
+        """Give ``partitions`` to ``owner`` at a new epoch; re-queue what a dead node ran there
+        under the old one (fenced by job: the claims of live nodes survive the move)."""
         with self.lock:
             epochs = {}
             for p in partitions:
@@ -100,6 +102,7 @@ class MemoryJobs:
                 epochs[p] = epoch
                 for row in self.rows.values():
                     if (row.partition == p and row.state == "running"
+                            and row.claimed_by in self.dead
                             and (row.claim_epoch or 0) < epoch):
                         exhausted = row.attempts >= row.max_attempts
                         row.state = ("cancelled" if row.cancel_requested
@@ -161,6 +164,23 @@ class MemoryJobs:
                     row.attempts -= 1
                     released.append(row.id)
             return released
+
+    def abandon(self, node_id: str, claims: Sequence[tuple[int, int]]) -> list[int]:
+        with self.lock:
+            self.calls.append("abandon")
+            written = []
+            for job_id, token in claims:
+                row = self.rows.get(job_id)
+                if self._holds(row, node_id, token):
+                    assert row is not None
+                    row.last_error = f"abandoned at shutdown after the grace period ({node_id})"
+                    exhausted = row.attempts >= row.max_attempts
+                    row.state = ("cancelled" if row.cancel_requested
+                                 else "dead" if exhausted else "queued")
+                    if row.state == "queued":
+                        row.claimed_by = row.claim_epoch = None
+                    written.append(job_id)
+            return written
 
     # -- the rules --------------------------------------------------------------------------------
 
@@ -246,12 +266,15 @@ class FixedCoordinator:
                 self.held.pop(p, None)
         self._tell("revoked", partitions)
 
-    def lose(self, partitions: Sequence[int], to: str = "node-b") -> None:
-        """Taken without a hand-off: another node owns them at a new epoch."""
+    def lose(self, partitions: Sequence[int], to: str = "node-b", *, dead: bool = False) -> None:
+        """Taken without a hand-off: another node owns them at a new epoch. ``dead``: we were
+        declared dead too, so the move re-queues the jobs we still run there."""
         with self.lock:
             for p in partitions:
                 self.held.pop(p, None)
         if self.jobs is not None:
+            if dead:
+                self.jobs.dead.add(self.node_id)
             self.jobs.move(partitions, to)
         self._tell("lost", partitions)
 

@@ -32,13 +32,14 @@ from ringwork.node.curve import CurveKeys
 from ringwork.node.driver import Node
 from ringwork.node.spec import NodeSpec
 from ringwork.store import Store
+from ringwork.store.jobs import WORKER_GONE
 
 #: How often the child checks on its parent and on the node's snapshot.
 WATCH_INTERVAL = 0.02
 #: How often the child sends the node's view (metrics) to the parent.
 VIEW_INTERVAL = 1.0
 #: The store methods the worker may run in the child (its job writes).
-REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown"})
+REMOTE_CALLS = frozenset({"exchange", "fail", "release_unknown", "abandon"})
 
 
 def child_main(conn: Connection, spec: NodeSpec) -> None:
@@ -216,6 +217,14 @@ class _Child:
                   parent=self.parent)
         if self.revoking:
             self.node.revoke_done(frozenset(self.revoking))
+        # Its jobs keep their claims while our row is fresh (fenced by job): hand them back
+        # now rather than leave them to the leader's sweep once the row is gone.
+        try:
+            back = self.store.abandon(self.spec.node_id, None, WORKER_GONE)
+        except RingworkError as exc:
+            log_event("hand_back_failed", logging.WARNING, node=self.spec.node_id, error=exc)
+        else:
+            log_event("jobs_handed_back", node=self.spec.node_id, jobs=len(back))
         self.node.stop()
         return 0
 

@@ -130,6 +130,7 @@ class Node:
         self._awake = threading.Event()  # cleared while frozen (see freeze)
         self._awake.set()
         self._left = threading.Event()
+        self._next_touch = 0.0  # after the leave: when to touch our registry row next
         self._watch = JoinWatch(config.session_timeout)
         self._next_watch = 0.0
 
@@ -293,6 +294,11 @@ class Node:
                 self._watch_membership(now)
                 if now >= deadline:
                     self._feed(now, ev.Tick())
+                if self._left.is_set() and now >= self._next_touch and self._calls is not None:
+                    # Left, but the worker may still be finishing jobs that kept their claims
+                    # (fenced by job): a fresh row is what keeps them from being re-queued.
+                    self._next_touch = now + self.config.poll_interval
+                    self._calls.touch()
         except BaseException as exc:  # never die silently: fence ourselves and say why
             logging.getLogger("ringwork").exception("node loop crashed")
             text = " ".join(f"{type(exc).__name__}: {exc}".split())  # one line, bounded

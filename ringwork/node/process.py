@@ -13,8 +13,8 @@ The two talk over a socket pair (:class:`multiprocessing.connection.Connection` 
 child's side is :mod:`ringwork.node.child`, and :mod:`ringwork.node.spawn` starts it:
 
 * parent -> child: ``start``, ``revoke_done``, ``leave``, ``stop``;
-* parent -> child: the worker's job writes (``exchange``, ``fail``, ``release_unknown``), run
-  by the child on its own connection and answered by id;
+* parent -> child: the worker's job writes (``exchange``, ``fail``, ``release_unknown``,
+  ``abandon``), run by the child on its own connection and answered by id;
 * child -> parent: the reply to ``start``, partition events, the claimable snapshot
   ``(partition -> epoch, deadline)`` (pushed before every event and whenever it changes), the
   node's view for metrics (once a second), and ``failed`` when the node can no longer work.
@@ -301,6 +301,9 @@ class RemoteStore:
 
     def release_unknown(self, *args: Any, **kwargs: Any) -> Any:
         return self._node.call("release_unknown", *args, **kwargs)
+
+    def abandon(self, *args: Any, **kwargs: Any) -> Any:
+        return self._node.call("abandon", *args, **kwargs)
 
 
 def _error(name: str, message: str) -> RingworkError:

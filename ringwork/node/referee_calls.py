@@ -7,7 +7,7 @@ One thread keeps them in the order the core issued them. Each finished call wake
 thread at once (:class:`~ringwork.node.wake.Wake`), so the core acts on an answer when it
 arrives, not when the poll times out.
 
-Threads: :meth:`RefereeCalls.perform`, :meth:`refresh`, :meth:`record_joined` and
+Threads: :meth:`RefereeCalls.perform`, :meth:`refresh`, :meth:`record_joined`, :meth:`touch` and
 :meth:`answers` are called by the protocol thread (and once by :meth:`Node.start
 <ringwork.node.driver.Node.start>` before it exists); the calls run on the pool thread;
 :meth:`shutdown` comes from whoever stops the node, after the protocol thread has ended.
@@ -15,6 +15,7 @@ Threads: :meth:`RefereeCalls.perform`, :meth:`refresh`, :meth:`record_joined` an
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING
@@ -60,6 +61,10 @@ class RefereeCalls:
     def record_joined(self, member: bool) -> None:
         self._submit(self._record_joined, member)
 
+    def touch(self) -> None:
+        """Refresh our registry row outside the protocol (after the leave: see the driver)."""
+        self._submit(self._touch)
+
     def answers(self) -> list[ev.Event]:
         """The events of the calls finished since the last look, in the order they were made."""
         done = [f for f in self._pending if f.done()]
@@ -98,6 +103,12 @@ class RefereeCalls:
             pass  # the next poll refreshes it
         finally:
             self._refreshing = False
+
+    def _touch(self) -> None:
+        # A failure is survived: the next one may get through; a stale row only re-queues our
+        # jobs (whose late outcomes are then refused).
+        with contextlib.suppress(RingworkError):
+            self.registry.touch(self.node_id)
 
     def _record_joined(self, member: bool) -> None:
         self.registry.record_joined(self.node_id, member)

@@ -30,7 +30,12 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   right after a referee silence longer than session_timeout it waits, up to session_timeout, for
   every node that was alive when the silence began (only liveness: waiting is never unsafe);
 * epochs move only by the leader's ``assign`` under its term, and only for partitions nobody may
-  claim (revoked and released, timed out past every lease, or orphaned).
+  claim (revoked and released, timed out past every lease, or orphaned);
+* jobs are fenced by job as well: a move re-queues a running job only if its claimer is neither
+  a member nor fresh in the registry, and a follower claims only until ``session_timeout -
+  lease_margin`` after issuing its last poll whose touch succeeded -- so a claimer whose row is
+  ``session_timeout`` old has stopped claiming (simulator invariant 8: no job is re-queued while
+  its claimer may still claim).
 
 Degraded mode -- degrade, do not stall. A follower cut off from the leader's Acks (either way)
 that still reaches the database keeps claiming through it: a poll *issued* at ``t`` whose registry
@@ -121,16 +126,18 @@ class Core:
         the same epochs, while our database-derived lease runs."""
         lead = self.leadership
         if lead is not None:
-            return dict(self.held) if now < lead.authority_until else {}
+            until = min(lead.authority_until, self.machine.following.touch_until)
+            return dict(self.held) if now < until else {}
         return self.machine.following.claimable(now)
 
     def claim_deadline(self) -> float:
         """When ``claimable`` next changes by time alone, as of the last ``handle()``: the
         leader's authority, the follower's lease from Acks (after which it shrinks to the
-        degraded set), or its database-derived lease (``-inf`` when not joined to a leader)."""
+        degraded set), or its database-derived lease, each cut at ``touch_until`` (``-inf``
+        when not joined to a leader)."""
         lead = self.leadership
         if lead is not None:
-            return lead.authority_until
+            return min(lead.authority_until, self.machine.following.touch_until)
         return self.machine.following.claim_deadline(self.machine.fx.now)
 
     @property
@@ -220,6 +227,12 @@ class Core:
     def db_owned(self) -> dict[int, int]:
         """Degraded mode: what that lease covers (partition -> epoch)."""
         return self.machine.following.db_owned
+
+    @property
+    def touch_until(self) -> float:
+        """Claims end here whatever the leases say: ``session_timeout - lease_margin`` after
+        the issue of our last poll whose registry touch succeeded."""
+        return self.machine.following.touch_until
 
     @property
     def lease_until(self) -> float:

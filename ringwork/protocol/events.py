@@ -11,12 +11,16 @@ implements it over any :class:`Referee` + :class:`Registry`):
   (and the partitions table if ``partitions``); answer :class:`PollResult`.
 * :class:`ClaimLeadership`: ``claim_leadership(node, seen_term)``; on success touch this node's row
   and read the registry and the partitions (all after the CAS); answer :class:`LeadershipResult`.
-* :class:`WriteAssignment`: ``assign(leader, term, owners)``; answer :class:`AssignResult`.
+* :class:`WriteAssignment`: ``assign(leader, term, owners, keep, stale_after)``; answer
+  :class:`AssignResult`.
+* :class:`SweepOrphans`: ``requeue_orphans(leader, term, keep, stale_after)``; answer
+  :class:`SweepResult`.
 * Any transient failure: answer :class:`RefereeFailed` (the core treats the write as not done).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -76,6 +80,14 @@ class AssignResult(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class SweepResult(Event):
+    """Result of :class:`SweepOrphans`: jobs re-queued, or ``None`` if the term was stale."""
+
+    op_id: int
+    requeued: int | None
+
+
+@dataclass(frozen=True, kw_only=True)
 class RefereeFailed(Event):
     op_id: int
     error: str = ""
@@ -83,7 +95,8 @@ class RefereeFailed(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class RevokeConfirmed(Event):
-    """The runtime finished the in-flight jobs of these revoked partitions."""
+    """The runtime claims nothing more from these revoked partitions (no claim round is out).
+    Their running jobs need not be done: they keep their claims (fenced by job)."""
 
     partitions: frozenset[int]
 
@@ -134,31 +147,50 @@ class ClaimLeadership(RefereeAction):
 
 @dataclass(frozen=True, kw_only=True)
 class WriteAssignment(RefereeAction):
+    """Move ``owners`` under ``term``. Jobs still running in a moved partition keep their claim
+    unless their claimer is dead: not in ``keep`` (the members) and its registry row is
+    ``stale_after`` seconds old or gone (see :mod:`ringwork.protocol.referee`)."""
+
     term: int
     owners: Mapping[int, str | None]
+    keep: tuple[str, ...] = ()
+    stale_after: float = math.inf
+
+
+@dataclass(frozen=True, kw_only=True)
+class SweepOrphans(RefereeAction):
+    """Re-queue the running jobs of dead claimers (the rule of :class:`WriteAssignment`) in
+    partitions that have moved since they were claimed: jobs a node carried past a rebalance
+    and then died with, which no later move of their partition would find."""
+
+    term: int
+    keep: tuple[str, ...]
+    stale_after: float
 
 
 @dataclass(frozen=True, kw_only=True)
 class Assigned(Action):
     """These partitions are now ours, at these epochs (partition -> epoch). The runtime may claim
-    from them whenever ``core.claimable(now)`` lists them, and re-queues their jobs still running
-    under an older epoch."""
+    from them whenever ``core.claimable(now)`` lists them. Jobs of them that earlier owners still
+    run keep their claims; the ordered-key head check keeps a key's next job behind them."""
 
     partitions: Mapping[int, int]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Revoked(Action):
-    """Clean hand-off: stop claiming these now, finish their in-flight jobs, then confirm with
-    :class:`RevokeConfirmed` (the leader hands them over at the latest after revoke_timeout)."""
+    """Clean hand-off: stop claiming these now and confirm with :class:`RevokeConfirmed` once no
+    claim round is out (the leader hands them over at the latest after revoke_timeout). Jobs
+    in flight run on: their claims survive the move."""
 
     partitions: frozenset[int]
 
 
 @dataclass(frozen=True, kw_only=True)
 class Lost(Action):
-    """Taken away without a clean hand-off (we were fenced or declared dead): stop at once and
-    never commit to these again (the store fences stale commits anyway)."""
+    """Taken away without a clean hand-off (we were fenced or declared dead): claim nothing more
+    from these. Outcomes of jobs claimed there are still written: the store accepts each under
+    its own claim unless the job was re-queued meanwhile (then it is refused, "fenced")."""
 
     partitions: frozenset[int]
 

@@ -42,6 +42,11 @@ class Following:
         # of ``held`` that our last read of the partitions table confirmed (partition -> epoch).
         self.db_lease_until = -math.inf
         self.db_owned: dict[int, int] = {}
+        # Claims also end ``session_timeout - lease_margin`` after the issue of our last poll
+        # whose registry touch succeeded, whatever the leader's Acks say: so once the referee
+        # sees our row ``session_timeout`` old we have stopped claiming, and the jobs we still
+        # hold may be re-queued (fenced by job; see ringwork.protocol.referee).
+        self.touch_until = -math.inf
         self._degraded_noted = False
         self.last_contact = -math.inf
         self.seq = 0
@@ -57,6 +62,8 @@ class Following:
         if self.node.role != Role.FOLLOWER or not self.joined:
             return {}
         held = self.share.held
+        if now >= self.touch_until:
+            return {}
         if now < self.lease_until:
             return dict(held)
         if now < self.db_lease_until:
@@ -65,8 +72,15 @@ class Following:
 
     def claim_deadline(self, now: float) -> float:
         if self.node.role == Role.FOLLOWER and self.joined:
-            return self.lease_until if now < self.lease_until else self.db_lease_until
+            lease = self.lease_until if now < self.lease_until else self.db_lease_until
+            return min(lease, self.touch_until)
         return -math.inf
+
+    def touched(self, issued: float) -> None:
+        """A poll issued at ``issued`` touched our registry row: claims may go on until the row
+        could look stale to anyone (less the margin for clock-rate drift)."""
+        cfg = self.config
+        self.touch_until = max(self.touch_until, issued + cfg.session_timeout - cfg.lease_margin)
 
     def degraded(self, now: float) -> bool:
         return (
@@ -82,7 +96,8 @@ class Following:
         if self.node.leader is not None:
             times += [self.next_heartbeat, self.last_contact + self.config.session_timeout]
         if self.joined:
-            times += [self.lease_until, self.db_lease_until]  # claimable() shrinks there
+            # claimable() shrinks there
+            times += [self.lease_until, self.db_lease_until, self.touch_until]
         return times
 
     def suspicious(self, now: float) -> bool:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Mapping
 
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.effects import Effects
+from ringwork.protocol.events import SweepOrphans
 from ringwork.protocol.leader_book import Book, Member, live_members
 from ringwork.protocol.leader_members import Membership
 from ringwork.protocol.leader_moves import Moves
@@ -78,6 +79,11 @@ class Leadership:
         self.join_deadline: float | None = max(takeover_until, now + config.session_timeout)
         self.next_poll = now + config.heartbeat_interval
         self.poll_op: int | None = None
+        # The orphan sweep: jobs carried past a rebalance by a node that died later. Not before
+        # the join deadline: until then a node that has not rejoined may still hold a lease.
+        self.next_sweep = math.inf
+        self.sweep_op: int | None = None
+        self._deaths_swept = 0
         self.poll_issued = 0.0
         # The members, by node id: one dict, changed only by ``membership``, read by the rest.
         self.members: dict[str, Member] = {}
@@ -163,17 +169,40 @@ class Leadership:
             self.poll_op = self.referee.poll(self.fx, partitions=False)
             self.next_poll = now + self.config.heartbeat_interval
         self.membership.heartcheck(now)
+        if self.membership.deaths != self._deaths_swept and self.join_deadline is None:
+            self._deaths_swept = self.membership.deaths
+            self.next_sweep = min(self.next_sweep, now)  # its carried jobs: re-queue them now
         if self.takeover_until is not None and now >= self.takeover_until:
             self.takeover_until = None
             self._orphan_unconfirmed(now, lambda owner: owner not in self.alive_at_takeover)
         if self.join_deadline is not None and now >= self.join_deadline:
             self.join_deadline = None
             self._orphan_unconfirmed(now, lambda owner: True)
+            self.next_sweep = now
+        if self.sweep_op is None and now >= self.next_sweep and now < self.authority_until:
+            self._sweep(now)
         moves = self.moves
         if moves.rebalance_due is not None and now >= moves.rebalance_due:
             self.forming = False  # formed or not, later joins are debounced
             moves.rebalance(now)
         moves.maybe_write(now)
+
+    def _sweep(self, now: float) -> None:
+        """Ask the referee to re-queue jobs whose claimer died after its partition moved on;
+        every session timeout (a node that left keeps its claims while its row is fresh, so
+        its death shows only as the row going stale), and soon after a member is declared dead."""
+        keep, stale_after = tuple(sorted(self.members)), self.config.session_timeout
+        self.sweep_op = self.fx.referee_op(
+            lambda op: SweepOrphans(op_id=op, term=self.term, keep=keep, stale_after=stale_after)
+        )
+        self.next_sweep = now + self.config.session_timeout
+
+    def sweep_result(self, op_id: int, requeued: int | None) -> None:
+        if op_id != self.sweep_op:
+            return
+        self.sweep_op = None
+        if requeued:
+            self.fx.notice(self.term, "orphans_requeued", jobs=requeued)
 
     def _orphan_unconfirmed(self, now: float, which: Callable[[str], bool]) -> None:
         stale = [p for p, owner in self.book.unconfirmed.items() if which(owner)]
@@ -192,6 +221,8 @@ class Leadership:
             times.append(self.takeover_until)
         if self.join_deadline is not None:
             times.append(self.join_deadline)
+        if self.sweep_op is None:
+            times.append(self.next_sweep)
         if self.moves.rebalance_due is not None:
             times.append(self.moves.rebalance_due)
         wait = cfg.unconfirmed_revoke_wait
@@ -231,6 +262,8 @@ class Leadership:
     def poll_failed(self, op_id: int) -> None:
         if op_id == self.poll_op:
             self.poll_op = None
+        if op_id == self.sweep_op:
+            self.sweep_op = None  # tried again at next_sweep
 
     def pending_write(self, op_id: int) -> bool:
         return self.moves.pending_write(op_id)

@@ -45,6 +45,7 @@ class Membership:
         self.book = book
         self.moves = moves
         self.members = members  # shared with the leadership (and read by ``moves``)
+        self.deaths = 0  # members declared dead this term (the leadership sweeps after one)
 
     def enrol(self, now: float, msg: Join) -> bool | None:
         """A Join: ``True`` for a new member or a new incarnation of one (whose partitions it
@@ -140,6 +141,8 @@ class Membership:
 
     def _drop(self, node: str, now: float, why: str) -> None:
         self.fx.notice(self.term, why, node=node)
+        if why == "member_dead":
+            self.deaths += 1
         self.members.pop(node, None)
         self.book.orphan(list(self.book.owned_by.get(node, ())))
         self.moves.schedule(now, at_once=True)

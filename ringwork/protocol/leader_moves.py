@@ -134,8 +134,12 @@ class Moves:
         ready = self._ready(now)
         if ready:
             self.write_owners = ready
+            # Jobs of members keep their claims across the move (fenced by job): only a
+            # claimer that is no member and whose row is stale is dead (protocol/referee.py).
+            keep = tuple(sorted(self.members))
             self.write_op = self.fx.referee_op(
-                lambda op: WriteAssignment(op_id=op, term=self.term, owners=dict(ready))
+                lambda op: WriteAssignment(op_id=op, term=self.term, owners=dict(ready),
+                                           keep=keep, stale_after=self.config.session_timeout)
             )
 
     def pending_write(self, op_id: int) -> bool:

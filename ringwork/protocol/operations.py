@@ -43,8 +43,12 @@ def perform(
                 nodes=tuple(registry.read_nodes()),
             )
         if isinstance(action, ev.WriteAssignment):
-            epochs = referee.assign(node_id, action.term, action.owners)
+            epochs = referee.assign(node_id, action.term, action.owners, action.keep,
+                                    action.stale_after)
             return ev.AssignResult(op_id=action.op_id, epochs=epochs)
+        if isinstance(action, ev.SweepOrphans):
+            count = referee.requeue_orphans(node_id, action.term, action.keep, action.stale_after)
+            return ev.SweepResult(op_id=action.op_id, requeued=count)
     except DatabaseUnavailable as exc:
         return ev.RefereeFailed(op_id=action.op_id, error=str(exc) or type(exc).__name__)
     raise TypeError(f"not a referee action: {action!r}")

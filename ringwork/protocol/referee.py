@@ -10,18 +10,29 @@ Semantics every implementation must keep:
 * ``claim_leadership(node, seen_term)`` succeeds only if the stored term still equals
   ``seen_term``; it then stores ``term = seen_term + 1, leader = node`` and returns the new term.
   Two nodes that saw the same term cannot both win: at most one leader per term, ever.
-* ``assign(leader, term, owners)`` changes the owner of each listed partition and bumps its epoch
-  by one, atomically, and only if ``(term, leader)`` is still the stored one; otherwise it
-  changes nothing and returns ``None`` (the caller must step down). Moving a partition also
-  re-queues its jobs still ``running`` under an older epoch (the SQL twin does; the memory twin
-  has no jobs). ``owners[p] = None`` takes a partition away from everyone (epoch bumped too).
+* ``assign(leader, term, owners, keep, stale_after)`` changes the owner of each listed partition
+  and bumps its epoch by one, atomically, and only if ``(term, leader)`` is still the stored one;
+  otherwise it changes nothing and returns ``None`` (the caller must step down). ``owners[p] =
+  None`` takes a partition away from everyone (epoch bumped too).
+* Fenced by job: a job ``running`` in a moved partition keeps its claim (its completion under
+  its claim token is still accepted) unless its claimer is *dead*: not in ``keep`` (the leader's
+  members) and its registry row is missing or ``stale_after`` (the session timeout) old by the
+  referee's clock. A dead claimer's jobs are re-queued in the same transaction. Why a stale row
+  means dead: a node claims only while a poll whose touch succeeded is less than
+  ``session_timeout - lease_margin`` old (:mod:`ringwork.protocol.follower`), so by the time
+  its row is ``session_timeout`` old it has stopped claiming, and a late completion of a
+  re-queued job is refused by the job's own claim (``claimed_by`` and token).
+* ``requeue_orphans(leader, term, keep, stale_after)`` applies the same rule, under the same term
+  check, to running jobs of every partition that has moved since they were claimed (a node that
+  carried a job past a rebalance and then died); their count, or ``None`` if the term is stale.
 * Any method may raise :class:`ringwork.errors.DatabaseUnavailable` for a transient failure; the
   caller treats the write as not done (and a leader whose write failed steps down).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
@@ -52,9 +63,20 @@ class Referee(Protocol):
         ...
 
     def assign(
-        self, leader: str, term: int, owners: Mapping[int, str | None]
+        self,
+        leader: str,
+        term: int,
+        owners: Mapping[int, str | None],
+        keep: Collection[str] = (),
+        stale_after: float = math.inf,
     ) -> dict[int, int] | None:
         """Move partitions (bumping epochs) under ``term``; the new epochs, or ``None`` if stale."""
+        ...
+
+    def requeue_orphans(
+        self, leader: str, term: int, keep: Collection[str], stale_after: float
+    ) -> int | None:
+        """Re-queue dead claimers' jobs of moved partitions; how many, or ``None`` if stale."""
         ...
 
     def read_partitions(self) -> dict[int, Ownership]: ...

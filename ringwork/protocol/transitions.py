@@ -78,6 +78,7 @@ class Transitions:
         assert result.term is not None
         cfg, node, referee, share = self.config, self.node, self.referee, self.share
         referee.read_nodes(result.nodes, issued)  # read after the CAS, which was issued then
+        self.following.touched(issued)  # the touch after a won CAS (protocol/operations.py)
         takeover, alive = self.election.won(now, result)
         node.role, node.term, node.leader = Role.LEADER, result.term, node.node_id
         referee.term_record = TermRecord(term=result.term, leader=node.node_id)
@@ -125,6 +126,7 @@ class Transitions:
         _, issued = self.fx.answered(result.op_id, ("", -math.inf))
         self.referee.answered(now)
         self.referee.read_nodes(result.nodes, issued)
+        self.following.touched(issued)  # a poll's touch came first (protocol/operations.py)
         record = result.term
         lead = self.leadership
         if lead is not None:
@@ -182,6 +184,12 @@ class Transitions:
             self.step_down(now, "assign_refused")  # the referee says our term is over
         else:
             lead.write_result(now, result.op_id, result.epochs)
+
+    def _on_sweep(self, now: float, result: ev.SweepResult) -> None:
+        self.fx.answered(result.op_id, ("", 0.0))
+        self.referee.answered(now)
+        if self.leadership is not None:
+            self.leadership.sweep_result(result.op_id, result.requeued)
 
     def _on_failed(self, now: float, event: ev.RefereeFailed) -> None:
         self.fx.answered(event.op_id, ("", 0.0))
@@ -267,6 +275,7 @@ _HANDLERS: dict[type[ev.Event], Callable[[Transitions, float, ev.Event], None]] 
     ev.PollResult: Transitions._on_poll,  # type: ignore[dict-item]
     ev.LeadershipResult: Transitions._on_leadership,  # type: ignore[dict-item]
     ev.AssignResult: Transitions._on_assign,  # type: ignore[dict-item]
+    ev.SweepResult: Transitions._on_sweep,  # type: ignore[dict-item]
     ev.RefereeFailed: Transitions._on_failed,  # type: ignore[dict-item]
     ev.RevokeConfirmed: Transitions._on_revoke_confirmed,  # type: ignore[dict-item]
     ev.LeaveRequested: Transitions._on_leave,  # type: ignore[dict-item]

@@ -7,9 +7,9 @@ and every timestamp is the database's own clock inside the statement (:mod:`.clo
 compared as literals (``schema.QUEUED``...) so the partial indexes apply.
 
 Threads: each function runs inside a transaction of :class:`~ringwork.store.Store` on the
-caller's thread. :func:`fail` and :func:`release_unknown` come from the worker's database pool
-(``ringwork-db``) or the node child's ``ringwork-store`` thread; cancel, retry and the reads come
-from application threads, the CLI and ``ringwork status``.
+caller's thread. :func:`fail`, :func:`abandon` and :func:`release_unknown` come from the worker's
+database pool (``ringwork-db``) or the node child's ``ringwork-store`` thread; cancel, retry and
+the reads come from application threads, the CLI and ``ringwork status``.
 """
 
 from __future__ import annotations
@@ -100,6 +100,56 @@ def fail(
     if state is None:
         return Outcome.FENCED
     return {"queued": Outcome.RETRY, "cancelled": Outcome.CANCELLED}.get(state, Outcome.DEAD)
+
+
+#: The error a job gets when its worker stopped before it finished (see :func:`abandon`).
+ABANDONED = "abandoned at shutdown after the grace period (worker {node})"
+#: ... and when the worker process died under its node (the node hands its jobs back).
+WORKER_GONE = "worker {node} was lost while running the job (its process died)"
+
+
+def back_to_queue(
+    dialect: str, error: str | sa.ColumnElement[str], *, keep_error: bool = False
+) -> dict[str, Any]:
+    """The values that end a running attempt with no outcome: back to the queue at once, or
+    ``dead`` if that was its last attempt (the attempt was counted at the claim), or
+    ``cancelled`` if a cancel was asked. ``keep_error``: write ``error`` only on a dead job
+    (the re-queue of a lost worker's jobs keeps the handler's last error otherwise)."""
+    c = jobs.c
+    exhausted = c.attempts >= c.max_attempts
+    now = now_expr(dialect)
+    text = sa.literal(error[:MAX_ERROR_CHARS]) if isinstance(error, str) else error
+    return {
+        "state": sa.case((_cancel_asked(), "cancelled"), (exhausted, "dead"), else_="queued"),
+        "last_error": sa.case((exhausted, text), else_=c.last_error) if keep_error else text,
+        "finished_at": sa.case((_cancel_asked(), now), (exhausted, now), else_=None),
+        "run_at": sa.case((exhausted, c.run_at), else_=now),
+        "claimed_by": sa.case((exhausted, c.claimed_by), else_=None),
+    }
+
+
+def abandon(
+    conn: sa.Connection, dialect: str, cluster: str, node_id: str,
+    claims: Sequence[tuple[int, int]] | None, error: str = ABANDONED,
+) -> list[int]:
+    """A worker hands back jobs it started and will not finish (``claims``: ``(id, token)``
+    pairs, fenced like a completion; ``None``: every job running under ``node_id``); the ids.
+
+    Why the worker does it itself: its jobs keep their claims while its registry row is fresh
+    (fenced by job), so left to the cluster they would wait for the row to go stale."""
+    c = jobs.c
+    values = back_to_queue(dialect, error.format(node=node_id))
+    mine = sa.and_(c.cluster == cluster, c.state == RUNNING, c.claimed_by == node_id)
+    if claims is None:
+        stmt = sa.update(jobs).where(mine).values(values).returning(c.id)
+        return [int(i) for i in conn.execute(stmt).scalars()]
+    written = []
+    for job_id, token in claims:  # a handful, at a stop
+        stmt = (sa.update(jobs).where(mine, c.id == job_id, c.claim_epoch == token)
+                .values(values).returning(c.id))
+        if conn.execute(stmt).scalar() is not None:
+            written.append(job_id)
+    return written
 
 
 def _cancel_asked() -> sa.ColumnElement[bool]:

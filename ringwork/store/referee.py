@@ -2,8 +2,9 @@
 
 These are the facts that must never be wrong; each changes only by compare-and-set or under a
 row lock (see :mod:`ringwork.protocol.referee` for the contract, shared with the in-memory twin).
-Moving a partition also re-queues its jobs still running under an older epoch, in the same
-transaction, which is why the job table appears here. The node registry is
+Moving a partition also re-queues its jobs still running under an older epoch whose claimer is
+dead, in the same transaction, which is why the job table (and the registry's rows) appear here;
+the jobs of live claimers keep their claims (fenced by job). The node registry is
 :mod:`ringwork.store.registry`.
 
 Threads: each function runs inside a transaction opened by :class:`ringwork.store.Store` -- a
@@ -15,14 +16,16 @@ makes.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Collection, Mapping
 
 import sqlalchemy as sa
 
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
-from ringwork.store.clock import now_expr
-from ringwork.store.schema import RUNNING, clusters, dialect_insert, jobs, partitions
+from ringwork.store.clock import age_expr, now_expr
+from ringwork.store.jobs import back_to_queue
+from ringwork.store.schema import RUNNING, clusters, dialect_insert, jobs, nodes, partitions
 
 
 def ensure_cluster(conn: sa.Connection, dialect: str, cluster: str, count: int) -> None:
@@ -74,14 +77,15 @@ def assign(
     leader: str,
     term: int,
     owners: Mapping[int, str | None],
+    keep: Collection[str] = (),
+    stale_after: float = math.inf,
 ) -> dict[int, int] | None:
-    """Move partitions under ``(term, leader)``; the new epochs, or ``None`` if stale."""
-    row = conn.execute(
-        sa.select(clusters.c.term, clusters.c.leader)
-        .where(clusters.c.name == cluster)
-        .with_for_update(read=True)  # a concurrent term CAS waits for us (no-op on SQLite)
-    ).one()
-    if row.term != term or row.leader != leader:
+    """Move partitions under ``(term, leader)``; the new epochs, or ``None`` if stale.
+
+    Jobs running in the moved partitions keep their claims unless their claimer is dead (see
+    :func:`_claimer_dead`): a rebalance between live nodes re-runs nothing and waits for
+    nothing."""
+    if not _leads(conn, cluster, leader, term):
         return None
     if not owners:
         return {}
@@ -101,12 +105,63 @@ def assign(
             .returning(p.partition, p.epoch)
         ).all()
     )
-    _requeue_lost(conn, dialect, cluster, parts)
+    _requeue_lost(conn, dialect, cluster, parts, keep, stale_after)
     return epochs
 
 
-def _requeue_lost(conn: sa.Connection, dialect: str, cluster: str, parts: list[int]) -> None:
-    """Jobs still running in the moved partitions under an older epoch lost their worker.
+def requeue_orphans(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    leader: str,
+    term: int,
+    keep: Collection[str],
+    stale_after: float,
+) -> int | None:
+    """The leader's sweep: re-queue running jobs of dead claimers in partitions that moved since
+    the claim (a node carried them past a rebalance, then died); how many, or ``None`` if our
+    term is over. A probe of the running-jobs index: running jobs are few."""
+    if not _leads(conn, cluster, leader, term):
+        return None
+    return _requeue_lost(conn, dialect, cluster, None, keep, stale_after)
+
+
+def _leads(conn: sa.Connection, cluster: str, leader: str, term: int) -> bool:
+    row = conn.execute(
+        sa.select(clusters.c.term, clusters.c.leader)
+        .where(clusters.c.name == cluster)
+        .with_for_update(read=True)  # a concurrent term CAS waits for us (no-op on SQLite)
+    ).one()
+    return bool(row.term == term and row.leader == leader)
+
+
+def _claimer_dead(
+    dialect: str, keep: Collection[str], stale_after: float
+) -> sa.ColumnElement[bool]:
+    """A job's claimer is dead when it is no member (``keep``) and its registry row is gone or
+    ``stale_after`` old by the database's clock. A live node touches its row every poll and
+    stops claiming before the row can look that old (ringwork.protocol.follower), so its
+    running jobs keep their claims however often their partitions move."""
+    c, n = jobs.c, nodes.c
+    row = sa.and_(n.cluster == c.cluster, n.node_id == c.claimed_by)
+    if not math.isinf(stale_after):
+        row = sa.and_(row, age_expr(dialect, n.last_seen) < stale_after)
+    dead = ~sa.exists(sa.select(sa.literal(1)).select_from(nodes).where(row))
+    if keep:
+        dead = sa.and_(c.claimed_by.not_in(sorted(keep)), dead)
+    return dead
+
+
+def _requeue_lost(
+    conn: sa.Connection,
+    dialect: str,
+    cluster: str,
+    parts: list[int] | None,
+    keep: Collection[str],
+    stale_after: float,
+) -> int:
+    """Jobs still running under an older epoch (of ``parts``, or of any partition) whose
+    claimer is dead lost their worker.
 
     The attempt was counted at claim time, so a job whose attempts are used up goes dead; one
     whose cancel was requested ends ``cancelled`` instead of running again.
@@ -117,30 +172,19 @@ def _requeue_lost(conn: sa.Connection, dialect: str, cluster: str, parts: list[i
         .where(partitions.c.cluster == c.cluster, partitions.c.partition == c.partition)
         .scalar_subquery()
     )
-    exhausted = c.attempts >= c.max_attempts
-    now = now_expr(dialect)
     lost_error = (
         sa.literal("worker ")
         + sa.func.coalesce(c.claimed_by, "?")
-        + sa.literal(" was lost while running the job (its partition was reassigned)")
+        + sa.literal(" was lost while running the job (it stopped reaching the cluster)")
     )
-    cancelled = c.cancel_requested_at.is_not(None)
-    conn.execute(
-        sa.update(jobs)
-        .where(
-            c.cluster == cluster,
-            c.state == RUNNING,
-            c.partition.in_(parts),
-            c.claim_epoch < current_epoch,
-        )
-        .values(
-            state=sa.case((cancelled, "cancelled"), (exhausted, "dead"), else_="queued"),
-            last_error=sa.case((exhausted, lost_error), else_=c.last_error),
-            finished_at=sa.case((cancelled, now), (exhausted, now), else_=None),
-            run_at=sa.case((exhausted, c.run_at), else_=now),
-            claimed_by=sa.case((exhausted, c.claimed_by), else_=None),
-        )
+    where = [c.cluster == cluster, c.state == RUNNING, c.claim_epoch < current_epoch,
+             _claimer_dead(dialect, keep, stale_after)]
+    if parts is not None:
+        where.append(c.partition.in_(parts))
+    result = conn.execute(
+        sa.update(jobs).where(*where).values(back_to_queue(dialect, lost_error, keep_error=True))
     )
+    return int(result.rowcount or 0)
 
 
 def read_partitions(conn: sa.Connection, cluster: str) -> dict[int, Ownership]:

@@ -20,8 +20,9 @@ the reads. :meth:`claimer` returns an object for the event loop thread alone.
 from __future__ import annotations
 
 import functools
+import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -178,6 +179,12 @@ class Store:
         with self._tx(write=True) as conn:
             return jobs.release_unknown(conn, self.dialect, self.cluster, node_id, known)
 
+    def abandon(self, node_id: str, claims: Sequence[tuple[int, int]] | None,
+                error: str = jobs.ABANDONED) -> list[int]:
+        """Hand back jobs ``node_id`` will not finish (``None``: all it runs); the ids."""
+        with self._tx(write=True) as conn:
+            return jobs.abandon(conn, self.dialect, self.cluster, node_id, claims, error)
+
     def fail(
         self,
         node_id: str,
@@ -258,13 +265,26 @@ class Store:
             return referee.claim_leadership(conn, self.cluster, node_id, seen_term)
 
     def assign(
-        self, leader: str, term: int, owners: Mapping[int, str | None]
+        self,
+        leader: str,
+        term: int,
+        owners: Mapping[int, str | None],
+        keep: Collection[str] = (),
+        stale_after: float = math.inf,
     ) -> dict[int, int] | None:
         for p in owners:
             if not 0 <= p < self.partitions:
                 raise ValueError(f"partition {p} out of range 0..{self.partitions - 1}")
         with self._tx(write=True) as conn:
-            return referee.assign(conn, self.dialect, self.cluster, leader, term, owners)
+            return referee.assign(conn, self.dialect, self.cluster, leader, term, owners, keep,
+                                  stale_after)
+
+    def requeue_orphans(
+        self, leader: str, term: int, keep: Collection[str], stale_after: float
+    ) -> int | None:
+        with self._tx(write=True) as conn:
+            return referee.requeue_orphans(conn, self.dialect, self.cluster, leader, term, keep,
+                                           stale_after)
 
     def read_partitions(self) -> dict[int, Ownership]:
         with self._tx() as conn:

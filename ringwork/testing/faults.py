@@ -37,14 +37,25 @@ class RefereeModel:
 
 @dataclass(frozen=True, kw_only=True)
 class RuntimeModel:
-    """How long the runtime above a core takes to drain a revoked partition."""
+    """The runtime above a core: how long it takes to confirm a revoked partition (its claim
+    round coming back), and the jobs it claims and runs (fenced by job: they outlive moves)."""
 
     drain: tuple[float, float] = (0.0, 0.3)
     stuck: float = 0.0  # probability that a drain takes stuck_drain instead
     stuck_drain: tuple[float, float] = (5.0, 15.0)
+    #: Every ``work_every`` seconds each claimable partition gets a job with this chance.
+    work_every: float = 0.25
+    claim_chance: float = 0.2
+    job_time: tuple[float, float] = (0.05, 1.5)
+    long_job: float = 0.2  # probability that a job runs long_job_time instead
+    long_job_time: tuple[float, float] = (4.0, 25.0)
 
     def drain_time(self, rng: random.Random) -> float:
         lo, hi = self.stuck_drain if self.stuck and rng.random() < self.stuck else self.drain
+        return rng.uniform(lo, hi)
+
+    def run_time(self, rng: random.Random) -> float:
+        lo, hi = self.long_job_time if rng.random() < self.long_job else self.job_time
         return rng.uniform(lo, hi)
 
 
@@ -89,7 +100,7 @@ class RefereeLink:
         model, rng, referee = self.model, self.rng, self.referee
         result: ev.Event
         if model.fail and rng.random() < model.fail:
-            writes = isinstance(action, ev.WriteAssignment | ev.ClaimLeadership)
+            writes = isinstance(action, ev.WriteAssignment | ev.ClaimLeadership | ev.SweepOrphans)
             if writes and rng.random() < model.fail_after_apply:
                 perform(action, node.name, referee, referee)  # applied, reply lost
             result = ev.RefereeFailed(op_id=action.op_id, error="simulated outage")

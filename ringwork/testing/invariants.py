@@ -23,7 +23,11 @@ The invariants, checked after **every** step (:meth:`Invariants.check`) unless n
 7. degrade, do not stall: while :attr:`Simulation.keep_partitions` is set -- a scenario that cuts
    only peer links, with the referee reachable and no node joining, leaving or crashing --
    every partition is claimable, at the referee's epoch, by its owner, at every step (a node
-   with a live database connection and no peer link keeps its partitions).
+   with a live database connection and no peer link keeps its partitions);
+8. no job has two live claims (fenced by job): a running job is re-queued -- by a move of its
+   partition or by the leader's orphan sweep -- only once the process that claimed it is gone or
+   can no longer claim (its registry touches lapsed, or it holds no lease); until then the job
+   keeps its claim across every rebalance (checked at each re-queue).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from ringwork.protocol import events as ev
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.core import FOLLOWER, LEADER
 from ringwork.testing.referee import MemoryReferee
+from ringwork.testing.simjobs import SimJob
 from ringwork.testing.simnode import SimNode
 from ringwork.testing.steplog import StepLog
 
@@ -157,6 +162,31 @@ class Invariants:
                     7, f"partition {p} not claimable by its owner {o} at epoch "
                     f"{sim.referee.epoch[p]} ({node.core.role}, cut from its peers?)"
                 )
+
+    def check_requeue(self, job: SimJob) -> None:
+        """Invariant 8: no job has two live claims. A running job is re-queued (and so may be
+        claimed again) only once the process that claimed it is gone or can no longer claim:
+        its registry touches have lapsed (``touch_until``) or it holds no lease at all."""
+        sim = self.sim
+        node = sim.nodes.get(job.claimed_by or "")
+        if node is None or not node.live or node.process != job.process:
+            return
+        if job.id not in node.holding:
+            return
+        core, local = node.core, sim.now + node.offset
+        if local >= core.touch_until:
+            return
+        lead = core.leadership
+        if lead is not None:
+            leased = local < lead.authority_until
+        else:
+            leased = core.role == FOLLOWER and core.joined and (
+                local < core.lease_until or local < core.db_lease_until)
+        if leased:
+            raise self.violation(
+                8, f"job {job.id} (partition {job.partition}, token {job.token}) re-queued "
+                f"while its claimer {node.name} still runs it and may claim ({core.role})"
+            )
 
     def check_eviction(self, leader: SimNode, member: str) -> None:
         """Invariant 6: an evicted member's registry row was stale during the last session."""

@@ -2,15 +2,17 @@
 
 Used by unit tests and the simulator. Time comes from an injected clock (the simulator's), so
 registry ages are deterministic. It also keeps the history the simulator's invariants need: who
-won each term.
+won each term. Its job table (:mod:`.simjobs`) has what fencing by job needs.
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
+from ringwork.testing.simjobs import JobTable, is_dead
 
 
 class MemoryReferee:
@@ -30,6 +32,7 @@ class MemoryReferee:
         #: Recent registry touches (registration included) per node name: the simulator checks
         #: evictions against them (invariant 6).
         self.touches: dict[str, list[float]] = {}
+        self.jobs = JobTable()
 
     # ------------------------------------------------------------------------- the referee
 
@@ -46,7 +49,12 @@ class MemoryReferee:
         return self.term
 
     def assign(
-        self, leader: str, term: int, owners: Mapping[int, str | None]
+        self,
+        leader: str,
+        term: int,
+        owners: Mapping[int, str | None],
+        keep: Collection[str] = (),
+        stale_after: float = math.inf,
     ) -> dict[int, int] | None:
         if (term, leader) != (self.term, self.leader):
             return None
@@ -59,7 +67,24 @@ class MemoryReferee:
             self.owner[p] = owner
             self.epoch[p] += 1
             epochs[p] = self.epoch[p]
+        self.jobs.requeue_dead(self.epoch, owners, self._dead_rule(keep, stale_after))
         return epochs
+
+    def requeue_orphans(
+        self, leader: str, term: int, keep: Collection[str], stale_after: float
+    ) -> int | None:
+        if (term, leader) != (self.term, self.leader):
+            return None
+        return self.jobs.requeue_dead(self.epoch, None, self._dead_rule(keep, stale_after))
+
+    def _dead_rule(self, keep: Collection[str], stale_after: float) -> Callable[[str], bool]:
+        now = self.clock()
+
+        def dead(claimer: str) -> bool:
+            row = self._nodes.get(claimer)
+            return is_dead(claimer, keep, None if row is None else now - row[2], stale_after)
+
+        return dead
 
     def read_partitions(self) -> dict[int, Ownership]:
         return {
@@ -70,6 +95,7 @@ class MemoryReferee:
     # ------------------------------------------------------------------------ the registry
 
     def register(self, node_id: str, endpoint: str) -> int:
+        self.jobs.fence_name(node_id)  # a new process under this name: the old one is fenced
         self._seq += 1
         self._nodes[node_id] = (endpoint, self._seq, self.clock())
         self._touched(node_id)

@@ -35,6 +35,7 @@ class SimNode:
     checked: object = None  # the ``held`` dict last found consistent with the referee ...
     checked_basis: object = None  # ... and this read of the partitions table (degraded mode)
     checked_writes: int = -1  # ... at this many referee writes
+    holding: dict[int, int] = field(default_factory=dict)  # jobs this process runs: id -> token
 
     @property
     def live(self) -> bool:

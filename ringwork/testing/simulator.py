@@ -85,6 +85,7 @@ class Simulation:
         #: Invariant 7 is checked while this is set (see :mod:`ringwork.testing.invariants`).
         self.keep_partitions = False
         self.invariants = Invariants(self)
+        self.referee.jobs.on_requeue = self.invariants.check_requeue
         self._link = RefereeLink(
             self.referee,
             referee or RefereeModel(),
@@ -133,6 +134,7 @@ class Simulation:
         )
         self.nodes[name] = node
         self.at(self.now + start_in, self._feed, node, node.process, ev.Start())
+        self.at(self.now + start_in + self.runtime.work_every, self._work, node, node.process)
         self._note(name, f"start (registered_seq {seq})")
         return name
 
@@ -241,6 +243,38 @@ class Simulation:
         node = self.nodes.get(dst)
         if node is not None:
             self._feed(node, node.process, ev.MessageReceived(message=message))
+
+    # ================================================================================ jobs
+
+    def _work(self, node: SimNode, process: int) -> None:
+        """The runtime claims a job now and then from each partition it may claim."""
+        if node.process != process or not node.live:
+            return
+        self.at(self.now + self.runtime.work_every, self._work, node, process)
+        if self.now < node.paused_until:
+            return
+        rng, jobs = self.rng, self.referee.jobs
+        for p, epoch in sorted(node.core.claimable(self.now + node.offset).items()):
+            if rng.random() >= self.runtime.claim_chance:
+                continue
+            job = jobs.claim(node.name, process, p, epoch)
+            node.holding[job.id] = epoch
+            self.at(self.now + self.runtime.run_time(rng), self._finish, node, process, job.id,
+                    epoch)
+
+    def _finish(self, node: SimNode, process: int, job_id: int, token: int) -> None:
+        """A handler returned: write its outcome under its claim (a paused process writes
+        when it wakes up; a dead one never does)."""
+        if node.process != process or not node.live:
+            return
+        if self.now < node.paused_until:
+            self.at(node.paused_until, self._finish, node, process, job_id, token)
+            return
+        if node.holding.get(job_id) == token:
+            del node.holding[job_id]
+        if not self.referee.jobs.finish(node.name, process, job_id, token):
+            node.events["job_fenced"] += 1
+            self._note(node.name, f"job {job_id} fenced")
 
     def _drain(self, node: SimNode, partitions: frozenset[int]) -> None:
         confirm = ev.RevokeConfirmed(partitions=partitions)

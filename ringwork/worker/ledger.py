@@ -1,18 +1,20 @@
-"""Every place a claimed job can be until its outcome is written -- and the only judge of it.
+"""Every place a claimed job can be until its outcome is written, and when a partition is quiet.
 
 A job enters the ledger when a round claims it and leaves it when its outcome is written (or
-dropped: its partition was lost; or abandoned: the shutdown grace ran out). In between it is in
-exactly one place:
+abandoned: the shutdown grace ran out, or the node failed). In between it is in exactly one
+place:
 
     in flight ──finished──> completed (unwritten) ─┐
               └─failed───> failed (unwritten) ─────┼─take──> writing ──written──> (gone)
                                                    └─ put back on a database error
 
-and a claiming round marks the partitions it claims from as *flushing* until it returns (it may
-bring back jobs of them). "What of partition p is not yet written" is answered here alone, from
-one per-partition count kept by these transitions, so a new place a job can wait in cannot be
-forgotten by the revocation drain: :meth:`Ledger.when_clean` calls its waiter back the moment a
-partition's count reaches zero, instead of the drain polling for it.
+Jobs are fenced by job, not by partition: a job keeps its claim when its partition is revoked
+or lost, and its outcome is written under its own claim token -- the store accepts it unless
+the job was re-queued meanwhile (its claimer was declared dead), and then refuses it ("fenced").
+So nothing here waits for a partition's jobs, and nothing drops an outcome because its
+partition moved. What a revocation does wait for is a claiming round: while one is out, the
+partitions it claims from are *flushing* (it may bring back jobs of them), and
+:meth:`Ledger.when_quiet` calls its waiter back the moment none is.
 
 Thread: the worker's event loop only (handler threads report through the executor's outbox).
 """
@@ -32,7 +34,7 @@ from ringwork.job import Job
 CANCELLED: Final = "cancelled"
 #: ``(job, error text, retry delay | None for "no retry" | CANCELLED)``: an attempt to write.
 Failure = tuple[Job, str, float | Literal["cancelled"] | None]
-CleanCallback = Callable[[frozenset[int]], None]
+QuietCallback = Callable[[frozenset[int]], None]
 
 
 @dataclass
@@ -46,8 +48,7 @@ class Stats:
     dead: int = 0
     cancelled: int = 0  # ended on a cancel request
     fenced: int = 0
-    dropped: int = 0  # outcomes of jobs whose partition was lost: never written
-    abandoned: int = 0  # in flight or unwritten when the grace ran out: never written
+    abandoned: int = 0  # in flight when the grace ran out (handed back) or the node failed
     claim_batches: int = 0
     flushes: int = 0
     started_at: float = field(default_factory=time.monotonic)
@@ -56,11 +57,11 @@ class Stats:
 @dataclass
 class _Waiter:
     pending: set[int]
-    callback: CleanCallback
+    callback: QuietCallback
 
 
 class Ledger:
-    """Claimed jobs by place, a count of unwritten work per partition, and its waiters."""
+    """Claimed jobs by place, the claiming rounds out per partition, and their waiters."""
 
     def __init__(self, stats: Stats | None = None) -> None:
         self.stats = stats or Stats()
@@ -68,16 +69,14 @@ class Ledger:
         self.completed: list[Job] = []
         self.failed: list[Failure] = []
         self._writing: dict[int, Job] = {}  # taken by a round that has not returned
-        self._count: collections.Counter[int] = collections.Counter()  # jobs held, by partition
         self._flushing: collections.Counter[int] = collections.Counter()  # claim rounds out
-        self._lost: dict[int, int] = {}  # partition -> highest claim token it was lost at
         self._waiters: list[_Waiter] = []
 
     # -- questions ---------------------------------------------------------------------------
 
-    def unwritten(self, partition: int) -> bool:
-        """Is anything of ``partition`` not yet written (a job anywhere, or a round out)?"""
-        return self._count[partition] > 0 or self._flushing[partition] > 0
+    def quiet(self, partition: int) -> bool:
+        """Is no claiming round out that may bring back jobs of ``partition``?"""
+        return self._flushing[partition] <= 0
 
     def holds(self, job_id: int) -> bool:
         return job_id in self.inflight
@@ -95,7 +94,6 @@ class Ledger:
 
     def claimed(self, job: Job) -> None:
         self.inflight[job.id] = job
-        self._count[job.partition] += 1
 
     def finished(self, job: Job,
                  failure: tuple[str, float | Literal["cancelled"] | None] | None) -> bool:
@@ -106,10 +104,7 @@ class Ledger:
         if self.inflight.get(job.id) is not job:
             return False
         del self.inflight[job.id]
-        if self._is_lost(job):
-            self.stats.dropped += 1
-            self._release([job])
-        elif failure is None:
+        if failure is None:
             self.completed.append(job)
         else:
             self.failed.append((job, *failure))
@@ -136,12 +131,13 @@ class Ledger:
         self.failed[:0] = failed
 
     def written(self, jobs: Iterable[Job]) -> None:
-        self._release(self._writing.pop(j.id) for j in jobs)
+        for job in jobs:
+            del self._writing[job.id]
 
     @contextmanager
     def flushing(self, partitions: Iterable[int]) -> Iterator[None]:
-        """While a claiming round is out, what it may claim counts as unwritten: a revocation
-        confirmed meanwhile would let the next owner re-run what the round brings back."""
+        """While a claiming round is out, a revocation of what it claims from is not confirmed:
+        the next owner would not be the only one claiming there."""
         parts = list(partitions)
         self._flushing.update(parts)
         try:
@@ -150,79 +146,33 @@ class Ledger:
             self._flushing.subtract(parts)
             self._notify(parts)
 
-    # -- partitions lost, jobs abandoned -------------------------------------------------------
-
-    def lose(self, partitions: frozenset[int]) -> None:
-        """Taken without a hand-off: outcomes of the jobs we hold there must never be written
-        (the new owner re-runs them)."""
-        for job in self._held():
-            if job.partition in partitions:
-                self._lost[job.partition] = max(self._lost.get(job.partition, 0), job.token)
-        self.drop_lost()
-
-    def regained(self, partitions: frozenset[int]) -> None:
-        for p in partitions:
-            self._lost.pop(p, None)
-
-    def drop_lost(self) -> int:
-        """Forget finished outcomes of lost partitions (in-flight ones go when they finish)."""
-        if not self._lost:
-            return 0
-        keep_done = [j for j in self.completed if not self._is_lost(j)]
-        keep_failed = [f for f in self.failed if not self._is_lost(f[0])]
-        gone = [j for j in self.completed if self._is_lost(j)]
-        gone += [f[0] for f in self.failed if self._is_lost(f[0])]
-        self.completed, self.failed = keep_done, keep_failed
-        self.stats.dropped += len(gone)
-        self._release(gone)
-        return len(gone)
-
     def abandon(self) -> list[Job]:
-        """We are leaving without them: give up the jobs in flight and the outcomes not yet
-        written (none will be; the next owner of their partitions re-runs them), so that their
-        partitions are clean for the leave. Returns them. No round may be out."""
+        """We stop without them: give up the jobs in flight and the outcomes not yet written
+        (the pump hands the running ones back when it can; else the cluster re-queues them once
+        our registry row goes stale). Returns them. No round may be out."""
         assert not self._writing, "abandon() while a round is out"
         jobs = [*self.inflight.values(), *self.completed, *(f[0] for f in self.failed)]
         self.inflight, self.completed, self.failed = {}, [], []
         self.stats.abandoned += len(jobs)
-        self._release(jobs)
         return jobs
 
-    def _is_lost(self, job: Job) -> bool:
-        epoch = self._lost.get(job.partition)
-        return epoch is not None and job.token <= epoch
+    # -- waiting for claiming rounds ------------------------------------------------------------
 
-    def _held(self) -> Iterator[Job]:
-        yield from self.inflight.values()
-        yield from self.completed
-        yield from (f[0] for f in self.failed)
-        yield from self._writing.values()
-
-    # -- waiting for partitions to be clean ---------------------------------------------------
-
-    def when_clean(self, partitions: Iterable[int], callback: CleanCallback) -> None:
-        """Call ``callback(clean)`` for each group of ``partitions`` as it becomes clean (at
-        once for those already clean), until every one of them has been reported."""
+    def when_quiet(self, partitions: Iterable[int], callback: QuietCallback) -> None:
+        """Call ``callback(quiet)`` for each group of ``partitions`` as no claiming round is out
+        for it any more (at once for those already quiet), until each has been reported."""
         waiter = _Waiter(set(partitions), callback)
         self._waiters.append(waiter)
         self._notify(list(waiter.pending))
-
-    def _release(self, jobs: Iterable[Job]) -> None:
-        touched = []
-        for job in jobs:
-            self._count[job.partition] -= 1
-            touched.append(job.partition)
-        if touched:
-            self._notify(touched)
 
     def _notify(self, partitions: list[int]) -> None:
         if not self._waiters:
             return
         touched = set(partitions)
         for waiter in list(self._waiters):
-            clean = frozenset(p for p in waiter.pending & touched if not self.unwritten(p))
-            if clean:
-                waiter.pending -= clean
+            quiet = frozenset(p for p in waiter.pending & touched if self.quiet(p))
+            if quiet:
+                waiter.pending -= quiet
                 if not waiter.pending:
                     self._waiters.remove(waiter)
-                waiter.callback(clean)
+                waiter.callback(quiet)

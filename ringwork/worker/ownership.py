@@ -1,11 +1,13 @@
 """Partition ownership as the coordinator reports it: assigned, revoked, lost.
 
 * assigned -- claim from it again (it may have been revoked or lost before) and look for work;
-* revoked -- stop claiming it now; once the ledger says nothing of it is unwritten, confirm it
-  to the coordinator (``revoke_done``), which hands it to its next owner. The ledger calls the
-  confirmation back the moment the partition becomes clean: there is no drain loop polling it.
-* lost -- taken without a hand-off (another node owns it at a newer epoch): the ledger drops
-  every outcome of it we still hold; the store would refuse them anyway (fencing).
+* revoked -- stop claiming it now, and confirm it to the coordinator (``revoke_done``) as soon
+  as no claiming round is out for it (the ledger calls back): the leader hands it to its next
+  owner at once. Its running jobs go on here under their own claims (fenced by job): nobody
+  waits for them, and nobody runs them again while this worker lives;
+* lost -- taken without a hand-off (another node owns it at a newer epoch): claim nothing more
+  from it. Outcomes of its jobs are still written; the store refuses those whose job was
+  re-queued meanwhile (only if we were declared dead).
 
 Each event then fires the app's callbacks for it (:class:`.executor.Callbacks`).
 
@@ -46,21 +48,19 @@ class Ownership:
     def handle(self, kind: str, partitions: frozenset[int]) -> None:
         if kind == "assigned":
             self.revoking -= partitions
-            self.ledger.regained(partitions)
             self.wakeups.wake()
         elif kind == "revoked":
             self.revoking |= partitions
-            self.ledger.when_clean(partitions, self._confirm)
+            self.ledger.when_quiet(partitions, self._confirm)
         elif kind == "lost":
-            self.ledger.lose(partitions)
             self.wakeups.kick.set()  # a node whose loop died reports everything lost
         else:
             raise ValueError(f"unknown partition event {kind!r}")
         self.callbacks.fire(kind, partitions)
 
-    def _confirm(self, clean: frozenset[int]) -> None:
-        self.revoking -= clean
-        self.coordinator.revoke_done(clean)  # a queue put or a pipe send: no thread needed
+    def _confirm(self, quiet: frozenset[int]) -> None:
+        self.revoking -= quiet
+        self.coordinator.revoke_done(quiet)  # a queue put or a pipe send: no thread needed
 
     def claimable(self) -> dict[int, int]:
         """What we may claim from now: the coordinator's grant minus what is being revoked."""

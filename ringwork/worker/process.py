@@ -3,13 +3,15 @@
 One asyncio loop drives everything that is not a handler: the claim loop (:mod:`.pump`),
 ownership events (:mod:`.ownership`), wake-ups (:mod:`.wakeups`), cancel requests
 (:mod:`.cancels`), callbacks and signals. A stop (SIGTERM/SIGINT or
-:meth:`Worker.request_stop`) starts the node's clean leave at once -- each partition moves as
-soon as its own jobs are written -- and the pump finishes what is in flight for at most
-``shutdown_grace`` seconds. Then the node leaves and the loop ends.
+:meth:`Worker.request_stop`) starts the node's clean leave at once -- every partition moves to
+another worker within about a heartbeat, since its running jobs keep their claims (fenced by
+job) -- and the pump finishes what is in flight for at most ``shutdown_grace`` seconds, while
+the node keeps our registry row fresh so that nobody re-queues those jobs. Then the node
+unregisters and the loop ends.
 
-What bounds the exit after the grace: jobs still running are abandoned (:meth:`.Ledger.abandon`
-makes their partitions clean, so the leave does not wait out the revoke timeout), async
-handlers are cancelled, and every thread we start is a daemon, so the interpreter's exit never
+What bounds the exit after the grace: jobs still running are handed back to the queue
+(each counted as an attempt, "abandoned at shutdown after the grace period"), async handlers
+are cancelled, and every thread we start is a daemon, so the interpreter's exit never
 waits for a handler (see :mod:`.threads`). The exit code is 0 for a stop, grace expired or not
 (logged as ``event=grace_expired``); :data:`~ringwork.coordinator.NODE_FAILED_EXIT` (70) when
 the cluster node failed. A second signal exits at once with 1.
@@ -204,7 +206,7 @@ class Worker:
 
     def _begin_stop(self) -> None:
         if not self._pump.stopping:
-            # Partitions move as soon as their in-flight jobs are done, not after all of them.
+            # Partitions move at once; their running jobs finish here under their claims.
             self.coordinator.begin_leave()
         self._pump.begin_stop()
 
@@ -214,7 +216,7 @@ class Worker:
         def stats() -> dict[str, int]:  # on the metrics server's thread
             st = self.stats
             return {"succeeded": st.succeeded, "retried": st.retried, "dead": st.dead,
-                    "fenced": st.fenced, "dropped": st.dropped, "claimed": st.claimed,
+                    "fenced": st.fenced, "claimed": st.claimed,
                     "abandoned": st.abandoned, "cancelled": st.cancelled}
 
         view = getattr(self.coordinator, "view", dict)

@@ -8,8 +8,9 @@ sleeps until a wake-up or the poll interval. Failed attempts are rare and writte
 Every write carries the job's claim token; the store refuses stale ones ("fenced").
 
 On a stop the pump claims nothing more, writes what finishes, and returns once nothing is in
-flight -- or when the shutdown grace runs out: then it abandons what is left (async handlers
-are cancelled; nothing is re-queued by us: the partitions' next owner runs those jobs again).
+flight -- or when the shutdown grace runs out: then it hands what is left back to the queue
+(async handlers are cancelled; each job's attempt is counted, with an error that says it was
+abandoned at shutdown), so the partitions' new owners run those jobs again at once.
 
 Thread: the worker's event loop only. The store calls run on the database threads.
 """
@@ -97,7 +98,7 @@ class Pump:
         while True:
             kick.clear()
             if self.coordinator_failed():
-                await self._abandon()  # their partitions' next owner re-runs them
+                await self._abandon()  # re-queued once our row goes stale
                 return
             now = time.monotonic()
             if self.stopping and grace_deadline == math.inf:
@@ -115,7 +116,6 @@ class Pump:
             if self._unsure_claims:
                 await self._release_unknown_claims()
                 continue
-            ledger.drop_lost()
             ready = len(ledger.completed)
             # A handler still running past its attempt's end keeps its slot (executor.py).
             free = limit - len(ledger.inflight) - self.executor.overrunning
@@ -129,7 +129,7 @@ class Pump:
                     if ledger.inflight:
                         log_event("grace_expired", node=self.node_id,
                                   abandoned=len(ledger.inflight))
-                        await self._abandon()
+                        await self._hand_back()
                     return
                 timeout = self.settings.poll_interval
                 if self.stopping:
@@ -189,7 +189,6 @@ class Pump:
     async def _write_failures(self) -> None:
         """Failed attempts are rare: written one by one, each with its own outcome."""
         ledger = self.ledger
-        ledger.drop_lost()
         while (failure := ledger.take_failure()) is not None:
             job, error, delay = failure
             ended: dict[str, Any] = (
@@ -230,11 +229,26 @@ class Pump:
         if released:
             log_event("claims_released", node=self.node_id, count=len(released))
 
-    async def _abandon(self) -> None:
-        """Leave without what is in flight or unwritten; their partitions become clean, so the
-        leave hands them over at once rather than after the revoke timeout."""
+    async def _abandon(self) -> list[Job]:
+        """Stop without what is in flight or unwritten (async handlers are cancelled); the
+        cluster re-queues those jobs once our registry row goes stale or is removed."""
         await self.executor.cancel_async(UNWIND)
-        self.ledger.abandon()
+        return self.ledger.abandon()
+
+    async def _hand_back(self) -> None:
+        """The grace ran out: hand the jobs still running back to the queue ourselves, each
+        counted as an attempt and saying why, so that they run again at once elsewhere rather
+        than after our row goes stale. One try: if the database is away, the cluster does it."""
+        jobs = await self._abandon()
+        claims = [(job.id, job.token) for job in jobs]
+        try:
+            written = await self.db.call(self.writes.abandon, self.node_id, claims)
+        except DatabaseError as exc:
+            log_event("hand_back_failed", logging.WARNING, node=self.node_id, jobs=len(claims),
+                      error=exc)
+            return
+        log_event("jobs_handed_back", node=self.node_id, jobs=len(written),
+                  fenced=len(claims) - len(written))
 
     def _count_fenced(self, n: int) -> None:
         if n:

@@ -3,8 +3,9 @@
 Why not :class:`concurrent.futures.ThreadPoolExecutor`: its threads are joined when the
 interpreter exits, so a handler still running after the shutdown grace kept the process alive
 until it returned (``--grace 30`` with minute-long handlers took a minute to exit). A job
-abandoned at the end of the grace is re-run by its partition's next owner; nothing here may
-outlive the process, so these threads are daemons and the exit never waits for them.
+still running at the end of the grace is handed back to the queue and runs again elsewhere;
+nothing here may outlive the process, so these threads are daemons and the exit never waits
+for them.
 
 Threads: ``submit`` may be called from any thread; the pool's own threads run the work.
 """

@@ -112,7 +112,7 @@ def test_sigstop_past_session_timeout_is_fenced_and_rejoins(cluster: Cluster) ->
     stale = (zombie.get('ringwork_jobs_total{outcome="fenced"}', 0)
              + zombie.get('ringwork_jobs_total{outcome="dropped"}', 0))
     # Jobs it started before the pause, finished after waking, and that another process ran
-    # meanwhile: every one of those late outcomes must have been refused or dropped.
+    # meanwhile: every one of those late outcomes must have been refused (fenced by job).
     events = cluster.events()
     late = [j for j, starts in events.starts.items()
             if any(pid == target.pid and ts < stopped_at for pid, ts in starts)

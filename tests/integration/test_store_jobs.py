@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from ringwork.errors import InvalidJobState, JobNotFound
 from ringwork.job import JobState, NewJob, Outcome
 from ringwork.store import Store
+from ringwork.store.jobs import WORKER_GONE
 from ringwork.store.schema import jobs as jobs_table
 from tests.support import own_all
 
@@ -277,3 +278,28 @@ def test_clusters_are_isolated(store: Store, make_store) -> None:
     assert other.counts_by_state()["queued"] == 0
     with pytest.raises(JobNotFound):
         other.cancel(a)
+
+
+def test_a_worker_hands_back_what_it_will_not_finish_fenced_by_claim(store: Store) -> None:
+    """At the end of a shutdown grace: each job goes back to the queue at once with its
+    attempt counted and an error that says why (dead if that was its last attempt, cancelled
+    if a cancel was asked); a pair whose claim is not this worker's is refused."""
+    epochs = own_all(store, NODE)
+    a, b, c, d = store.enqueue([new("a"), new("b", max_attempts=1), new("c"), new("d")])
+    claimed = {j.id: j for j in store.claim(NODE, epochs, 4)}
+    assert store.cancel(c) == "requested"
+    pairs = [(i, claimed[i].token) for i in (a, b, c)]
+    assert store.abandon("someone-else", pairs) == []
+    assert store.abandon(NODE, [*pairs, (d, claimed[d].token + 1)]) == [a, b, c]
+    ra, rb, rc, rd = (store.get_job(i) for i in (a, b, c, d))
+    assert ra is not None and ra.state == "queued" and ra.attempts == 1 and ra.claimed_by is None
+    assert ra.last_error == f"abandoned at shutdown after the grace period (worker {NODE})"
+    assert rb is not None and rb.state == "dead" and rb.finished_at is not None
+    assert rc is not None and rc.state == "cancelled"
+    assert rd is not None and rd.state == "running"  # a stale token: not handed back
+    # The node of a worker process that died hands back everything it still runs.
+    assert store.abandon(NODE, None, WORKER_GONE) == [d]
+    rd = store.get_job(d)
+    assert rd is not None and rd.state == "queued" and "its process died" in str(rd.last_error)
+    [again] = store.claim(NODE, epochs, 1)
+    assert again.attempt == 2

@@ -196,3 +196,85 @@ def test_listen_notify_wakes_with_the_enqueued_partitions(pg_database_url: str) 
             assert listener.wait(0.2) == set()
         finally:
             listener.close()
+
+
+def _age_row(store: Store, node_id: str, seconds: float) -> None:
+    """Make ``node_id``'s registry row look ``seconds`` old (by moving its last touch back)."""
+    with store.engine.begin() as conn:
+        seen = conn.execute(sa.select(nodes_table.c.last_seen).where(
+            nodes_table.c.node_id == node_id, nodes_table.c.cluster == store.cluster)).scalar_one()
+        conn.execute(sa.update(nodes_table).where(
+            nodes_table.c.node_id == node_id, nodes_table.c.cluster == store.cluster,
+        ).values(last_seen=seen - timedelta(seconds=seconds)))
+
+
+def test_a_move_keeps_the_running_jobs_of_a_live_claimer(store: Store) -> None:
+    """Fenced by job: the claimer is a member (``keep``) or fresh in the registry, so its jobs
+    stay running under their claim when their partition moves, and their completion under
+    that claim is accepted; the new owner claims the partition's other jobs at once."""
+    term = store.claim_leadership("L", 0)
+    assert term is not None
+    store.register_node("a", "tcp://a", pub_endpoint=None, wake_endpoint=None)
+    epochs = store.assign("L", term, {0: "a"})
+    assert epochs is not None
+    first, second, third = store.enqueue(
+        [NewJob(task="t", key=k, partition=0) for k in ("x", "y", "z")])
+    held = {j.id: j for j in store.claim("a", epochs, 2)}
+    assert set(held) == {first, second}
+    # A member: kept even with no registry row; a fresh row: kept without being a member.
+    assert store.assign("L", term, {0: "b"}, keep=("a", "L"), stale_after=30.0) == {0: 2}
+    assert store.assign("L", term, {0: "c"}, keep=("L",), stale_after=30.0) == {0: 3}
+    for i in (first, second):
+        record = store.get_job(i)
+        assert record is not None and record.state == "running" and record.claimed_by == "a"
+    [other] = store.claim("c", {0: 3}, 10)
+    assert other.id == third
+    job = held[first]
+    assert store.complete("a", [(job.id, job.token)]) == []  # accepted under its claim
+    record = store.get_job(first)
+    assert record is not None and record.state == "succeeded" and record.attempts == 1
+
+
+def test_a_move_re_queues_the_jobs_of_a_stale_claimer_that_is_no_member(store: Store) -> None:
+    term = store.claim_leadership("L", 0)
+    assert term is not None
+    store.register_node("a", "tcp://a", pub_endpoint=None, wake_endpoint=None)
+    epochs = store.assign("L", term, {0: "a"})
+    assert epochs is not None
+    [jid] = store.enqueue([NewJob(task="t", key="x", partition=0)])
+    [job] = store.claim("a", epochs, 1)
+    _age_row(store, "a", 60)
+    # Still a member: kept (it may only be cut off from the database).
+    assert store.assign("L", term, {0: "b"}, keep=("a",), stale_after=30.0) == {0: 2}
+    assert store.get_job(jid).state == "running"  # type: ignore[union-attr]
+    # No member and stale: dead; the job goes back to the queue, its late completion refused.
+    assert store.assign("L", term, {0: "c"}, keep=("L",), stale_after=30.0) == {0: 3}
+    record = store.get_job(jid)
+    assert record is not None and record.state == "queued" and record.claimed_by is None
+    assert store.complete("a", [(job.id, job.token)]) == [job.id]
+
+
+def test_the_sweep_re_queues_jobs_a_dead_node_carried_past_a_move(store: Store) -> None:
+    """A node kept its job when the partition moved on, then died: no later move of that
+    partition would find the job, so the leader's sweep does (under the leader's term)."""
+    term = store.claim_leadership("L", 0)
+    assert term is not None
+    for node in ("a", "b"):
+        store.register_node(node, f"tcp://{node}", pub_endpoint=None, wake_endpoint=None)
+    epochs = store.assign("L", term, {0: "a", 1: "b"})
+    assert epochs is not None
+    carried_id, current_id = store.enqueue(
+        [NewJob(task="t", key="x", partition=0), NewJob(task="t", key="y", partition=1)])
+    store.claim("a", {0: epochs[0]}, 1)
+    store.claim("b", {1: epochs[1]}, 1)
+    assert store.assign("L", term, {0: "b"}, keep=("a", "b"), stale_after=30.0) is not None
+    assert store.requeue_orphans("L", term, ("a", "b"), 30.0) == 0
+    _age_row(store, "a", 60)
+    _age_row(store, "b", 60)
+    assert store.requeue_orphans("L", term + 1, ("b",), 30.0) is None  # not our term: nothing
+    assert store.get_job(carried_id).state == "running"  # type: ignore[union-attr]
+    # a is dead now; b is stale too, but its job is of the current epoch: the move of its
+    # partition decides about that one, not the sweep.
+    assert store.requeue_orphans("L", term, (), 30.0) == 1
+    assert store.get_job(carried_id).state == "queued"  # type: ignore[union-attr]
+    assert store.get_job(current_id).state == "running"  # type: ignore[union-attr]

@@ -59,9 +59,12 @@ class Revocable:
         return None
 
 
+# On PostgreSQL a claim alone goes through the async claimer, not the exchange held here; the
+# rule itself is the ledger's, tested without a database in tests/unit/test_worker_pump.py.
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_a_revocation_during_a_claim_round_waits_for_what_it_claims(app: App) -> None:
     """Confirmed while the round is out, the partition would move to its next owner at a new
-    epoch, and the jobs the round claimed under the old one would run there a second time."""
+    epoch while this worker may still claim there (the round is a claim under the old one)."""
     ran: list[int] = []
 
     @app.task("t")
@@ -81,7 +84,7 @@ def test_a_revocation_during_a_claim_round_waits_for_what_it_claims(app: App) ->
             return getattr(real, name)
 
         def exchange(self, *args: Any, **kwargs: Any) -> Any:
-            if not entered.is_set():
+            if args[2] and args[3] and not entered.is_set():  # the first round that claims
                 entered.set()
                 release.wait(30)
             return real.exchange(*args, **kwargs)
@@ -96,8 +99,12 @@ def test_a_revocation_during_a_claim_round_waits_for_what_it_claims(app: App) ->
             wait_for(lambda: coordinator.confirmed, 1.0, message="confirmation")
         release.set()
         wait_for(lambda: coordinator.confirmed, 30, message="confirmation after the round")
+        # Confirmed once the round's claim was in the ledger; the job need not be done (it
+        # keeps its claim across the move: fenced by job), and it runs here, once.
+        [(parts, states)] = coordinator.confirmed
+        assert parts == frozenset({partition}) and states[0] in ("running", "succeeded")
+        wait_for(lambda: app.get_job(job_id).state == "succeeded", 30)  # type: ignore[union-attr]
         assert ran == [job_id]
-        assert coordinator.confirmed == [(frozenset({partition}), ["succeeded"])]
     finally:
         release.set()
         worker.request_stop()
