@@ -177,12 +177,14 @@ def _missing_or_wrong(conn: sa.Connection, cluster: str, job_id: int, action: st
 
 
 def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
-    """A queued job is ``cancelled`` at once; a running one gets its request recorded (its
-    worker ends it). Returns ``"cancelled"`` or ``"requested"``."""
+    """A queued job is ``cancelled`` at once, and so is a dead one that blocks its ordered key
+    (``block_key_on_dead``: cancelling it lets the key's next job run); a running one gets its
+    request recorded (its worker ends it). Returns ``"cancelled"`` or ``"requested"``."""
     c = jobs.c
+    blocking = sa.and_(c.state == sa.literal_column("'dead'"), c.ordered, c.block_key_on_dead)
     stmt = (
         sa.update(jobs)
-        .where(c.id == job_id, c.cluster == cluster, c.state == QUEUED)
+        .where(c.id == job_id, c.cluster == cluster, sa.or_(c.state == QUEUED, blocking))
         .values(state="cancelled", finished_at=now_expr(dialect))
         .returning(c.id)
     )
@@ -192,7 +194,8 @@ def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
                     .returning(c.id)).scalar() is not None:
         return "requested"
     raise _missing_or_wrong(conn, cluster, job_id,
-                            "only a queued or running job can be cancelled")
+                            "only a queued or running job, or a dead one blocking its "
+                            "ordered key, can be cancelled")
 
 
 def _request_cancel(dialect: str) -> sa.Update:

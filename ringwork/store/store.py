@@ -138,12 +138,14 @@ class Store:
         with self._one_statement() if few else self._tx(write=True) as conn:
             return enqueue.enqueue(conn, self.dialect, self.cluster, self.channel, jobs_)
 
-    def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
-        """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
+    def claim(self, node_id: str, owned: Mapping[int, int], limit: int,
+              rooms: Mapping[str, int] | None = None) -> list[Job]:
+        """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs;
+        ``rooms``: how many more jobs of each limited task (``concurrency=``) may start."""
         if limit <= 0 or not owned:
             return []
-        with self._one_statement() as conn:
-            return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+        with self._one_statement() if not rooms else self._tx(write=True) as conn:
+            return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
 
     def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
         """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced."""
@@ -153,7 +155,8 @@ class Store:
             return claim.complete(conn, self.dialect, self.cluster, node_id, done)
 
     def exchange(
-        self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int
+        self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int,
+        rooms: Mapping[str, int] | None = None,
     ) -> tuple[list[int], list[Job]]:
         """:meth:`complete` then :meth:`claim` in ONE transaction: the worker's hot path.
 
@@ -164,11 +167,11 @@ class Store:
         if not done and not claiming:
             return [], []
         if not done:  # a claim alone: one statement (an idle worker woken by an enqueue)
-            return [], self.claim(node_id, owned, limit)
+            return [], self.claim(node_id, owned, limit, rooms)
         with self._tx(write=True) as conn:
             fenced = claim.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
             claimed = (
-                claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+                claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
                 if claiming
                 else []
             )
