@@ -86,6 +86,15 @@ class MemoryJobs:
             assert row.state == "running", row
             row.cancel_requested = True
 
+    def retry(self, job_id: int) -> None:
+        """What ``store.retry`` does to a dead or cancelled job: queued again, attempts reset."""
+        with self.lock:
+            row = self.rows[job_id]
+            assert row.state in ("dead", "cancelled"), row
+            row.state, row.attempts, row.run_at = "queued", 0, time.monotonic()
+            row.claimed_by = row.claim_epoch = None
+            row.cancel_requested = False
+
     def state(self, job_id: int) -> str:
         with self.lock:
             return self.rows[job_id].state
