@@ -107,6 +107,11 @@ top AS MATERIALIZED (
 # The same scans for a worker with per-task limits (``concurrency=``): tasks with no room left
 # (``:full``) are skipped inside the scans; a task with some room (``:cap_tasks`` /
 # ``:cap_rooms``) gets at most that many of the candidates, its best by the claim's order.
+# ``c.task || ''``: an expression, not the column, on purpose. On the column, the generic plan
+# (prepared statements) estimates ``<> ALL($n)`` from the column's statistics -- nearly nothing
+# passes when one task fills the table -- and picks a bitmap scan that reads and sorts every
+# queued job of a partition; on an expression it takes the default (most rows pass) and keeps
+# the limited index scan (tests/integration/test_store_explain.py checks both plans).
 _TOP_PG_CAPPED = f"""
 top AS MATERIALIZED (
     SELECT r.id FROM (
@@ -117,7 +122,7 @@ top AS MATERIALIZED (
             SELECT c.id, c.priority, c.task FROM ringwork_jobs AS c
             WHERE c.cluster = :cluster AND c."partition" = o."partition"
               AND c.state = 'queued' AND c.run_at <= now()
-              AND c.task <> ALL(CAST(:full AS text[]))
+              AND (c.task || '') <> ALL(CAST(:full AS text[]))
               AND {_ORDERED_HEAD.format(j="c")}
             ORDER BY c.priority DESC, c.id
             LIMIT :limit
