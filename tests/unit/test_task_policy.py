@@ -177,3 +177,26 @@ def test_periodic_tasks_take_the_options_and_their_ticks_carry_the_flag() -> Non
     now = datetime(2026, 1, 1, 0, 0, 30, tzinfo=timezone.utc)
     jobs = due_jobs([schedule], 4, now, {"tick": {"dedupe_key": last}})
     assert jobs and all(j.block_key_on_dead and j.ordered for j in jobs)
+
+
+def test_jobs_list_marks_the_dead_jobs_that_block_their_key() -> None:
+    import io
+    from datetime import datetime, timezone
+
+    from rich.console import Console
+
+    from ringwork.console import jobs_table
+    from ringwork.job import JobRecord
+
+    def record(job_id: int, block: bool, ordered: bool = True) -> JobRecord:
+        now = datetime.now(timezone.utc)
+        return JobRecord(id=job_id, cluster="c", task="t", key="k", partition=0, payload=None,
+                         priority=0, state="dead", run_at=now, attempts=1, max_attempts=1,
+                         ordered=ordered, dedupe_key=None, last_error="boom", claimed_by=None,
+                         claim_epoch=None, enqueued_at=now, started_at=now, finished_at=now,
+                         block_key_on_dead=block)
+
+    out = io.StringIO()
+    jobs_table([record(1, True), record(2, False)], Console(file=out, width=200))
+    lines = out.getvalue().splitlines()
+    assert "dead (blocks key)" in lines[1] and "blocks" not in lines[2], lines
