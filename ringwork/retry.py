@@ -53,6 +53,7 @@ def _seconds(label: str, name: str, value: object) -> float | None:
     if not ok:
         raise ConfigurationError(
             f"{label}{name} must be a number of seconds from 0 to 100 years, not {value!r}")
+    assert isinstance(value, (int, float))
     return float(value)
 
 

@@ -160,7 +160,8 @@ class Tasks:
             raise ScheduleError(f"periodic task {name!r}: cron must be a string, not {cron!r}")
         return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
                          timeout=timeout, retry=retry, concurrency=concurrency,
-                         block_key_on_dead=block_key_on_dead, cron=cron, timezone=timezone, missed=missed, key=key)
+                         block_key_on_dead=block_key_on_dead, cron=cron, timezone=timezone,
+                         missed=missed, key=key)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
         """Call ``callback(partitions)`` when this worker is given partitions."""

@@ -135,9 +135,11 @@ def test_a_last_attempt_handed_back_blocks_its_key_too(store: Store) -> None:
     epochs = own_all(store, NODE)
     first, second = store.enqueue([blocking(), blocking()])
     [head] = store.claim(NODE, epochs, 10)
+    assert head.id == first
     assert store.abandon(NODE, [(head.id, head.token)]) == [first]
     rec = store.get_job(first)
     assert rec is not None and rec.state == "dead"
     assert store.claim(NODE, epochs, 10) == []
     store.retry(first)
-    assert [j.id for j in store.claim(NODE, epochs, 10)] == [first]
+    assert [j.id for j in store.claim(NODE, epochs, 10)] == [first]  # not ``second``
+    assert store.get_job(second).state == "queued"  # type: ignore[union-attr]
