@@ -193,9 +193,9 @@ def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
     if conn.execute(_request_cancel(dialect).where(c.id == job_id, c.cluster == cluster)
                     .returning(c.id)).scalar() is not None:
         return "requested"
+    # (A dead job that blocks its key was cancelled above: one that does not is finished.)
     raise _missing_or_wrong(conn, cluster, job_id,
-                            "only a queued or running job, or a dead one blocking its "
-                            "ordered key, can be cancelled")
+                            "only a queued or running job can be cancelled")
 
 
 def _request_cancel(dialect: str) -> sa.Update:
