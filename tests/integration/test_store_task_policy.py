@@ -143,3 +143,22 @@ def test_a_last_attempt_handed_back_blocks_its_key_too(store: Store) -> None:
     store.retry(first)
     assert [j.id for j in store.claim(NODE, epochs, 10)] == [first]  # not ``second``
     assert store.get_job(second).state == "queued"  # type: ignore[union-attr]
+
+
+def test_rooms_hold_in_sqlites_wide_claim_too(store: Store, monkeypatch: pytest.MonkeyPatch,
+                                             ) -> None:
+    """Beyond MERGE_MAX_PARTITIONS owned partitions SQLite claims with one correlated scan per
+    partition; the rooms apply there as well (PostgreSQL has one form only)."""
+    from ringwork.store import claim as queries
+
+    monkeypatch.setattr(queries, "MERGE_MAX_PARTITIONS", 2)
+    queries.claim_sqlite.cache_clear()
+    try:
+        epochs = own_all(store, NODE)
+        store.enqueue([new("a", f"a{i}", i % 8) for i in range(40)]
+                      + [new("b", f"b{i}", i % 8) for i in range(10)])
+        got = store.claim(NODE, epochs, 8, rooms={"a": 1})
+        assert tasks_of(got) == {"a": 1, "b": 7}
+        assert tasks_of(store.claim(NODE, epochs, 8, rooms={"a": 0})) == {"b": 3}
+    finally:
+        queries.claim_sqlite.cache_clear()
