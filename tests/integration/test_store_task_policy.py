@@ -162,3 +162,12 @@ def test_rooms_hold_in_sqlites_wide_claim_too(store: Store, monkeypatch: pytest.
         assert tasks_of(store.claim(NODE, epochs, 8, rooms={"a": 0})) == {"b": 3}
     finally:
         queries.claim_sqlite.cache_clear()
+
+
+@pytest.mark.parametrize("name", ['qu"o\'te', "é,{x}", "back\\slash", "NULL", ""])
+def test_rooms_take_any_task_name(store: Store, name: str) -> None:
+    """Task names travel as bound JSON / arrays, never spliced into SQL."""
+    epochs = own_all(store, NODE)
+    store.enqueue([new(name, f"a{i}", i % 8) for i in range(5)] + [new("b", "b", 1)])
+    assert tasks_of(store.claim(NODE, epochs, 8, rooms={name: 2})) == {name: 2, "b": 1}
+    assert tasks_of(store.claim(NODE, epochs, 8, rooms={name: 0})) == {}
