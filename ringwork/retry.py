@@ -83,7 +83,8 @@ class Retry:
 
     ``base``/``cap``: the first delay and the longest, in seconds; ``None`` takes the worker's
     ``retry_base``/``retry_max`` settings. ``jitter``: multiply each delay by a random factor in
-    [0.5, 1.5), as the worker's default does; ``False`` waits exactly the computed delay.
+    [0.5, 1.5), as the worker's default does (the cap applies before it, so a jittered delay may
+    reach 1.5 x ``cap``); ``False`` waits exactly the computed delay.
     """
 
     base: float | None = None
