@@ -119,6 +119,13 @@ def status_view(doc: dict[str, Any]) -> Group:
     if backlog:
         top = sorted(backlog.items(), key=lambda kv: -kv[1])[:8]
         lines.append(Text("backlog (top partitions): " + ", ".join(f"p{p}={n}" for p, n in top)))
+    blocked = doc.get("blocked_keys") or []
+    if blocked:
+        more = " and more" if doc.get("blocked_keys_more") else ""
+        lines.append(Text(
+            "keys blocked by a dead job (retry or cancel it): "
+            + ", ".join(f"{b['task']}/{b['key']} (job {b['job']})" for b in blocked) + more,
+            style="yellow"))
     if doc["unowned_partitions"]:
         lines.append(
             Text(f"unowned partitions: {_ranges(doc['unowned_partitions'])}", style="yellow")

@@ -9,7 +9,8 @@ job can end ``dead`` -- its handler's last failure, a lost worker's last attempt
 key blocked, whichever process wrote it. Existing rows get ``false``: their keys behave as
 before. The ordered-key index is rebuilt with the new predicate (dead blocking jobs are in it,
 so the claim's head check stays one probe); it holds only unfinished ordered jobs, so the rebuild
-reads the table once and writes a small index. Types written out by hand, as in 0001, so the
+reads the table once and writes a small index; ``ix_ringwork_jobs_blocking`` holds the
+dead blockers alone, so that ``status`` can name the blocked keys cheaply. Types written out by hand, as in 0001, so the
 file stays frozen when the schema moves on.
 """
 
@@ -29,6 +30,7 @@ _OLD = sa.text("ordered AND state IN ('queued', 'running')")
 _NEW = sa.text("ordered AND (state IN ('queued', 'running') "
                "OR (state = 'dead' AND block_key_on_dead))")
 _COLUMNS = ["cluster", "task", "key", "id"]
+_BLOCKING = sa.text("state = 'dead' AND block_key_on_dead")
 
 
 def upgrade() -> None:
@@ -40,9 +42,13 @@ def upgrade() -> None:
     op.drop_index("ix_ringwork_jobs_ordered", table_name="ringwork_jobs")
     op.create_index("ix_ringwork_jobs_ordered", "ringwork_jobs", _COLUMNS,
                     postgresql_where=_NEW, sqlite_where=_NEW)
+    # For ``status``: the dead jobs that block their key, and nothing else (empty at first).
+    op.create_index("ix_ringwork_jobs_blocking", "ringwork_jobs", ["cluster", "task", "key"],
+                    postgresql_where=_BLOCKING, sqlite_where=_BLOCKING)
 
 
 def downgrade() -> None:
+    op.drop_index("ix_ringwork_jobs_blocking", table_name="ringwork_jobs")
     op.drop_index("ix_ringwork_jobs_ordered", table_name="ringwork_jobs")
     op.create_index("ix_ringwork_jobs_ordered", "ringwork_jobs", _COLUMNS,
                     postgresql_where=_OLD, sqlite_where=_OLD)

@@ -326,6 +326,28 @@ def counts_by_state(conn: sa.Connection, cluster: str) -> dict[str, int]:
     return counts
 
 
+#: Keys ``status`` names as blocked by a dead job, at most.
+BLOCKED_KEYS_SHOWN = 20
+
+
+def blocked_keys(conn: sa.Connection, cluster: str, limit: int = BLOCKED_KEYS_SHOWN,
+                 ) -> list[tuple[str, str, int]]:
+    """``(task, key, dead job id)`` of the ordered keys a dead ``block_key_on_dead`` job holds,
+    up to ``limit`` (+1, so the caller can tell there are more). Read inside
+    ``ix_ringwork_jobs_blocking``, which holds those jobs and no other: as cheap with a million
+    dead jobs as with none."""
+    c = jobs.c
+    stmt = (
+        sa.select(c.task, c.key, c.id)
+        # The index's predicate word for word (a literal): SQLite would render the flag as
+        # ``block_key_on_dead = 1`` and no longer see the partial index apply.
+        .where(c.cluster == cluster, sa.text("state = 'dead' AND block_key_on_dead"))
+        .order_by(c.task, c.key)
+        .limit(sa.literal_column(str(int(limit) + 1)))
+    )
+    return [(str(t), str(k), int(i)) for t, k, i in conn.execute(stmt)]
+
+
 def backlog_by_partition(conn: sa.Connection, cluster: str) -> dict[int, int]:
     stmt = (
         sa.select(jobs.c.partition, sa.func.count())

@@ -191,6 +191,7 @@ HOLDS_KEY = ("ordered AND (state IN ('queued', 'running') "
 _UNFINISHED_ORDERED = sa.text(HOLDS_KEY)
 _RUNNING_ORDERED = sa.text("ordered AND state = 'running'")
 _RUNNING = sa.text("state = 'running'")
+_BLOCKING = sa.text("state = 'dead' AND block_key_on_dead")
 _FINISHED = sa.text("state IN ('succeeded', 'cancelled', 'dead')")
 
 
@@ -235,6 +236,14 @@ _partial(
     jobs.c.key,
     where=_RUNNING_ORDERED,
     unique=True,
+)
+# ``status``: the keys a dead job blocks (``block_key_on_dead``), without reading other dead jobs.
+_partial(
+    "ix_ringwork_jobs_blocking",
+    jobs.c.cluster,
+    jobs.c.task,
+    jobs.c.key,
+    where=_BLOCKING,
 )
 # Reassignment re-queues the running jobs of the moved partitions.
 _partial(

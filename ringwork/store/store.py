@@ -253,6 +253,12 @@ class Store:
         with self._tx() as conn:
             return jobs.status_counts(conn, self.dialect, self.cluster, cap)
 
+    def blocked_keys(self, limit: int = jobs.BLOCKED_KEYS_SHOWN) -> list[tuple[str, str, int]]:
+        """``(task, key, dead job id)`` of keys held by a dead ``block_key_on_dead`` job (up to
+        ``limit`` + 1)."""
+        with self._tx() as conn:
+            return jobs.blocked_keys(conn, self.cluster, limit)
+
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:
             return jobs.backlog_by_partition(conn, self.cluster)

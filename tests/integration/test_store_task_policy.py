@@ -171,3 +171,41 @@ def test_rooms_take_any_task_name(store: Store, name: str) -> None:
     store.enqueue([new(name, f"a{i}", i % 8) for i in range(5)] + [new("b", "b", 1)])
     assert tasks_of(store.claim(NODE, epochs, 8, rooms={name: 2})) == {name: 2, "b": 1}
     assert tasks_of(store.claim(NODE, epochs, 8, rooms={name: 0})) == {}
+
+
+def test_status_names_the_keys_a_dead_job_blocks(store: Store) -> None:
+    epochs = own_all(store, NODE)
+    first, _ = store.enqueue([blocking(), blocking()])
+    assert store.blocked_keys() == []
+    run_and_kill(store, epochs)  # ``first``: the head of "k"
+    store.enqueue([new("o", "p", ordered=True, max_attempts=1)])
+    [p] = store.claim(NODE, epochs, 10)
+    store.fail(NODE, p.id, p.token, "boom", retry_delay=None)  # dead, blocks nothing
+    assert store.blocked_keys() == [("o", "k", first)]
+    assert store.blocked_keys(limit=0) == [("o", "k", first)]  # limit + 1: "there are more"
+    store.retry(first)
+    assert store.blocked_keys() == []
+
+
+def test_ringwork_status_shows_the_blocked_keys(store: Store) -> None:
+    import io
+
+    from rich.console import Console
+
+    from ringwork import App
+    from ringwork.console import status_view
+    from ringwork.status import collect
+
+    epochs = own_all(store, NODE)
+    first, _ = store.enqueue([blocking(), blocking()])
+    run_and_kill(store, epochs)
+    app = App(store.url, partitions=store.partitions, cluster=store.cluster)
+    try:
+        doc = collect(app)
+    finally:
+        app.close()
+    assert doc["blocked_keys"] == [{"task": "o", "key": "k", "job": first}]
+    assert doc["blocked_keys_more"] is False
+    out = io.StringIO()
+    Console(file=out, width=200).print(status_view(doc))
+    assert f"keys blocked by a dead job (retry or cancel it): o/k (job {first})" in out.getvalue()
