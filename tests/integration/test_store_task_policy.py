@@ -209,3 +209,18 @@ def test_ringwork_status_shows_the_blocked_keys(store: Store) -> None:
     out = io.StringIO()
     Console(file=out, width=200).print(status_view(doc))
     assert f"keys blocked by a dead job (retry or cancel it): o/k (job {first})" in out.getvalue()
+
+
+def test_the_flag_survives_every_enqueue_path(store: Store) -> None:
+    """One job (one INSERT), a batch with dedupe keys (INSERT .. ON CONFLICT) and a big batch
+    (PostgreSQL: COPY) all write the flag."""
+    [one] = store.enqueue([blocking("one")])
+    deduped = store.enqueue([blocking(f"d{i}", dedupe_key=f"d{i}") for i in range(3)])
+    bulk = store.enqueue([blocking(f"b{i}", i % 8) for i in range(100)]
+                         + [new("o", f"plain{i}", ordered=True) for i in range(2)])
+    for job_id in (one, *deduped, *bulk[:100]):
+        rec = store.get_job(job_id)
+        assert rec is not None and rec.block_key_on_dead and rec.ordered, job_id
+    for job_id in bulk[100:]:
+        rec = store.get_job(job_id)
+        assert rec is not None and not rec.block_key_on_dead
