@@ -22,6 +22,7 @@ from ringwork.errors import (
 )
 from ringwork.job import Job, JobRecord, JobState, NewJob
 from ringwork.partitioner import partition_for
+from ringwork.retry import Retry
 from ringwork.settings import Settings
 
 __version__ = "0.1.0"
@@ -40,6 +41,7 @@ __all__ = [
     "NewJob",
     "PartitionCountMismatch",
     "PayloadError",
+    "Retry",
     "RingworkError",
     "SchemaError",
     "Settings",

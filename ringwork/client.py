@@ -112,6 +112,7 @@ class JobClient:
             spec.ordered,
             dedupe_key,
             delay,
+            spec.block_key_on_dead,
         )
 
     def enqueue(

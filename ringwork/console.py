@@ -42,6 +42,14 @@ def terminal() -> Console:
     return _Terminal()
 
 
+def _state_text(r: JobRecord) -> str:
+    """The state, and for a dead job of a ``block_key_on_dead`` task that its key waits on it
+    (free: the row is read anyway)."""
+    if r.state == "dead" and r.ordered and r.block_key_on_dead:
+        return "dead (blocks key)"
+    return r.state
+
+
 def jobs_table(records: Sequence[JobRecord], console: Console | None = None) -> None:
     console = console or terminal()
     table = Table(box=None, header_style="bold")
@@ -65,7 +73,7 @@ def jobs_table(records: Sequence[JobRecord], console: Console | None = None) -> 
             r.task,
             r.key,
             str(r.partition),
-            f"[{style}]{r.state}[/]",
+            f"[{style}]{_state_text(r)}[/]",
             f"{r.attempts}/{r.max_attempts}",
             r.claimed_by or "",
             r.enqueued_at.strftime("%Y-%m-%d %H:%M:%S") if r.enqueued_at else "",
@@ -111,6 +119,13 @@ def status_view(doc: dict[str, Any]) -> Group:
     if backlog:
         top = sorted(backlog.items(), key=lambda kv: -kv[1])[:8]
         lines.append(Text("backlog (top partitions): " + ", ".join(f"p{p}={n}" for p, n in top)))
+    blocked = doc.get("blocked_keys") or []
+    if blocked:
+        more = " and more" if doc.get("blocked_keys_more") else ""
+        lines.append(Text(
+            "keys blocked by a dead job (retry or cancel it): "
+            + ", ".join(f"{b['task']}/{b['key']} (job {b['job']})" for b in blocked) + more,
+            style="yellow"))
     if doc["unowned_partitions"]:
         lines.append(
             Text(f"unowned partitions: {_ranges(doc['unowned_partitions'])}", style="yellow")

@@ -38,7 +38,7 @@ from ringwork.node.cron import cron_chore_run
 from ringwork.store import hostclock
 from ringwork.store.clock import now_expr
 from ringwork.store.schema import QUEUED, jobs
-from ringwork.worker.failures import describe_exception, retry_delay
+from ringwork.worker.failures import describe_exception
 from ringwork.worker.transactional import Transactions
 
 if TYPE_CHECKING:
@@ -213,8 +213,9 @@ class Testing:
         except BaseException as exc:  # the worker's policy: anything fails the attempt
             if isinstance(exc, KeyboardInterrupt):
                 raise
-            s = self.app.settings
-            delay = retry_delay(job.attempt, s.retry_base, s.retry_max, self._rng)
+            s, policy = self.app.settings, task.retry
+            delay = (policy.delay(job.attempt, s.retry_base, s.retry_max, self._rng)
+                     if policy.retries(exc) else None)  # the task's policy, as the worker's
             store.fail(NODE, job.id, job.token, describe_exception(exc), retry_delay=delay)
             return
         store.complete(NODE, [(job.id, job.token)])

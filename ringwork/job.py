@@ -52,6 +52,8 @@ class NewJob:
     ordered: bool = False
     dedupe_key: str | None = None
     delay: float | None = None
+    #: Ordered jobs: dead, the job keeps its key blocked until retried or cancelled.
+    block_key_on_dead: bool = False
 
     @classmethod
     def prepared(
@@ -67,6 +69,7 @@ class NewJob:
         ordered: bool,
         dedupe_key: str | None,
         delay: float | None = None,
+        block_key_on_dead: bool = False,
     ) -> NewJob:
         """A NewJob that also carries ``payload`` already encoded (``payload_json``).
 
@@ -87,6 +90,7 @@ class NewJob:
             ordered=ordered,
             dedupe_key=dedupe_key,
             delay=delay,
+            block_key_on_dead=block_key_on_dead,
             _payload_json=payload_json,
         )
         return job
@@ -187,6 +191,8 @@ class JobRecord:
     finished_at: datetime | None
     #: When a cancel of the job was requested while it ran (``None``: never).
     cancel_requested_at: datetime | None = None
+    #: Its task's ``block_key_on_dead``: dead, it keeps its ordered key blocked.
+    block_key_on_dead: bool = False
 
 
 class Outcome(str, enum.Enum):

@@ -65,6 +65,7 @@ class Schedule:
     priority: int = 0
     max_attempts: int = 5
     ordered: bool = False
+    block_key_on_dead: bool = False
 
     def __post_init__(self) -> None:
         label = f"periodic task {self.task!r}"

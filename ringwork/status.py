@@ -11,7 +11,8 @@ its join was never acknowledged -- a wrong CURVE key, a firewall -- and it owns 
 Job counts cost the same on a table of a million finished jobs as on an empty one: queued and
 running are exact, each finished state is counted up to ``jobs_cap`` and listed in
 ``jobs_capped`` beyond (:meth:`ringwork.store.Store.status_counts`). ``jobs`` stays a plain
-state -> number map, so scripts that read or sum it keep working.
+state -> number map, so scripts that read or sum it keep working. ``blocked_keys`` names the
+ordered keys a dead ``block_key_on_dead`` job holds (read inside an index of those jobs alone).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from ringwork.app import App
-from ringwork.store.jobs import STATUS_CAP
+from ringwork.store.jobs import BLOCKED_KEYS_SHOWN, STATUS_CAP
 
 
 def collect(app: App) -> dict[str, Any]:
@@ -72,6 +73,7 @@ def collect(app: App) -> dict[str, Any]:
     live = [n for n in node_docs if n["role"] != "stale"]
     leader_alive = any(n["role"] == "leader" for n in node_docs)
     counts, capped = store.status_counts()
+    blocked = store.blocked_keys(BLOCKED_KEYS_SHOWN)
     return {
         "cluster": settings.cluster,
         "partition_count": settings.partitions,
@@ -87,4 +89,8 @@ def collect(app: App) -> dict[str, Any]:
         "jobs_capped": capped,
         "jobs_cap": STATUS_CAP,
         "backlog": {str(p): n for p, n in sorted(store.backlog_by_partition().items()) if n},
+        # Ordered keys a dead job holds (block_key_on_dead), until it is retried or cancelled.
+        "blocked_keys": [{"task": t, "key": k, "job": i}
+                         for t, k, i in blocked[:BLOCKED_KEYS_SHOWN]],
+        "blocked_keys_more": len(blocked) > BLOCKED_KEYS_SHOWN,
     }

@@ -18,6 +18,8 @@ from typing import Any
 from ringwork.errors import ConfigurationError, UnknownTaskError
 from ringwork.job import Job
 from ringwork.periodic import Schedule, ScheduleError
+from ringwork.retry import DEFAULT as DEFAULT_RETRY
+from ringwork.retry import Retry
 
 #: The longest ``delay=`` or ``timeout=`` accepted: far beyond any real use, well inside every
 #: database's timestamp range (SQLite's date functions give NULL past year 9999).
@@ -40,6 +42,13 @@ class Task:
     timeout: float | None = None
     #: ``handler(job, conn)`` in a transaction that also writes the job's completion.
     transactional: bool = False
+    #: The backoff and which exceptions retry (:class:`ringwork.Retry`).
+    retry: Retry = DEFAULT_RETRY
+    #: At most this many of the task's jobs run at once in one worker (``None``: no limit
+    #: beyond the worker's ``concurrency``).
+    concurrency: int | None = None
+    #: Ordered tasks only: a dead job keeps its key blocked until it is retried or cancelled.
+    block_key_on_dead: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -66,6 +75,9 @@ class Tasks:
         priority: int = 0,
         timeout: float | None = None,
         transactional: bool = False,
+        retry: Retry | None = None,
+        concurrency: int | None = None,
+        block_key_on_dead: bool = False,
         cron: str | None = None,
         timezone: str = "UTC",
         missed: str = "skip",
@@ -87,6 +99,14 @@ class Tasks:
         job, or not at all (``docs/guarantees.md``, "Transactional handlers"). Do not commit or
         roll back ``conn`` yourself.
 
+        ``retry`` (a :class:`ringwork.Retry`): the backoff between attempts and which exceptions
+        retry or dead-letter at once; without it the worker's ``retry_base``/``retry_max`` and
+        every exception retries. ``concurrency``: at most this many of the task's jobs run at
+        once in one worker; the worker claims no job of the task beyond it, so a job never waits
+        in a worker's memory. ``block_key_on_dead=True`` (with ``ordered=True`` only): a job that
+        ends ``dead`` keeps its key blocked -- the key's later jobs wait -- until it is retried
+        or cancelled (``docs/guarantees.md``, "Ordering").
+
         ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
         and ``key`` belong to it and mean nothing without it).
         """
@@ -95,12 +115,13 @@ class Tasks:
         check_timeout(name, timeout)
         if not isinstance(transactional, bool):
             raise ConfigurationError(f"transactional must be True or False, not {transactional!r}")
+        check_policy(name, retry, concurrency, block_key_on_dead, ordered)
         periodic = None
         if cron is not None:
             # Checked now, under a stand-in name if the handler will give it: a bad expression
             # is an error at the decorator, not at the first tick.
             periodic = Schedule(name or "?", cron, timezone, missed, key, priority,
-                                max_attempts, ordered)
+                                max_attempts, ordered, block_key_on_dead)
 
         def register(handler: Handler) -> Handler:
             task_name = name or handler.__name__
@@ -114,7 +135,9 @@ class Tasks:
                 check_transactional(task_name, handler)
             self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
                                          None if timeout is None else float(timeout),
-                                         transactional)
+                                         transactional=transactional,
+                                         retry=retry or DEFAULT_RETRY, concurrency=concurrency,
+                                         block_key_on_dead=block_key_on_dead)
             if periodic is not None:
                 self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
             return handler
@@ -134,6 +157,9 @@ class Tasks:
         priority: int = 0,
         timeout: float | None = None,
         transactional: bool = False,
+        retry: Retry | None = None,
+        concurrency: int | None = None,
+        block_key_on_dead: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
         or 6 with seconds first) in ``timezone`` (an IANA name).
@@ -149,7 +175,8 @@ class Tasks:
         if not isinstance(cron, str):
             raise ScheduleError(f"periodic task {name!r}: cron must be a string, not {cron!r}")
         return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
-                         timeout=timeout, transactional=transactional, cron=cron,
+                         timeout=timeout, transactional=transactional, retry=retry,
+                         concurrency=concurrency, block_key_on_dead=block_key_on_dead, cron=cron,
                          timezone=timezone, missed=missed, key=key)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
@@ -201,3 +228,27 @@ def check_transactional(task: str, handler: Callable[..., Any]) -> None:
         ) from None
     except ValueError:  # no signature to read (a builtin): let it be tried
         return
+
+
+#: The largest per-task ``concurrency=`` accepted (far beyond any worker's thread count).
+MAX_TASK_CONCURRENCY = 100_000
+
+
+def check_policy(task: str | None, retry: object, concurrency: object,
+                 block_key_on_dead: object, ordered: object) -> None:
+    """A task's ``retry=``, ``concurrency=`` and ``block_key_on_dead=``, each a one-line error
+    at definition."""
+    label = f"task {task!r}: " if task else ""
+    if retry is not None and not isinstance(retry, Retry):
+        raise ConfigurationError(f"{label}retry must be a ringwork.Retry(...), not {retry!r}")
+    if concurrency is not None and not (
+            isinstance(concurrency, int) and not isinstance(concurrency, bool)
+            and 1 <= concurrency <= MAX_TASK_CONCURRENCY):
+        raise ConfigurationError(
+            f"{label}concurrency must be a whole number from 1 to {MAX_TASK_CONCURRENCY}, "
+            f"not {concurrency!r}")
+    if not isinstance(block_key_on_dead, bool):
+        raise ConfigurationError(
+            f"{label}block_key_on_dead must be True or False, not {block_key_on_dead!r}")
+    if block_key_on_dead and not ordered:
+        raise ConfigurationError(f"{label}block_key_on_dead=True needs ordered=True")

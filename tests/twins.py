@@ -47,6 +47,7 @@ class Row:
     claim_epoch: int | None = None
     last_error: str | None = None
     cancel_requested: bool = False
+    block_key_on_dead: bool = False
 
 
 class MemoryJobs:
@@ -61,6 +62,7 @@ class MemoryJobs:
         #: partition -> (owner, epoch): what a claim is checked against.
         self.owners: dict[int, tuple[str | None, int]] = {p: (None, 0) for p in range(partitions)}
         self.calls: list[str] = []  # the name of every operation, in order
+        self.rooms_seen: list[dict[str, int] | None] = []  # each exchange's per-task rooms
         self.dead: set[str] = set()  # nodes declared dead: a move re-queues their jobs
         self.lock = threading.RLock()
         self._ids = itertools.count(1)
@@ -69,10 +71,11 @@ class MemoryJobs:
 
     def enqueue(self, task: str, key: str, partition: int, payload: Any = None, *,
                 max_attempts: int = 5, ordered: bool = False, priority: int = 0,
-                delay: float = 0.0) -> int:
+                delay: float = 0.0, block_key_on_dead: bool = False) -> int:
         with self.lock:
             row = Row(next(self._ids), task, key, partition, payload, max_attempts, priority,
-                      ordered, run_at=time.monotonic() + delay)
+                      ordered, run_at=time.monotonic() + delay,
+                      block_key_on_dead=block_key_on_dead)
             self.rows[row.id] = row
             return row.id
 
@@ -122,10 +125,11 @@ class MemoryJobs:
 
     # -- what the worker calls ------------------------------------------------------------------
 
-    def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
+    def claim(self, node_id: str, owned: Mapping[int, int], limit: int,
+              rooms: Mapping[str, int] | None = None) -> list[Job]:
         with self.lock:
             self.calls.append("claim")
-            return self._claim(node_id, owned, limit)
+            return self._claim(node_id, owned, limit, rooms)
 
     def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
         with self.lock:
@@ -133,10 +137,12 @@ class MemoryJobs:
             return self._complete(node_id, done)
 
     def exchange(self, node_id: str, done: Sequence[tuple[int, int]],
-                 owned: Mapping[int, int], limit: int) -> tuple[list[int], list[Job]]:
+                 owned: Mapping[int, int], limit: int,
+                 rooms: Mapping[str, int] | None = None) -> tuple[list[int], list[Job]]:
         with self.lock:
             self.calls.append("exchange")
-            return self._complete(node_id, done), self._claim(node_id, owned, limit)
+            self.rooms_seen.append(None if rooms is None else dict(rooms))
+            return self._complete(node_id, done), self._claim(node_id, owned, limit, rooms)
 
     def fail(self, node_id: str, job_id: int, token: int, error: str, *,
              retry_delay: float | None, cancelled: bool = False) -> Outcome:
@@ -208,9 +214,11 @@ class MemoryJobs:
                 fenced.append(job_id)
         return fenced
 
-    def _claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
+    def _claim(self, node_id: str, owned: Mapping[int, int], limit: int,
+               rooms: Mapping[str, int] | None = None) -> list[Job]:
         if limit <= 0 or not owned:
             return []
+        left = dict(rooms or {})
         now = time.monotonic()
         mine = {p: e for p, e in owned.items() if self.owners.get(p) == (node_id, e)}
         busy_keys = {(r.task, r.key) for r in self.rows.values()
@@ -224,12 +232,18 @@ class MemoryJobs:
         for row in candidates:
             if len(claimed) == limit:
                 break
+            if row.task in left and left[row.task] <= 0:
+                continue  # its task is at its concurrency limit in this worker
             if row.ordered:
                 head = min(i for i, r in self.rows.items() if r.task == row.task
-                           and r.key == row.key and r.state in ("queued", "running"))
+                           and r.key == row.key and (r.state in ("queued", "running")
+                                                     or (r.state == "dead"
+                                                         and r.block_key_on_dead)))
                 if (row.task, row.key) in busy_keys or head != row.id:
                     continue
                 busy_keys.add((row.task, row.key))
+            if row.task in left:
+                left[row.task] -= 1
             row.state, row.claimed_by, row.claim_epoch = "running", node_id, mine[row.partition]
             row.attempts += 1
             claimed.append(Job(id=row.id, task=row.task, key=row.key, partition=row.partition,

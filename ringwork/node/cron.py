@@ -55,7 +55,8 @@ def due_jobs(
             NewJob(task=schedule.task, key=key, partition=partition,
                    payload={"tick": tick.isoformat()}, priority=schedule.priority,
                    max_attempts=schedule.max_attempts, ordered=schedule.ordered,
-                   dedupe_key=schedule.dedupe_key(tick))
+                   dedupe_key=schedule.dedupe_key(tick),
+                   block_key_on_dead=schedule.block_key_on_dead)
             for tick in schedule.due(now, last)
         )
     return new

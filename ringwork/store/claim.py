@@ -34,7 +34,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
@@ -65,10 +65,14 @@ CLAIM_COLUMNS = {
 }
 
 # A job whose predecessor of the same ordered key is unfinished is not runnable (strict FIFO).
+# A dead job of a ``block_key_on_dead`` task counts as unfinished. The predicate is
+# ``ix_ringwork_jobs_ordered``'s, word for word (schema.py): so both planners use that index.
 _ORDERED_HEAD = """(NOT {j}.ordered OR NOT EXISTS (
               SELECT 1 FROM ringwork_jobs AS e
               WHERE e.cluster = {j}.cluster AND e.task = {j}.task AND e."key" = {j}."key"
-                AND e.id < {j}.id AND e.ordered AND e.state IN ('queued', 'running')))"""
+                AND e.id < {j}.id AND e.ordered
+                AND (e.state IN ('queued', 'running')
+                     OR (e.state = 'dead' AND e.block_key_on_dead))))"""
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
@@ -97,6 +101,37 @@ top AS MATERIALIZED (
         LIMIT :limit
     ) AS c
     ORDER BY c.priority DESC, c.id
+    LIMIT :limit
+),"""
+
+# The same scans for a worker with per-task limits (``concurrency=``): tasks with no room left
+# (``:full``) are skipped inside the scans; a task with some room (``:cap_tasks`` /
+# ``:cap_rooms``) gets at most that many of the candidates, its best by the claim's order.
+# ``c.task || ''``: an expression, not the column, on purpose. On the column, the generic plan
+# (prepared statements) estimates ``<> ALL($n)`` from the column's statistics -- nearly nothing
+# passes when one task fills the table -- and picks a bitmap scan that reads and sorts every
+# queued job of a partition; on an expression it takes the default (most rows pass) and keeps
+# the limited index scan (tests/integration/test_store_explain.py checks both plans).
+_TOP_PG_CAPPED = f"""
+top AS MATERIALIZED (
+    SELECT r.id FROM (
+        SELECT c.id, c.priority, c.task,
+               row_number() OVER (PARTITION BY c.task ORDER BY c.priority DESC, c.id) AS rn
+        FROM owned AS o
+        CROSS JOIN LATERAL (
+            SELECT c.id, c.priority, c.task FROM ringwork_jobs AS c
+            WHERE c.cluster = :cluster AND c."partition" = o."partition"
+              AND c.state = 'queued' AND c.run_at <= now()
+              AND (c.task || '') <> ALL(CAST(:full AS text[]))
+              AND {_ORDERED_HEAD.format(j="c")}
+            ORDER BY c.priority DESC, c.id
+            LIMIT :limit
+        ) AS c
+    ) AS r
+    LEFT JOIN unnest(CAST(:cap_tasks AS text[]), CAST(:cap_rooms AS integer[])) AS k(task, room)
+      ON k.task = r.task
+    WHERE k.room IS NULL OR r.rn <= k.room
+    ORDER BY r.priority DESC, r.id
     LIMIT :limit
 ),"""
 
@@ -132,6 +167,9 @@ RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_att
 #: partition count, so one prepared statement serves every claim, narrowed or not.
 CLAIM_PG = sa.text(_OWNED_PG + _TOP_PG + _CLAIM_PG_TAIL).columns(**CLAIM_COLUMNS)
 
+#: :data:`CLAIM_PG` with per-task limits (:func:`claim_params_pg` with ``rooms``).
+CLAIM_PG_CAPPED = sa.text(_OWNED_PG + _TOP_PG_CAPPED + _CLAIM_PG_TAIL).columns(**CLAIM_COLUMNS)
+
 
 COMPLETE_PG = sa.text("""
 UPDATE ringwork_jobs AS j SET state = 'succeeded', finished_at = now()
@@ -163,14 +201,14 @@ SET state = 'running', attempts = attempts + 1, claimed_by = :node, started_at =
 # Wide fallback: a correlated, limited index scan per owned partition, merged in a temp b-tree.
 _CLAIM_SQLITE_WIDE_WHERE = """
 WHERE id IN (
-    SELECT c.id
+    SELECT c.id{cols}
     FROM ringwork_partitions AS p
     JOIN json_each(:owned) AS w
       ON p."partition" = json_extract(w.value, '$[0]') AND p.epoch = json_extract(w.value, '$[1]')
     JOIN ringwork_jobs AS c ON c.id IN (
         SELECT t.id FROM ringwork_jobs AS t
         WHERE t.cluster = :cluster AND t."partition" = p."partition"
-          AND t.state = 'queued' AND t.run_at <= {now}
+          AND t.state = 'queued' AND t.run_at <= {now}{skip}
           AND ORDERED_HEAD_T
         ORDER BY t.priority DESC, t.id
         LIMIT :limit)
@@ -179,13 +217,28 @@ WHERE id IN (
     LIMIT :limit
 )"""
 
-_ARM_SQLITE = """    SELECT t.id, t.priority FROM ringwork_jobs AS t
+_ARM_SQLITE = """    SELECT t.id, t.priority{task} FROM ringwork_jobs AS t
     WHERE t.cluster = :cluster AND t."partition" = :p{i}
       AND t.state = 'queued' AND t.run_at <= {now}
       AND EXISTS (SELECT 1 FROM ringwork_partitions AS p
                   WHERE p.cluster = :cluster AND p."partition" = :p{i}
-                    AND p.owner = :node AND p.epoch = :e{i})
+                    AND p.owner = :node AND p.epoch = :e{i}){skip}
       AND ORDERED_HEAD_T"""
+
+# Per-task limits (``concurrency=``), as in _TOP_PG_CAPPED: the tasks with no room left
+# (``:full``, a JSON array) are skipped inside the scans, and of the merged candidates a task
+# with some room (``:caps``, a JSON object of task -> room) keeps at most that many.
+_SKIP_FULL_SQLITE = "\n      AND {t}.task NOT IN (SELECT value FROM json_each(:full))"
+_CAPPED_SQLITE = """
+WHERE id IN (SELECT r.id FROM (
+    SELECT m.id, m.priority, m.task,
+           row_number() OVER (PARTITION BY m.task ORDER BY m.priority DESC, m.id) AS rn
+    FROM ({candidates}) AS m
+) AS r
+WHERE r.rn <= COALESCE((SELECT k.value FROM json_each(:caps) AS k WHERE k."key" = r.task),
+                       :limit)
+ORDER BY r.priority DESC, r.id
+LIMIT :limit)"""
 
 _CLAIM_SQLITE_RETURNING = """
 RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
@@ -193,10 +246,11 @@ RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_e
 
 
 @functools.lru_cache(maxsize=256)
-def claim_sqlite(owned: int, skewed: bool = False) -> Any:
+def claim_sqlite(owned: int, skewed: bool = False, capped: bool = False) -> Any:
     """The SQLite claim for ``owned`` partitions (``:p0``/``:e0``.. in ascending order).
 
-    ``skewed``: the variant that takes ``:clock`` (see the module's docstring).
+    ``skewed``: the variant that takes ``:clock`` (see the module's docstring). ``capped``: the
+    variant with per-task limits (``:full`` and ``:caps``, see :func:`claim_params_sqlite`).
 
     Up to :data:`MERGE_MAX_PARTITIONS` (SQLite allows 500 compound terms), a ``UNION ALL`` with
     ``ORDER BY .. LIMIT`` that SQLite runs as a lazy ``MERGE (UNION ALL)`` of per-partition index
@@ -204,15 +258,26 @@ def claim_sqlite(owned: int, skewed: bool = False) -> Any:
     """
     now = sqlite_now(skewed)
     if owned > MERGE_MAX_PARTITIONS:
-        where = _CLAIM_SQLITE_WIDE_WHERE.format(now=now)
+        if not capped:
+            where = _CLAIM_SQLITE_WIDE_WHERE.format(now=now, cols="", skip="")
+        else:
+            wide = _CLAIM_SQLITE_WIDE_WHERE.format(
+                now=now, cols=", c.priority, c.task",
+                skip=_SKIP_FULL_SQLITE.format(t="t").replace("\n      ", "\n          "))
+            where = _CAPPED_SQLITE.format(
+                candidates=wide.strip().removeprefix("WHERE id IN (").removesuffix(")"))
     else:
-        arms = "\n    UNION ALL\n".join(_ARM_SQLITE.format(i=i, now=now) for i in range(owned))
-        where = f"""
-WHERE id IN (SELECT id FROM (
+        task, skip = ("", "") if not capped else (", t.task", _SKIP_FULL_SQLITE.format(t="t"))
+        arms = "\n    UNION ALL\n".join(_ARM_SQLITE.format(i=i, now=now, task=task, skip=skip)
+                                         for i in range(owned))
+        merged = f"""
 {arms}
     ORDER BY 2 DESC, 1
     LIMIT :limit
-))"""
+"""
+        where = (_CAPPED_SQLITE.format(candidates=merged) if capped
+                 else f"""
+WHERE id IN (SELECT id FROM ({merged}))""")
     return (
         sa.text(_CLAIM_SQLITE_SET.format(now=now)
                 + where.replace("ORDERED_HEAD_T", _ORDERED_HEAD.format(j="t"))
@@ -257,24 +322,67 @@ RETURNING id
 
 
 def claim_params_pg(
-    cluster: str, node_id: str, owned: Mapping[int, int], limit: int
+    cluster: str, node_id: str, owned: Mapping[int, int], limit: int,
+    rooms: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The parameters of :data:`CLAIM_PG`, for the store's claim and :class:`AsyncClaimer`."""
+    """The parameters of :data:`CLAIM_PG` (of :data:`CLAIM_PG_CAPPED` with ``rooms``), for the
+    store's claim and :class:`AsyncClaimer`."""
     parts = sorted(owned)
-    return {"parts": parts, "epochs": [owned[p] for p in parts], "cluster": cluster,
-            "node": node_id, "limit": limit}
+    params = {"parts": parts, "epochs": [owned[p] for p in parts], "cluster": cluster,
+              "node": node_id, "limit": limit}
+    if rooms is not None:
+        caps = sorted((t, r) for t, r in rooms.items() if r > 0)
+        params.update(full=sorted(t for t, r in rooms.items() if r <= 0),
+                      cap_tasks=[t for t, _ in caps], cap_rooms=[r for _, r in caps])
+    return params
 
 
 def claim_params_sqlite(
-    cluster: str, node_id: str, owned: Mapping[int, int], limit: int
+    cluster: str, node_id: str, owned: Mapping[int, int], limit: int,
+    rooms: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The parameters of :func:`claim_sqlite` (both forms: ``:pN``/``:eN`` and ``:owned``)."""
+    """The parameters of :func:`claim_sqlite` (both forms: ``:pN``/``:eN`` and ``:owned``;
+    ``:full`` and ``:caps`` with ``rooms``)."""
     parts = sorted(owned)
     params: dict[str, Any] = {f"p{i}": p for i, p in enumerate(parts)}
     params.update({f"e{i}": owned[p] for i, p in enumerate(parts)})
     params.update(owned=json.dumps([[p, owned[p]] for p in parts]),
                   cluster=cluster, node=node_id, limit=limit)
+    if rooms is not None:
+        params.update(full=json.dumps(sorted(t for t, r in rooms.items() if r <= 0)),
+                      caps=json.dumps({t: r for t, r in sorted(rooms.items()) if r > 0}))
     return params
+
+
+def capped_rounds(
+    claim_once: Callable[[int, Mapping[str, int]], list[Job]], limit: int,
+    rooms: Mapping[str, int],
+) -> list[Job]:
+    """Claim up to ``limit`` jobs, at most ``rooms[task]`` of each limited task.
+
+    One statement usually does it. When a limited task fills its room the statement may come
+    back short -- its scans read ``limit`` candidates per partition, and the ones of that task
+    beyond its room were dropped -- so it runs again with the task counted full (skipped inside
+    the scans). Each repeat fills at least one more task: at most one per limited task.
+    """
+    left = dict(rooms)
+    claimed: list[Job] = []
+    while len(claimed) < limit:
+        got = claim_once(limit - len(claimed), left)
+        claimed.extend(got)
+        if not got or not fills_a_room(left, got):
+            break
+    return claimed
+
+
+def fills_a_room(left: dict[str, int], got: Iterable[Job]) -> bool:
+    """Count ``got`` against the rooms ``left``; True if a limited task has none left now."""
+    filled = False
+    for job in got:
+        if job.task in left:
+            left[job.task] -= 1
+            filled = filled or left[job.task] <= 0
+    return filled
 
 
 def claimed_jobs(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
@@ -296,17 +404,33 @@ def claim(
     node_id: str,
     owned: Mapping[int, int],
     limit: int,
+    rooms: Mapping[str, int] | None = None,
 ) -> list[Job]:
-    """Claim up to ``limit`` runnable jobs of the partitions ``node_id`` owns at those epochs."""
+    """Claim up to ``limit`` runnable jobs of the partitions ``node_id`` owns at those epochs.
+
+    ``rooms``: the worker's limited tasks (``concurrency=``) and how many more jobs of each it
+    can start now (0: none). Without it -- an app with no per-task limit -- the claim is the
+    plain statement, the hot path unchanged.
+    """
     if limit <= 0 or not owned:
         return []
+    if rooms:
+        return capped_rounds(
+            lambda n, left: _claim_once(conn, dialect, cluster, node_id, owned, n, left),
+            limit, rooms)
+    return _claim_once(conn, dialect, cluster, node_id, owned, limit, None)
+
+
+def _claim_once(conn: sa.Connection, dialect: str, cluster: str, node_id: str,
+                owned: Mapping[int, int], limit: int, rooms: Mapping[str, int] | None,
+                ) -> list[Job]:
     if dialect == "postgresql":
-        stmt = CLAIM_PG
-        params = claim_params_pg(cluster, node_id, owned, limit)
+        stmt = CLAIM_PG if rooms is None else CLAIM_PG_CAPPED
+        params = claim_params_pg(cluster, node_id, owned, limit, rooms)
     else:
         clock = sqlite_clock()
-        stmt = claim_sqlite(len(owned), clock is not None)
-        params = with_clock(claim_params_sqlite(cluster, node_id, owned, limit), clock)
+        stmt = claim_sqlite(len(owned), clock is not None, rooms is not None)
+        params = with_clock(claim_params_sqlite(cluster, node_id, owned, limit, rooms), clock)
     return claimed_jobs(conn.execute(stmt, params).mappings())
 
 
@@ -384,19 +508,38 @@ class AsyncClaimer:
         self, dialect: Dialect, connect_kwargs: Mapping[str, Any], cluster: str
     ) -> None:
         self._sql = str(CLAIM_PG.compile(dialect=dialect))  # %(name)s placeholders
+        self._sql_capped = str(CLAIM_PG_CAPPED.compile(dialect=dialect))
         self._connect_kwargs = dict(connect_kwargs)
         self._cluster = cluster
         self._conn: psycopg.AsyncConnection[dict[str, Any]] | None = None
 
-    async def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
-        """Claim up to ``limit`` runnable jobs of partitions ``node_id`` owns at those epochs."""
+    async def claim(self, node_id: str, owned: Mapping[int, int], limit: int,
+                    rooms: Mapping[str, int] | None = None) -> list[Job]:
+        """Claim up to ``limit`` runnable jobs of partitions ``node_id`` owns at those epochs
+        (``rooms``: per-task limits, as for :func:`claim`)."""
         if limit <= 0 or not owned:
             return []
-        params = claim_params_pg(self._cluster, node_id, owned, limit)
+        if not rooms:
+            return await self._claim_once(node_id, owned, limit, None)
+        # capped_rounds' loop, awaited: each statement is its own transaction (autocommit),
+        # and each is correct alone (it starts no more than the rooms left).
+        left = dict(rooms)
+        claimed: list[Job] = []
+        while len(claimed) < limit:
+            got = await self._claim_once(node_id, owned, limit - len(claimed), left)
+            claimed.extend(got)
+            if not got or not fills_a_room(left, got):
+                break
+        return claimed
+
+    async def _claim_once(self, node_id: str, owned: Mapping[int, int], limit: int,
+                          rooms: Mapping[str, int] | None) -> list[Job]:
+        params = claim_params_pg(self._cluster, node_id, owned, limit, rooms)
         try:
             with translated("claim"):
                 conn = self._conn or await self._connect()
-                cursor = await conn.execute(self._sql, params)
+                cursor = await conn.execute(
+                    self._sql if rooms is None else self._sql_capped, params)
                 rows = await cursor.fetchall()
         except BaseException:
             # Errors and cancellation alike leave the connection in an unknown state.

@@ -59,7 +59,8 @@ _DEDUPE_CONFLICT = """ON CONFLICT (cluster, task, dedupe_key)
     DO UPDATE SET dedupe_key = excluded.dedupe_key"""
 
 _INSERT_COLUMNS = """INSERT INTO ringwork_jobs (cluster, task, "key", "partition", payload,
-        priority, state, run_at, attempts, max_attempts, ordered, dedupe_key, enqueued_at)"""
+        priority, state, run_at, attempts, max_attempts, ordered, dedupe_key, enqueued_at,
+        block_key_on_dead)"""
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
@@ -71,7 +72,8 @@ WITH ins AS (
            CAST(t.r->>4 AS integer), 'queued',
            COALESCE(CAST(t.r->>5 AS timestamptz),
                     now() + make_interval(secs => COALESCE(CAST(t.r->>9 AS float8), 0))), 0,
-           CAST(t.r->>6 AS integer), CAST(t.r->>7 AS boolean), t.r->>8, now()
+           CAST(t.r->>6 AS integer), CAST(t.r->>7 AS boolean), t.r->>8, now(),
+           CAST(t.r->>10 AS boolean)
     FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS t(r, ord)
     ORDER BY t.ord
     {_DEDUPE_CONFLICT}
@@ -100,7 +102,7 @@ SELECT now() AS now,
 """).columns(now=UTCDateTime)
 
 ENQUEUE_PG_COPY = """COPY ringwork_jobs (id, cluster, task, "key", "partition", payload, priority,
-    state, run_at, attempts, max_attempts, ordered, enqueued_at) FROM STDIN"""
+    state, run_at, attempts, max_attempts, ordered, enqueued_at, block_key_on_dead) FROM STDIN"""
 
 NOTIFY_PG = sa.text("SELECT pg_notify(:channel, :wake)")
 
@@ -119,7 +121,7 @@ SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[4]'), 'queued',
        COALESCE(json_extract(r.value, '$[5]'), {delayed}),
        0, json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'),
-       json_extract(r.value, '$[8]'), {sqlite_now(skewed)}
+       json_extract(r.value, '$[8]'), {sqlite_now(skewed)}, json_extract(r.value, '$[10]')
 FROM json_each(:rows) AS r
 WHERE true
 ORDER BY r.key
@@ -326,7 +328,8 @@ def _copy_pg(
             f"{job_id}{head}{tasks[j.task]}\t{_copy_text(j.key)}\t{j.partition}\t"
             f"{_copy_json(payload)}\t{j.priority}\tqueued\t"
             f"{_run_at_text(j, now, ts)}\t0\t"
-            f"{j.max_attempts}\t{'t' if j.ordered else 'f'}\t{ts}\n"
+            f"{j.max_attempts}\t{'t' if j.ordered else 'f'}\t{ts}\t"
+            f"{'t' if j.block_key_on_dead else 'f'}\n"
             for job_id, j, payload in zip(new_ids, rows, payloads, strict=True)
         ]
     )
@@ -363,7 +366,8 @@ def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
             f"{'null' if j.run_at is None else _json_str(as_utc(j.run_at).isoformat())},"
             f"{j.max_attempts},{'true' if j.ordered else 'false'},"
             f"{'null' if j.dedupe_key is None else _json_str(j.dedupe_key)},"
-            f"{float(j.delay) if j.delay else 'null'}]"
+            f"{float(j.delay) if j.delay else 'null'},"
+            f"{'true' if j.block_key_on_dead else 'false'}]"
             for j, payload in zip(rows, payloads, strict=True)
         ]
     )
@@ -385,4 +389,5 @@ def _sqlite_row(j: NewJob, payload: str) -> list[Any]:
         j.ordered,
         j.dedupe_key,
         sqlite_offset(j.delay or 0.0),
+        j.block_key_on_dead,
     ]

@@ -177,12 +177,14 @@ def _missing_or_wrong(conn: sa.Connection, cluster: str, job_id: int, action: st
 
 
 def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
-    """A queued job is ``cancelled`` at once; a running one gets its request recorded (its
-    worker ends it). Returns ``"cancelled"`` or ``"requested"``."""
+    """A queued job is ``cancelled`` at once, and so is a dead one that blocks its ordered key
+    (``block_key_on_dead``: cancelling it lets the key's next job run); a running one gets its
+    request recorded (its worker ends it). Returns ``"cancelled"`` or ``"requested"``."""
     c = jobs.c
+    blocking = sa.and_(c.state == sa.literal_column("'dead'"), c.ordered, c.block_key_on_dead)
     stmt = (
         sa.update(jobs)
-        .where(c.id == job_id, c.cluster == cluster, c.state == QUEUED)
+        .where(c.id == job_id, c.cluster == cluster, sa.or_(c.state == QUEUED, blocking))
         .values(state="cancelled", finished_at=now_expr(dialect))
         .returning(c.id)
     )
@@ -191,6 +193,7 @@ def cancel(conn: sa.Connection, dialect: str, cluster: str, job_id: int) -> str:
     if conn.execute(_request_cancel(dialect).where(c.id == job_id, c.cluster == cluster)
                     .returning(c.id)).scalar() is not None:
         return "requested"
+    # (A dead job that blocks its key was cancelled above: one that does not is finished.)
     raise _missing_or_wrong(conn, cluster, job_id,
                             "only a queued or running job can be cancelled")
 
@@ -321,6 +324,28 @@ def counts_by_state(conn: sa.Connection, cluster: str) -> dict[str, int]:
     for state, n in conn.execute(stmt):
         counts[state] = n
     return counts
+
+
+#: Keys ``status`` names as blocked by a dead job, at most.
+BLOCKED_KEYS_SHOWN = 20
+
+
+def blocked_keys(conn: sa.Connection, cluster: str, limit: int = BLOCKED_KEYS_SHOWN,
+                 ) -> list[tuple[str, str, int]]:
+    """``(task, key, dead job id)`` of the ordered keys a dead ``block_key_on_dead`` job holds,
+    up to ``limit`` (+1, so the caller can tell there are more). Read inside
+    ``ix_ringwork_jobs_blocking``, which holds those jobs and no other: as cheap with a million
+    dead jobs as with none."""
+    c = jobs.c
+    stmt = (
+        sa.select(c.task, c.key, c.id)
+        # The index's predicate word for word (a literal): SQLite would render the flag as
+        # ``block_key_on_dead = 1`` and no longer see the partial index apply.
+        .where(c.cluster == cluster, sa.text("state = 'dead' AND block_key_on_dead"))
+        .order_by(c.task, c.key)
+        .limit(sa.literal_column(str(int(limit) + 1)))
+    )
+    return [(str(t), str(k), int(i)) for t, k, i in conn.execute(stmt)]
 
 
 def backlog_by_partition(conn: sa.Connection, cluster: str) -> dict[int, int]:

@@ -41,7 +41,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0004"
+HEAD_REVISION = "0005"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -162,6 +162,8 @@ jobs = sa.Table(
     sa.Column("finished_at", UTCDateTime, nullable=True),
     # Set by a cancel of a running job; its worker ends the attempt ``cancelled`` (worker/cancels).
     sa.Column("cancel_requested_at", UTCDateTime, nullable=True),
+    # Its task's ``block_key_on_dead`` (ordered jobs only): dead, it still holds its key.
+    sa.Column("block_key_on_dead", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')", name="state"
     ),
@@ -182,9 +184,14 @@ RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
 
 _QUEUED = sa.text("state = 'queued'")
 _UNFINISHED_DEDUPE = sa.text("dedupe_key IS NOT NULL AND state IN ('queued', 'running')")
-_UNFINISHED_ORDERED = sa.text("ordered AND state IN ('queued', 'running')")
+#: What holds an ordered key: an unfinished job, or a dead one of a ``block_key_on_dead`` task.
+#: The claim's head check repeats it word for word (claim.py), so the planners use the index.
+HOLDS_KEY = ("ordered AND (state IN ('queued', 'running') "
+             "OR (state = 'dead' AND block_key_on_dead))")
+_UNFINISHED_ORDERED = sa.text(HOLDS_KEY)
 _RUNNING_ORDERED = sa.text("ordered AND state = 'running'")
 _RUNNING = sa.text("state = 'running'")
+_BLOCKING = sa.text("state = 'dead' AND block_key_on_dead")
 _FINISHED = sa.text("state IN ('succeeded', 'cancelled', 'dead')")
 
 
@@ -211,7 +218,8 @@ _partial(
     where=_UNFINISHED_DEDUPE,
     unique=True,
 )
-# Ordered keys: "is an earlier job of this key unfinished?" is a probe into this index.
+# Ordered keys: "is an earlier job of this key unfinished (or dead and blocking)?" is a probe
+# into this index. Dead jobs of tasks without ``block_key_on_dead`` are not in it.
 _partial(
     "ix_ringwork_jobs_ordered",
     jobs.c.cluster,
@@ -228,6 +236,14 @@ _partial(
     jobs.c.key,
     where=_RUNNING_ORDERED,
     unique=True,
+)
+# ``status``: the keys a dead job blocks (``block_key_on_dead``), without reading other dead jobs.
+_partial(
+    "ix_ringwork_jobs_blocking",
+    jobs.c.cluster,
+    jobs.c.task,
+    jobs.c.key,
+    where=_BLOCKING,
 )
 # Reassignment re-queues the running jobs of the moved partitions.
 _partial(

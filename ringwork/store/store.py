@@ -188,12 +188,14 @@ class Store:
             if not 0 <= j.partition < self.partitions:
                 raise ValueError(f"partition {j.partition} out of range 0..{self.partitions - 1}")
 
-    def claim(self, node_id: str, owned: Mapping[int, int], limit: int) -> list[Job]:
-        """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs."""
+    def claim(self, node_id: str, owned: Mapping[int, int], limit: int,
+              rooms: Mapping[str, int] | None = None) -> list[Job]:
+        """Claim runnable jobs of partitions ``node_id`` owns at exactly the given epochs;
+        ``rooms``: how many more jobs of each limited task (``concurrency=``) may start."""
         if limit <= 0 or not owned:
             return []
-        with self._one_statement() as conn:
-            return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+        with self._one_statement() if not rooms else self._tx(write=True) as conn:
+            return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
 
     def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
         """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced."""
@@ -203,7 +205,8 @@ class Store:
             return claim.complete(conn, self.dialect, self.cluster, node_id, done)
 
     def exchange(
-        self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int
+        self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int,
+        rooms: Mapping[str, int] | None = None,
     ) -> tuple[list[int], list[Job]]:
         """:meth:`complete` then :meth:`claim` in ONE transaction: the worker's hot path.
 
@@ -214,11 +217,11 @@ class Store:
         if not done and not claiming:
             return [], []
         if not done:  # a claim alone: one statement (an idle worker woken by an enqueue)
-            return [], self.claim(node_id, owned, limit)
+            return [], self.claim(node_id, owned, limit, rooms)
         with self._tx(write=True) as conn:
             fenced = claim.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
             claimed = (
-                claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit)
+                claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
                 if claiming
                 else []
             )
@@ -299,6 +302,12 @@ class Store:
         :meth:`counts_by_state`."""
         with self._tx() as conn:
             return jobs.status_counts(conn, self.dialect, self.cluster, cap)
+
+    def blocked_keys(self, limit: int = jobs.BLOCKED_KEYS_SHOWN) -> list[tuple[str, str, int]]:
+        """``(task, key, dead job id)`` of keys held by a dead ``block_key_on_dead`` job (up to
+        ``limit`` + 1)."""
+        with self._tx() as conn:
+            return jobs.blocked_keys(conn, self.cluster, limit)
 
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:

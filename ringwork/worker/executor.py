@@ -5,9 +5,10 @@
   Thread outcomes cross over through a deque, the loop woken once per batch of them.
 * The policy, the same for both: a handler that returns succeeded; one that raises *anything* --
   ``Exception`` or a ``BaseException`` such as ``SystemExit``, ``KeyboardInterrupt`` or an
-  ``asyncio.CancelledError`` it raised itself -- failed that attempt, which the task's policy
-  retries with backoff until ``max_attempts``, then dead. Nothing a handler raises can end the
-  process or strand its job in flight.
+  ``asyncio.CancelledError`` it raised itself -- failed that attempt, which the task's
+  :class:`ringwork.Retry` policy retries with backoff until ``max_attempts``, then dead (or
+  dead at once, for an exception its ``dead_on``/``retry_on`` say not to retry). Nothing a
+  handler raises can end the process or strand its job in flight.
 * An attempt's outcome can be decided before its handler returns -- an :class:`Attempt` is
   *decided* then, and whatever its handler does afterwards is no outcome:
 
@@ -51,8 +52,10 @@ from typing import Any, Literal
 from ringwork.app import App, PartitionCallback
 from ringwork.job import Job
 from ringwork.log import log_event
+from ringwork.retry import DEFAULT as DEFAULT_RETRY
+from ringwork.retry import Retry
 from ringwork.settings import Settings
-from ringwork.worker.failures import describe_exception, retry_delay
+from ringwork.worker.failures import describe_exception
 from ringwork.worker.ledger import CANCELLED, Written
 from ringwork.worker.threads import DaemonPool
 from ringwork.worker.transactional import Transactions
@@ -102,6 +105,8 @@ class Executor:
         self._threads = DaemonPool(settings.concurrency, "ringwork-job")
         self._current: dict[int, Attempt] = {}  # undecided attempts, by job id
         self._overrun: set[Attempt] = set()  # decided, handler still running: slots held
+        #: Handlers running (decided or not) by task name: what ``concurrency=`` limits.
+        self._running: collections.Counter[str] = collections.Counter()
         self._outbox: collections.deque[
             tuple[Attempt, BaseException | None, Written | None]] = collections.deque()
         self._collect_scheduled = False
@@ -111,6 +116,10 @@ class Executor:
     def overrunning(self) -> int:
         """Handlers still running after their attempt's outcome was decided (slots held)."""
         return len(self._overrun)
+
+    def running_of(self, task: str) -> int:
+        """Handlers of ``task`` still running here, an overrunning one included."""
+        return self._running[task]
 
     def running_ids(self) -> list[int]:
         """Jobs whose attempt is undecided here: those a cancel request can still change."""
@@ -131,6 +140,7 @@ class Executor:
             assert self.transactions is not None, "a transactional task with no Transactions"
             run = self.transactions.run_sync if attempt.sync else self.transactions.run_async
             handler = functools.partial(_in_transaction, run, task.handler, task.timeout)
+        self._running[job.task] += 1
         if attempt.sync:
             self._threads.submit(self._run_sync, attempt, handler)
         else:
@@ -142,13 +152,26 @@ class Executor:
         """The policy: what an attempt that ended with ``exc`` means for the job."""
         if exc is None:
             return None
-        return self._failed(job, describe_exception(exc), f"{type(exc).__name__}: {exc}")
+        error, summary = describe_exception(exc), f"{type(exc).__name__}: {exc}"
+        if not self._policy(job).retries(exc):
+            # Dead-lettered at once, whatever attempts remain (the store writes ``dead``).
+            log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
+                      attempt=job.attempt, error=summary, retry="no (the task's policy)")
+            return error, None
+        return self._failed(job, error, summary)
+
+    def _policy(self, job: Job) -> Retry:
+        task = self.app.tasks.get(job.task)
+        return DEFAULT_RETRY if task is None else task.retry
 
     def _failed(self, job: Job, error: str, summary: str) -> Verdict:
+        """A failure worth another attempt (if any remain): the delay by the task's policy,
+        the worker's settings filling in what it leaves out."""
         log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
                   attempt=job.attempt, error=summary)
         s = self.settings
-        return error, retry_delay(job.attempt, s.retry_base, s.retry_max, self._rng)
+        return error, self._policy(job).delay(job.attempt, s.retry_base, s.retry_max,
+                                              self._rng)
 
     def _cancelled(self, job: Job) -> Verdict:
         log_event("job_cancelled", node=self.node_id, job=job.id, task=job.task,
@@ -230,6 +253,9 @@ class Executor:
         if attempt.timer is not None:
             attempt.timer.cancel()
         job = attempt.job
+        self._running[job.task] -= 1
+        if self._running[job.task] <= 0:
+            del self._running[job.task]
         if attempt.decided:  # too late: its outcome was given already (or it was abandoned)
             if attempt in self._overrun:
                 self._overrun.discard(attempt)

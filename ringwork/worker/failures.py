@@ -9,6 +9,8 @@ from __future__ import annotations
 import random
 import traceback
 
+from ringwork.retry import backoff
+
 ERROR_LIMIT = 4000  # characters of "Type: message + traceback tail" kept in last_error
 
 
@@ -21,5 +23,5 @@ def describe_exception(exc: BaseException) -> str:
 
 
 def retry_delay(attempt: int, base: float, cap: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: ``base * 2**(attempt-1)`` times [0.5, 1.5), capped."""
-    return min(cap, base * (2 ** max(0, attempt - 1))) * (0.5 + rng.random())
+    """Exponential backoff with jitter: ``base * 2**(attempt-1)`` capped, times [0.5, 1.5)."""
+    return backoff(attempt, base, cap, rng)

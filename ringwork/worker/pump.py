@@ -61,6 +61,9 @@ class Pump:
         self.wakeups = wakeups
         self.db = db
         self.stopping = False
+        #: Tasks with ``concurrency=``, by name: their limit in this worker.
+        self.limits = {t.name: t.concurrency for t in app.tasks.values()
+                       if t.concurrency is not None}
         self.failure: str | None = None  # the coordinator failed: stop now (read by any thread)
         self._unsure_claims = False  # a claiming round failed: it may have committed anyway
 
@@ -74,7 +77,7 @@ class Pump:
             return
         if verdict is WRITTEN:
             self.stats.succeeded += 1
-            if self._is_ordered(job):
+            if self._frees_a_job(job):
                 self.wakeups.want_more()  # the key's next job may be runnable now
         elif verdict is FENCED:
             self._count_fenced(1)
@@ -155,19 +158,32 @@ class Pump:
             batch_deadline = None
             await self._round(owned if want > 0 else {}, want)
 
+    def rooms(self) -> dict[str, int] | None:
+        """How many more jobs of each limited task may start here now (``None``: the app has
+        no ``concurrency=`` task: the plain claim). Handlers still running past their attempt's
+        end count: they are running."""
+        if not self.limits:
+            return None
+        running = self.executor.running_of
+        return {task: max(0, limit - running(task)) for task, limit in self.limits.items()}
+
     async def _round(self, owned: dict[int, int], want: int) -> None:
         """Write the completions that are ready and claim up to ``want`` jobs from ``owned``."""
         ledger = self.ledger
         self.wakeups.maybe_more = False  # a wake-up arriving during the round sets it again
         done = ledger.take_completed()
+        # Taken before the round: while it is out, jobs only end (rooms grow), none start.
+        rooms = self.rooms() if want > 0 else None
+        extra = {} if rooms is None else {"rooms": rooms}
         with ledger.flushing(owned):
             try:
                 if done or self.claimer is None:
                     pairs = [(job.id, job.token) for job in done]
                     fenced, jobs = await self.db.call(
-                        self.writes.exchange, self.node_id, pairs, owned, want)
+                        self.writes.exchange, self.node_id, pairs, owned, want, **extra)
                 else:  # a claim alone (an idle worker woken up): straight from the loop
-                    fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want)
+                    fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want,
+                                                                **extra)
             except DatabaseError as exc:
                 ledger.put_back(completed=done)  # written only once it commits
                 self.wakeups.want_more()
@@ -182,8 +198,9 @@ class Pump:
                 self.stats.flushes += 1
                 self.stats.succeeded += len(done) - len(fenced)
                 self._count_fenced(len(fenced))
-                if any(self._is_ordered(job) for job in done):
-                    self.wakeups.want_more()  # the key's next job may be runnable now
+                if any(self._frees_a_job(job) for job in done):
+                    self.wakeups.want_more()  # the key's next job may be runnable now, or
+                    # the next of a task at its concurrency limit
             if jobs:
                 self.stats.claim_batches += 1
                 self.stats.claimed += len(jobs)
@@ -221,7 +238,7 @@ class Pump:
                           attempts=job.attempt)
             else:
                 self._count_fenced(1)
-            if self._is_ordered(job):
+            if self._frees_a_job(job):
                 self.wakeups.want_more()
         self.db.succeeded()
 
@@ -262,6 +279,8 @@ class Pump:
             self.stats.fenced += n
             log_event("job_fenced", node=self.node_id, count=n)
 
-    def _is_ordered(self, job: Job) -> bool:
+    def _frees_a_job(self, job: Job) -> bool:
+        """Does ``job``'s end let another job start that could not before: the next of its
+        ordered key, or one of its task held back by the task's ``concurrency=``?"""
         task = self.app.tasks.get(job.task)
-        return task is not None and task.ordered
+        return task is not None and (task.ordered or task.concurrency is not None)

@@ -77,16 +77,24 @@ def fill(store: Store) -> None:
     store.claim("n", epochs, 2000)
 
 
-def claim_plan(store: Store, *, generic: bool = False) -> str:
+def claim_plan(store: Store, *, generic: bool = False, capped: bool = False) -> str:
+    """The claim's plan; ``capped``: the variant with per-task rooms (``concurrency=``)."""
     parts = sorted(OWNED)
     params: dict[str, Any] = {"cluster": store.cluster, "node": "n", "limit": 100}
     params |= {f"p{i}": p for i, p in enumerate(parts)}
+    rooms = {"full": 0, "capped": 2}
     if store.dialect == "postgresql":
         params |= {"parts": parts, "epochs": [OWNED[p] for p in parts]}
-        return explain(store, queries.CLAIM_PG, params, generic=generic)
+        if capped:
+            params |= {"full": ["full"], "cap_tasks": ["capped"], "cap_rooms": [2]}
+        return explain(store, queries.CLAIM_PG_CAPPED if capped else queries.CLAIM_PG, params,
+                       generic=generic)
     params |= {f"e{i}": OWNED[p] for i, p in enumerate(parts)}
     params |= {"owned": json.dumps(list(OWNED.items())), "now": "2100-01-01 00:00:00.000000"}
-    return explain(store, queries.claim_sqlite(len(parts)), params)
+    if capped:
+        params |= queries.claim_params_sqlite("c", "n", OWNED, 100, rooms)
+        params["cluster"] = store.cluster
+    return explain(store, queries.claim_sqlite(len(parts), False, capped), params)
 
 
 def complete_plan(store: Store, *, generic: bool = False) -> str:
@@ -156,3 +164,38 @@ def test_wide_claim_fallback_uses_the_claim_index(
         assert "Seq Scan on ringwork_jobs" not in plan and "SCAN ringwork_jobs" not in plan
     finally:
         queries.claim_sqlite.cache_clear()
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_the_claim_with_per_task_rooms_scans_the_same_indexes(store: Store,
+                                                              generic: bool) -> None:
+    """``concurrency=`` tasks add a filter and a window over the candidates, not a scan: the
+    claim index per owned partition and the ordered-key probe, as the plain claim."""
+    if generic and store.dialect == "sqlite":
+        pytest.skip("SQLite has no generic plans")
+    fill(store)
+    plan = claim_plan(store, generic=generic, capped=True)
+    print(plan)
+    assert "ix_ringwork_jobs_ordered" in plan
+    if store.dialect == "postgresql":
+        scans = re.findall(r"Index Scan using ix_ringwork_jobs_claim on ringwork_jobs c", plan)
+        assert len(scans) == 1
+        assert "Seq Scan on ringwork_jobs" not in plan
+        assert "Bitmap Heap Scan on ringwork_jobs" not in plan
+    else:
+        scan = "SEARCH t USING INDEX ix_ringwork_jobs_claim (cluster=? AND partition=?)"
+        assert plan.count(scan) == len(OWNED)
+        assert "SCAN ringwork_jobs" not in plan and "SCAN t\n" not in plan + "\n"
+
+
+def test_the_head_check_probes_the_ordered_index_with_dead_blockers_about(store: Store) -> None:
+    """Dead jobs of ``block_key_on_dead`` tasks are in ``ix_ringwork_jobs_ordered``; the head
+    check's predicate is the index's, so both planners still probe it."""
+    fill(store)
+    store.enqueue([NewJob(task="t", key=f"dead{i}", partition=i % store.partitions,
+                          ordered=True, block_key_on_dead=True) for i in range(200)])
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE ringwork_jobs SET state = 'dead' WHERE block_key_on_dead")
+    for generic in ([False, True] if store.dialect == "postgresql" else [False]):
+        plan = claim_plan(store, generic=generic)
+        assert "ix_ringwork_jobs_ordered" in plan, plan

@@ -115,3 +115,82 @@ def test_head_constant_matches_alembic() -> None:
     from ringwork.store.schema import HEAD_REVISION
 
     assert head() == HEAD_REVISION
+
+
+def _upgrade_to(url: str, revision: str) -> None:
+    from alembic import command
+
+    from ringwork.store.migrate import _config
+
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn, conn.begin():
+            command.upgrade(_config(conn), revision)
+    finally:
+        engine.dispose()
+
+
+def _index_sql(url: str, name: str) -> str:
+    engine = create_engine(url)
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                query = "SELECT indexdef FROM pg_indexes WHERE indexname = :n"
+            else:
+                query = "SELECT sql FROM sqlite_master WHERE name = :n"
+            return str(conn.execute(sa.text(query), {"n": name}).scalar())
+    finally:
+        engine.dispose()
+
+
+def test_0005_keeps_every_job_and_rebuilds_the_ordered_index(empty_db_url: str) -> None:
+    """A database with jobs from 0004 upgrades in place: every row kept as it was, the new flag
+    false, the ordered-key index with its new predicate, the claim index still ``priority
+    DESC`` (a table copy on SQLite would have lost it)."""
+    _upgrade_to(empty_db_url, "0004")
+    engine = create_engine(empty_db_url)
+    states = ["queued", "running", "succeeded", "dead", "cancelled"] * 4
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text(
+                "INSERT INTO ringwork_clusters (name, partitions, created_at) "
+                "VALUES ('old', 4, CURRENT_TIMESTAMP)"))
+            for i, state in enumerate(states):
+                conn.execute(sa.text(
+                    "INSERT INTO ringwork_jobs (cluster, task, \"key\", \"partition\", payload, "
+                    "state, run_at, ordered, last_error, enqueued_at) VALUES ('old', 't', :k, "
+                    ":p, :payload, :s, CURRENT_TIMESTAMP, :o, :e, CURRENT_TIMESTAMP)"),
+                    {"k": f"k{i % 3}", "p": i % 4, "payload": f'{{"i": {i}}}', "s": state,
+                     "o": i % 2 == 0, "e": None if state != "dead" else "boom"})
+            before = conn.execute(sa.text(
+                "SELECT id, state, \"key\", ordered, last_error, payload FROM ringwork_jobs "
+                "ORDER BY id")).all()
+    finally:
+        engine.dispose()
+    assert upgrade(empty_db_url) == head()
+    assert schema_diff(empty_db_url) == []
+    engine = create_engine(empty_db_url)
+    try:
+        with engine.connect() as conn:
+            after = conn.execute(sa.text(
+                "SELECT id, state, \"key\", ordered, last_error, payload FROM ringwork_jobs "
+                "ORDER BY id")).all()
+            flags = conn.execute(sa.text(
+                "SELECT DISTINCT block_key_on_dead FROM ringwork_jobs")).scalars().all()
+    finally:
+        engine.dispose()
+    assert after == before and len(after) == len(states)
+    assert [bool(f) for f in flags] == [False]
+    ordered = _index_sql(empty_db_url, "ix_ringwork_jobs_ordered")
+    assert "block_key_on_dead" in ordered and "dead" in ordered, ordered
+    claim = _index_sql(empty_db_url, "ix_ringwork_jobs_claim")
+    assert "priority DESC" in claim, claim
+    # And the upgraded store works: the old jobs are claimable, the flag writable.
+    with Store(empty_db_url, cluster="old", partitions=4) as store:
+        from ringwork.job import NewJob
+
+        [new_id] = store.enqueue([NewJob(task="t", key="k9", partition=0, ordered=True,
+                                         block_key_on_dead=True)])
+        rec = store.get_job(new_id)
+        assert rec is not None and rec.block_key_on_dead
+        assert store.counts_by_state()["queued"] == 5

@@ -17,7 +17,8 @@ PACKAGE = Path(ringwork.__file__).parent
 ROOT = PACKAGE.parent
 
 PUBLIC = {
-    "App", "Task", "Job", "JobRecord", "JobState", "NewJob", "Settings", "partition_for",
+    "App", "Task", "Job", "JobRecord", "JobState", "NewJob", "Retry", "Settings",
+    "partition_for",
     "__version__",
     "RingworkError", "ConfigurationError", "UnknownTaskError", "PayloadError",
     "DatabaseError", "DatabaseUnavailable", "DatabaseURLError", "SchemaError",
