@@ -101,3 +101,10 @@ def test_the_installed_package_never_imports_the_tests() -> None:
             elif isinstance(node, ast.ImportFrom) and node.module:
                 names = [node.module]
             assert not any(n == "tests" or n.startswith("tests.") for n in names), path
+
+
+def test_test_modules_have_unique_names() -> None:
+    """pytest imports test files by basename (rootdir mode): two of one name in different
+    folders stop the whole collection, which a targeted run never shows."""
+    names = [p.name for p in Path(__file__).parents[1].rglob("test_*.py")]
+    assert sorted({n for n in names if names.count(n) > 1}) == []
