@@ -40,6 +40,8 @@ class Task:
     timeout: float | None = None
     #: ``handler(job, conn)`` in a transaction that also writes the job's completion.
     transactional: bool = False
+    #: Keep the handler's JSON return value with the job (``JobRecord.result``).
+    store_result: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -70,6 +72,7 @@ class Tasks:
         timezone: str = "UTC",
         missed: str = "skip",
         key: str | None = None,
+        store_result: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler (plain or ``async def``) taking a :class:`Job`.
 
@@ -87,6 +90,12 @@ class Tasks:
         job, or not at all (``docs/guarantees.md``, "Transactional handlers"). Do not commit or
         roll back ``conn`` yourself.
 
+        ``store_result=True`` keeps what the handler returns -- JSON-serialisable, at most
+        1 MB as JSON (:data:`ringwork.job.MAX_RESULT_BYTES`) -- with the job, written by its
+        completion: ``app.get_job(id).result``, ``app.wait(id).result``. A value that cannot be
+        stored fails the attempt with a :class:`~ringwork.errors.ResultError` (retried like any
+        failure); ``None`` stores nothing. Tasks without it pay nothing for results.
+
         ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
         and ``key`` belong to it and mean nothing without it).
         """
@@ -95,6 +104,8 @@ class Tasks:
         check_timeout(name, timeout)
         if not isinstance(transactional, bool):
             raise ConfigurationError(f"transactional must be True or False, not {transactional!r}")
+        if not isinstance(store_result, bool):
+            raise ConfigurationError(f"store_result must be True or False, not {store_result!r}")
         periodic = None
         if cron is not None:
             # Checked now, under a stand-in name if the handler will give it: a bad expression
@@ -114,7 +125,7 @@ class Tasks:
                 check_transactional(task_name, handler)
             self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
                                          None if timeout is None else float(timeout),
-                                         transactional)
+                                         transactional, store_result)
             if periodic is not None:
                 self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
             return handler

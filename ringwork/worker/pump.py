@@ -164,8 +164,10 @@ class Pump:
             try:
                 if done or self.claimer is None:
                     pairs = [(job.id, job.token) for job in done]
+                    results = ledger.results_of(done)
+                    extra = {} if results is None else {"results": results}
                     fenced, jobs = await self.db.call(
-                        self.writes.exchange, self.node_id, pairs, owned, want)
+                        self.writes.exchange, self.node_id, pairs, owned, want, **extra)
                 else:  # a claim alone (an idle worker woken up): straight from the loop
                     fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want)
             except DatabaseError as exc:

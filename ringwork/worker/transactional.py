@@ -25,7 +25,7 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ringwork.job import Job
+from ringwork.job import Job, encode_result
 from ringwork.store import Store
 from ringwork.store.claim import completion
 from ringwork.store.handlers import handler_async_engine, handler_engine, idle_limit
@@ -52,7 +52,7 @@ class Transactions:
         self._async: AsyncEngine | None = None
 
     def run_sync(self, handler: Callable[[Job, Any], Any], job: Job,
-                 timeout: float | None) -> Written:
+                 timeout: float | None, store_result: bool = False) -> Written:
         with self._lock:
             engine = self._sync = self._sync or handler_engine(self._store.engine.url,
                                                                self._size)
@@ -62,8 +62,10 @@ class Transactions:
                 limit = idle_limit(self.dialect, timeout)
                 if limit is not None:
                     conn.exec_driver_sql(*limit)
-                handler(job, conn)
-                written = bool(conn.execute(*self._completion(job)).scalars().all())
+                value = handler(job, conn)
+                for stmt, params in self._completion(job, value, store_result):
+                    rows = conn.execute(stmt, params)
+                written = bool(rows.scalars().all())
             except BaseException:
                 tx.rollback()
                 raise
@@ -74,7 +76,7 @@ class Transactions:
         return WRITTEN
 
     async def run_async(self, handler: Callable[[Job, Any], Awaitable[Any]], job: Job,
-                        timeout: float | None) -> Written:
+                        timeout: float | None, store_result: bool = False) -> Written:
         with self._lock:
             engine = self._async = self._async or handler_async_engine(
                 self._store.engine.url, self._size)
@@ -84,8 +86,10 @@ class Transactions:
                 limit = idle_limit(self.dialect, timeout)
                 if limit is not None:
                     await conn.exec_driver_sql(*limit)
-                await handler(job, conn)
-                written = bool((await conn.execute(*self._completion(job))).scalars().all())
+                value = await handler(job, conn)
+                for stmt, params in self._completion(job, value, store_result):
+                    rows = await conn.execute(stmt, params)
+                written = bool(rows.scalars().all())
             except BaseException:
                 await tx.rollback()
                 raise
@@ -95,8 +99,14 @@ class Transactions:
             await tx.commit()
         return WRITTEN
 
-    def _completion(self, job: Job) -> tuple[Any, dict[str, Any]]:
-        return completion(self.dialect, self.cluster, self.node_id, [(job.id, job.token)])
+    def _completion(self, job: Job, value: object,
+                    store_result: bool) -> list[tuple[Any, dict[str, Any]]]:
+        """The completion's statements; with the handler's result for a ``store_result`` task
+        (a value that cannot be stored raises ResultError: the transaction rolls back)."""
+        text = encode_result(job.task, value) if store_result else None
+        results = None if text is None else {job.id: text}
+        return completion(self.dialect, self.cluster, self.node_id, [(job.id, job.token)],
+                          results, self._store.results_channel)
 
     async def close(self) -> None:
         if self._async is not None:

@@ -22,6 +22,7 @@ PUBLIC = {
     "RingworkError", "ConfigurationError", "UnknownTaskError", "PayloadError",
     "DatabaseError", "DatabaseUnavailable", "DatabaseURLError", "SchemaError",
     "PartitionCountMismatch", "JobNotFound", "InvalidJobState",
+    "AttemptRecord", "ResultError", "WaitTimeout",
 }
 
 
