@@ -310,12 +310,14 @@ def _record(row: sa.Row[Any]) -> JobRecord:
     return JobRecord(**data, result=None if text is None else json.loads(text))
 
 
-def get_attempts(conn: sa.Connection, job_id: int) -> list[AttemptRecord]:
-    """A job's attempt rows, oldest first (the ``ix_ringwork_attempts_job_id`` range)."""
+def get_attempts(conn: sa.Connection, cluster: str, job_id: int) -> list[AttemptRecord]:
+    """A job's attempt rows, oldest first (the ``ix_ringwork_attempts_job_id`` range), if the
+    job is this cluster's (attempt rows carry no cluster: job ids are unique in a database)."""
     a = attempts.c
+    ours = sa.exists().where(jobs.c.id == job_id, jobs.c.cluster == cluster)
     rows = conn.execute(
         sa.select(a.attempt, a.node, a.epoch, a.started_at, a.finished_at, a.outcome, a.error)
-        .where(a.job_id == job_id).order_by(a.id))
+        .where(a.job_id == job_id, ours).order_by(a.id))
     return [AttemptRecord(**r._asdict()) for r in rows]
 
 

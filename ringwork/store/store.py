@@ -225,7 +225,7 @@ class Store:
     def get_attempts(self, job_id: int) -> list[AttemptRecord]:
         """The job's recorded attempts, oldest first (the one running now is not among them)."""
         with self._tx() as conn:
-            return jobs.get_attempts(conn, job_id)
+            return jobs.get_attempts(conn, self.cluster, job_id)
 
     def wait(self, job_id: int, timeout: float | None = None) -> JobRecord:
         """The job once finished; :class:`~ringwork.errors.WaitTimeout` after ``timeout`` s."""
