@@ -157,10 +157,10 @@ def attempt_lines(history: list[AttemptRecord], record: JobRecord,
                      "" if record.claim_epoch is None else str(record.claim_epoch),
                      _stamp(record.started_at), "", "running", ""))
     if not rows:
-        return ["attempts: none recorded"]
+        return ["history: no attempt recorded"]
     head = ("#", "node", "epoch", "started (UTC)", "took", "outcome", "error")
     fixed = [3, 14, 5, 14, 7, 9]
-    lines = ["attempts:"]
+    lines = ["history:"]
     for row in (head, *rows):
         cells = [_fit(v, w) for v, w in zip(row[:6], fixed, strict=True)]
         line = "  " + " ".join(cells) + " "

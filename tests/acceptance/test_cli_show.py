@@ -32,7 +32,7 @@ def test_show_prints_the_result_and_every_attempt(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     lines = shown.stdout.splitlines()
     assert 'result: {"greeting": "hello"}' in lines
-    table = lines[lines.index("attempts:") + 1:]
+    table = lines[lines.index("history:") + 1:]
     assert [line.split()[0] for line in table] == ["#", "1", "2"]
     assert "failed" in table[1] and "ValueError: xxx" in table[1] and "line two" not in table[1]
     assert "succeeded" in table[2]
@@ -51,6 +51,6 @@ def test_show_a_job_never_run(tmp_path: Path) -> None:
     job_id = ringwork("enqueue", APP, "greet", "--key", "k", db_url=url).stdout.strip()
     shown = ringwork("jobs", APP, "show", job_id, db_url=url)
     assert shown.returncode == 0, shown.stderr
-    assert "attempts: none recorded" in shown.stdout and "result: None" in shown.stdout
+    assert "history: no attempt recorded" in shown.stdout and "result: None" in shown.stdout
     data = json.loads(ringwork("jobs", APP, "show", job_id, "--json", db_url=url).stdout)
     assert data["attempts"] == [] and data["result"] is None
