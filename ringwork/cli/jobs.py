@@ -108,7 +108,8 @@ def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object, attempts included.")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object; its attempts under \"history\".")
 @pass_app
 def jobs_show(app: App, job_id: int, as_json: bool) -> None:
     """Show one job in full -- last error, result -- and its attempts, oldest first."""
@@ -118,7 +119,7 @@ def jobs_show(app: App, job_id: int, as_json: bool) -> None:
     history = app.get_attempts(job_id)
     data = _record_dict(record)
     if as_json:
-        data["attempts"] = [_record_dict(a) for a in history]
+        data["history"] = [_record_dict(a) for a in history]
         click.echo(json.dumps(data))
         return
     for name, value in data.items():

@@ -40,10 +40,11 @@ def test_show_prints_the_result_and_every_attempt(tmp_path: Path) -> None:
 
     data = json.loads(ringwork("jobs", APP, "show", str(job_id), "--json", db_url=url).stdout)
     assert data["state"] == "succeeded" and data["result"] == {"greeting": "hello"}
-    assert [(a["attempt"], a["node"], a["outcome"]) for a in data["attempts"]] == [
+    assert data["attempts"] == 2
+    assert [(a["attempt"], a["node"], a["outcome"]) for a in data["history"]] == [
         (1, NODE, "failed"), (2, NODE, "succeeded")]
-    assert data["attempts"][0]["error"].endswith("line two")
-    assert data["attempts"][1]["finished_at"] >= data["attempts"][1]["started_at"]
+    assert data["history"][0]["error"].endswith("line two")
+    assert data["history"][1]["finished_at"] >= data["history"][1]["started_at"]
 
 
 def test_show_a_job_never_run(tmp_path: Path) -> None:
@@ -53,4 +54,4 @@ def test_show_a_job_never_run(tmp_path: Path) -> None:
     assert shown.returncode == 0, shown.stderr
     assert "history: no attempt recorded" in shown.stdout and "result: None" in shown.stdout
     data = json.loads(ringwork("jobs", APP, "show", job_id, "--json", db_url=url).stdout)
-    assert data["attempts"] == [] and data["result"] is None
+    assert data["history"] == [] and data["result"] is None
