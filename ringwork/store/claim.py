@@ -156,6 +156,9 @@ WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.
 SELECT id FROM done
 """).columns(id=sa.BigInteger)
 
+#: Ids one results notification names at most (8000 bytes; ids of up to 19 digits).
+NOTIFY_IDS_MAX = 400
+
 #: The completion of ``store_result`` jobs: :data:`COMPLETE_PG` that also writes each job's
 #: result, and notifies the results channel with the finished ids (``app.wait`` listens there;
 #: only rounds that carry results pay NOTIFY's commit-time lock). At most
@@ -169,15 +172,12 @@ WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.
   AND j.cluster = :cluster
   AND j.claimed_by = :node AND j.state = 'running'""" + _DONE_RETURNING_PG + _HISTORY_PG + """
 , note AS (
-    SELECT pg_notify(:channel, CASE WHEN count(*) > 400 THEN '*'
+    SELECT pg_notify(:channel, CASE WHEN count(*) > """ + str(NOTIFY_IDS_MAX) + """ THEN '*'
                                     ELSE string_agg(CAST(id AS text), ',') END) AS sent
     FROM done HAVING count(*) > 0
 )
 SELECT id FROM done LEFT JOIN note ON true
 """).columns(id=sa.BigInteger)
-
-#: Ids one results notification names at most (8000 bytes; ids of up to 19 digits).
-NOTIFY_IDS_MAX = 400
 
 # --- SQLite -----------------------------------------------------------------------------------
 # Runs inside BEGIN IMMEDIATE (the database write lock), so reads and the write are one step.
