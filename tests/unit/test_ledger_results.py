@@ -32,7 +32,9 @@ def test_no_results_costs_nothing_and_abandon_drops_them() -> None:
     a = job(1)
     ledger.claimed(a)
     ledger.finished(a, None)
-    assert ledger.results_of(ledger.take_completed()) is None
+    done = ledger.take_completed()
+    assert ledger.results_of(done) is None
+    ledger.written(done)
     b = job(2)
     ledger.claimed(b)
     ledger.finished(b, Stored("1"))
