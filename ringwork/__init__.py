@@ -16,11 +16,13 @@ from ringwork.errors import (
     JobNotFound,
     PartitionCountMismatch,
     PayloadError,
+    ResultError,
     RingworkError,
     SchemaError,
     UnknownTaskError,
+    WaitTimeout,
 )
-from ringwork.job import Job, JobRecord, JobState, NewJob
+from ringwork.job import AttemptRecord, Job, JobRecord, JobState, NewJob
 from ringwork.partitioner import partition_for
 from ringwork.retry import Retry
 from ringwork.settings import Settings
@@ -29,6 +31,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "App",
+    "AttemptRecord",
     "ConfigurationError",
     "DatabaseError",
     "DatabaseURLError",
@@ -41,12 +44,14 @@ __all__ = [
     "NewJob",
     "PartitionCountMismatch",
     "PayloadError",
+    "ResultError",
     "Retry",
     "RingworkError",
     "SchemaError",
     "Settings",
     "Task",
     "UnknownTaskError",
+    "WaitTimeout",
     "__version__",
     "partition_for",
 ]

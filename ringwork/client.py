@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from ringwork.errors import PayloadError
-from ringwork.job import JobRecord, NewJob, payload_encoder
+from ringwork.job import AttemptRecord, JobRecord, NewJob, payload_encoder
 from ringwork.partitioner import partition_for
 from ringwork.settings import Settings
 from ringwork.tasks import MAX_DELAY, Task
@@ -160,6 +160,22 @@ class JobClient:
     def get_job(self, job_id: int) -> JobRecord | None:
         """The job's state, attempts, claimer, timestamps and last error; ``None`` if unknown."""
         return self.store.get_job(job_id)
+
+    def get_attempts(self, job_id: int) -> list[AttemptRecord]:
+        """The job's history: one record per attempt that ended (node, epoch, start, end,
+        outcome, error), oldest first. An attempt still running is the job's own state."""
+        return self.store.get_attempts(job_id)
+
+    def wait(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        """Block until the job is finished (succeeded, dead or cancelled) and return it, its
+        ``result`` included; :class:`~ringwork.errors.WaitTimeout` (a ``TimeoutError``) after
+        ``timeout`` seconds (``None``: no limit). See :mod:`ringwork.store.wait` for how it
+        waits (LISTEN on PostgreSQL for ``store_result`` jobs, reads with back-off otherwise)."""
+        return self.store.wait(job_id, timeout)
+
+    async def wait_async(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        """:meth:`wait` for ``async`` code: awaits without blocking the loop; cancellable."""
+        return await self.store.wait_async(job_id, timeout)
 
     def cancel(self, job_id: int) -> str:
         """Cancel a queued job at once (``"cancelled"``), or ask a running one's worker to end

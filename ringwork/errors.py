@@ -54,3 +54,12 @@ class JobNotFound(RingworkError):
 
 class InvalidJobState(RingworkError):
     """The operation does not apply to the job's current state (e.g. cancelling a running job)."""
+
+
+class ResultError(RingworkError):
+    """A ``store_result`` task returned a value that cannot be stored (not JSON, or too large):
+    the attempt fails with this error, like any exception its handler raised."""
+
+
+class WaitTimeout(RingworkError, TimeoutError):
+    """``app.wait`` ran out of time before the job finished (also a builtin ``TimeoutError``)."""

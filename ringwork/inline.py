@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from ringwork.errors import ConfigurationError
-from ringwork.job import Job, JobRecord
+from ringwork.job import Job, JobRecord, encode_result
 from ringwork.node.cron import cron_chore_run
 from ringwork.store import hostclock
 from ringwork.store.clock import now_expr
@@ -202,14 +202,16 @@ class Testing:
         try:
             handler: Any = task.handler
             if task.transactional:
+                keep = task.store_result
                 if task.is_async:
-                    await _bounded(tx.run_async(handler, job, task.timeout), task.timeout)
+                    await _bounded(tx.run_async(handler, job, task.timeout, keep), task.timeout)
                 else:
-                    tx.run_sync(handler, job, task.timeout)
+                    tx.run_sync(handler, job, task.timeout, keep)
                 return  # its transaction wrote the completion (or refused it)
-            result = handler(job)
+            value = handler(job)
             if task.is_async:
-                await _bounded(result, task.timeout)
+                value = await _bounded(value, task.timeout)
+            text = encode_result(job.task, value) if task.store_result else None
         except BaseException as exc:  # the worker's policy: anything fails the attempt
             if isinstance(exc, KeyboardInterrupt):
                 raise
@@ -218,7 +220,7 @@ class Testing:
                      if policy.retries(exc) else None)  # the task's policy, as the worker's
             store.fail(NODE, job.id, job.token, describe_exception(exc), retry_delay=delay)
             return
-        store.complete(NODE, [(job.id, job.token)])
+        store.complete(NODE, [(job.id, job.token)], None if text is None else {job.id: text})
 
     # -- the clock -------------------------------------------------------------------------------
 

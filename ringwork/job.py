@@ -123,6 +123,30 @@ def payload_encoder() -> Callable[[Any], str]:
     return encode_payload
 
 
+#: The largest result a ``store_result`` task may return, in bytes of its JSON text.
+MAX_RESULT_BYTES = 1_000_000
+
+
+def encode_result(task: str, value: Any) -> str | None:
+    """A handler's return value as the JSON text the store keeps (``None`` for ``None``: no
+    result). Raises :class:`~ringwork.errors.ResultError`, in one line, for a value that is not
+    JSON or whose text is over :data:`MAX_RESULT_BYTES`. Runs where the handler ran (its thread,
+    or the loop for an ``async def`` one), not on the claim path."""
+    from ringwork.errors import ResultError
+
+    if value is None:
+        return None
+    try:
+        text = json.dumps(value, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ResultError(f"task {task!r} returned a value that is not JSON: {exc}") from None
+    size = len(text.encode())
+    if size > MAX_RESULT_BYTES:
+        raise ResultError(f"task {task!r} returned a result of {size:,} bytes as JSON; "
+                          f"at most {MAX_RESULT_BYTES:,} are stored")
+    return text
+
+
 class CancelFlag:
     """Raised once, never lowered: "stop this attempt" for one claimed job.
 
@@ -193,6 +217,35 @@ class JobRecord:
     cancel_requested_at: datetime | None = None
     #: Its task's ``block_key_on_dead``: dead, it keeps its ordered key blocked.
     block_key_on_dead: bool = False
+    #: A ``store_result=True`` task's return value, decoded from JSON (``None``: none kept).
+    result: Any = None
+
+    @property
+    def finished(self) -> bool:
+        """Succeeded, dead or cancelled: the job will not run again by itself."""
+        return self.state in FINISHED
+
+
+#: The states a job never leaves by itself.
+FINISHED = frozenset({JobState.SUCCEEDED.value, JobState.DEAD.value, JobState.CANCELLED.value})
+
+
+@dataclass(frozen=True, kw_only=True)
+class AttemptRecord:
+    """One attempt of a job, as its history records it (``app.get_attempts``, ``jobs show``).
+
+    ``outcome``: ``succeeded``; ``failed`` (raised, timed out, or a result the store refused;
+    retried or dead by the task's policy); ``cancelled``; ``abandoned`` (its worker handed it
+    back: shutdown grace over, or its process died); ``lost`` (its worker stopped reaching the
+    cluster and the job was re-queued)."""
+
+    attempt: int
+    node: str | None
+    epoch: int | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    outcome: str
+    error: str | None = None
 
 
 class Outcome(str, enum.Enum):

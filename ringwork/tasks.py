@@ -49,6 +49,8 @@ class Task:
     concurrency: int | None = None
     #: Ordered tasks only: a dead job keeps its key blocked until it is retried or cancelled.
     block_key_on_dead: bool = False
+    #: Keep the handler's JSON return value with the job (``JobRecord.result``).
+    store_result: bool = False
 
     @property
     def is_async(self) -> bool:
@@ -82,6 +84,7 @@ class Tasks:
         timezone: str = "UTC",
         missed: str = "skip",
         key: str | None = None,
+        store_result: bool = False,
     ) -> Callable[[Handler], Handler]:
         """Register a handler (plain or ``async def``) taking a :class:`Job`.
 
@@ -107,6 +110,12 @@ class Tasks:
         ends ``dead`` keeps its key blocked -- the key's later jobs wait -- until it is retried
         or cancelled (``docs/guarantees.md``, "Ordering").
 
+        ``store_result=True`` keeps what the handler returns -- JSON-serialisable, at most
+        1 MB as JSON (:data:`ringwork.job.MAX_RESULT_BYTES`) -- with the job, written by its
+        completion: ``app.get_job(id).result``, ``app.wait(id).result``. A value that cannot be
+        stored fails the attempt with a :class:`~ringwork.errors.ResultError` (retried like any
+        failure); ``None`` stores nothing. Tasks without it pay nothing for results.
+
         ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
         and ``key`` belong to it and mean nothing without it).
         """
@@ -116,6 +125,8 @@ class Tasks:
         if not isinstance(transactional, bool):
             raise ConfigurationError(f"transactional must be True or False, not {transactional!r}")
         check_policy(name, retry, concurrency, block_key_on_dead, ordered)
+        if not isinstance(store_result, bool):
+            raise ConfigurationError(f"store_result must be True or False, not {store_result!r}")
         periodic = None
         if cron is not None:
             # Checked now, under a stand-in name if the handler will give it: a bad expression
@@ -137,7 +148,8 @@ class Tasks:
                                          None if timeout is None else float(timeout),
                                          transactional=transactional,
                                          retry=retry or DEFAULT_RETRY, concurrency=concurrency,
-                                         block_key_on_dead=block_key_on_dead)
+                                         block_key_on_dead=block_key_on_dead,
+                                         store_result=store_result)
             if periodic is not None:
                 self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
             return handler

@@ -138,7 +138,8 @@ class MemoryJobs:
 
     def exchange(self, node_id: str, done: Sequence[tuple[int, int]],
                  owned: Mapping[int, int], limit: int,
-                 rooms: Mapping[str, int] | None = None) -> tuple[list[int], list[Job]]:
+                 rooms: Mapping[str, int] | None = None,
+                 results: Mapping[int, str] | None = None) -> tuple[list[int], list[Job]]:
         with self.lock:
             self.calls.append("exchange")
             self.rooms_seen.append(None if rooms is None else dict(rooms))

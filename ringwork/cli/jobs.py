@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import time
 from dataclasses import asdict
+from datetime import datetime
 from typing import Any
 
 import click
@@ -16,7 +17,7 @@ import click
 from ringwork.app import App
 from ringwork.cli.options import AppRef, database_option, load_app, migrate_option, pass_app
 from ringwork.errors import JobNotFound, PayloadError
-from ringwork.job import JobRecord
+from ringwork.job import AttemptRecord, JobRecord
 from ringwork.settings import parse_duration
 from ringwork.store.retention import BATCH_ROWS, RetentionPolicy
 from ringwork.store.schema import FINISHED_STATES
@@ -107,22 +108,82 @@ def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object; its attempts under \"history\".")
 @pass_app
 def jobs_show(app: App, job_id: int, as_json: bool) -> None:
-    """Show one job in full, including its last error."""
+    """Show one job in full -- last error, result -- and its attempts, oldest first."""
     record = app.get_job(job_id)
     if record is None:
         raise JobNotFound(f"no job {job_id} in cluster {app.settings.cluster!r}")
+    history = app.get_attempts(job_id)
     data = _record_dict(record)
     if as_json:
+        data["history"] = [_record_dict(a) for a in history]
         click.echo(json.dumps(data))
         return
     for name, value in data.items():
         if name == "last_error" and value:
             click.echo(f"{name}:\n  " + str(value).replace("\n", "\n  "))
+        elif name == "result":
+            click.echo(f"{name}: {_shown_result(value)}")
         else:
             click.echo(f"{name}: {value}")
+    for line in attempt_lines(history, record):
+        click.echo(line)
+
+
+#: ``jobs show`` prints at most this many characters of a result (``--json``: all of it).
+RESULT_SHOWN = 2000
+
+
+def _shown_result(value: Any) -> str:
+    if value is None:
+        return "None"
+    text = json.dumps(value, ensure_ascii=False)
+    if len(text) <= RESULT_SHOWN:
+        return text
+    return f"{text[:RESULT_SHOWN]}... ({len(text):,} characters; --json shows all)"
+
+
+def attempt_lines(history: list[AttemptRecord], record: JobRecord,
+                  width: int = 80) -> list[str]:
+    """The attempts as a table of ``width`` columns: one line each, the error's first line cut
+    to what is left; the attempt running now (from the job row) last."""
+    rows = [(str(a.attempt), a.node or "", "" if a.epoch is None else str(a.epoch),
+             _stamp(a.started_at), _took(a.started_at, a.finished_at), a.outcome,
+             (a.error or "").strip().split("\n")[0]) for a in history]
+    if record.state == "running":
+        rows.append((str(record.attempts), record.claimed_by or "",
+                     "" if record.claim_epoch is None else str(record.claim_epoch),
+                     _stamp(record.started_at), "", "running", ""))
+    if not rows:
+        return ["history: no attempt recorded"]
+    head = ("#", "node", "epoch", "started (UTC)", "took", "outcome", "error")
+    fixed = [3, 14, 5, 14, 7, 9]
+    lines = ["history:"]
+    for row in (head, *rows):
+        cells = [_fit(v, w) for v, w in zip(row[:6], fixed, strict=True)]
+        line = "  " + " ".join(cells) + " "
+        lines.append((line + _fit(row[6], max(0, width - len(line)))).rstrip())
+    return lines
+
+
+def _fit(text: str, width: int) -> str:
+    if len(text) > width:
+        return text[: max(0, width - 1)] + "…" if width else ""
+    return text.ljust(width)
+
+
+def _stamp(when: datetime | None) -> str:
+    return when.strftime("%m-%d %H:%M:%S") if when else ""
+
+
+def _took(start: datetime | None, end: datetime | None) -> str:
+    if start is None or end is None:
+        return ""
+    seconds = (end - start).total_seconds()
+    return f"{seconds:.3f}s" if seconds < 100 else f"{seconds:.0f}s"
 
 
 @jobs.command("retry")
@@ -205,7 +266,7 @@ def jobs_prune(app: App, older_than: str, states: tuple[str, ...]) -> None:
     click.echo(f"deleted {sum(deleted.values())} jobs ({detail})")
 
 
-def _record_dict(record: JobRecord) -> dict[str, Any]:
+def _record_dict(record: JobRecord | AttemptRecord) -> dict[str, Any]:
     data = asdict(record)
     for name, value in data.items():
         if hasattr(value, "isoformat"):

@@ -171,20 +171,59 @@ CLAIM_PG = sa.text(_OWNED_PG + _TOP_PG + _CLAIM_PG_TAIL).columns(**CLAIM_COLUMNS
 CLAIM_PG_CAPPED = sa.text(_OWNED_PG + _TOP_PG_CAPPED + _CLAIM_PG_TAIL).columns(**CLAIM_COLUMNS)
 
 
+# The attempt's history row is written by the completion itself: a data-modifying CTE runs
+# whether or not the outer SELECT reads it, in the same statement (one round trip) and snapshot.
+_HISTORY_PG = """
+), hist AS (
+    INSERT INTO ringwork_attempts (job_id, attempt, node, epoch, started_at, finished_at, outcome)
+    SELECT id, attempts, claimed_by, claim_epoch, started_at, finished_at, 'succeeded' FROM done
+)"""
+
+_DONE_RETURNING_PG = """
+RETURNING j.id, j.attempts, j.claimed_by, j.claim_epoch, j.started_at, j.finished_at"""
+
+#: The completion of jobs without a result (the hot path): one statement that marks the batch
+#: succeeded, fenced on the job row, and inserts one attempt row per job it updated.
 COMPLETE_PG = sa.text("""
+WITH done AS (
 UPDATE ringwork_jobs AS j SET state = 'succeeded', finished_at = now()
 FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[])) AS d(jid, tok)
 WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.tok
   AND j.cluster = :cluster
-  AND j.claimed_by = :node AND j.state = 'running'
-RETURNING j.id
+  AND j.claimed_by = :node AND j.state = 'running'""" + _DONE_RETURNING_PG + _HISTORY_PG + """
+SELECT id FROM done
 """).columns(id=sa.BigInteger)
 
-COMPLETE_ATTEMPT_PG = sa.text("""
-UPDATE ringwork_jobs SET state = 'succeeded', finished_at = now()
+#: Ids one results notification names at most (8000 bytes; ids of up to 19 digits).
+NOTIFY_IDS_MAX = 400
+
+#: The completion of ``store_result`` jobs: :data:`COMPLETE_PG` that also writes each job's
+#: result, and notifies the results channel with the finished ids (``app.wait`` listens there;
+#: only rounds that carry results pay NOTIFY's commit-time lock). At most
+#: :data:`NOTIFY_IDS_MAX` ids per notification, else ``'*'`` (payloads are limited to 8000 bytes).
+COMPLETE_RESULTS_PG = sa.text("""
+WITH done AS (
+UPDATE ringwork_jobs AS j SET state = 'succeeded', finished_at = now(), result = d.res
+FROM unnest(CAST(:ids AS bigint[]), CAST(:tokens AS bigint[]), CAST(:results AS text[]))
+     AS d(jid, tok, res)
+WHERE j.id = ANY(CAST(:ids AS bigint[])) AND j.id = d.jid AND j.claim_epoch = d.tok
+  AND j.cluster = :cluster
+  AND j.claimed_by = :node AND j.state = 'running'""" + _DONE_RETURNING_PG + _HISTORY_PG + """
+, note AS (
+    SELECT pg_notify(:channel, CASE WHEN count(*) > """ + str(NOTIFY_IDS_MAX) + """ THEN '*'
+                                    ELSE string_agg(CAST(id AS text), ',') END) AS sent
+    FROM done HAVING count(*) > 0
+)
+SELECT id FROM done LEFT JOIN note ON true
+""").columns(id=sa.BigInteger)
+
+#: A transactional handler's guard before its completion: still this attempt's claim, the row
+#: locked until the handler's transaction ends (see :func:`attempt_guard`).
+ATTEMPT_GUARD_PG = sa.text("""
+SELECT id FROM ringwork_jobs
 WHERE id = :id AND cluster = :cluster AND claimed_by = :node AND claim_epoch = :token
   AND attempts = :attempt AND state = 'running'
-RETURNING id
+FOR UPDATE
 """).columns(id=sa.BigInteger)
 
 # --- SQLite -----------------------------------------------------------------------------------
@@ -286,37 +325,57 @@ WHERE id IN (SELECT id FROM ({merged}))""")
     )
 
 
-@functools.lru_cache(maxsize=2)
-def complete_sqlite(skewed: bool = False) -> Any:
-    """The SQLite completion; ``skewed``: the variant that takes ``:clock``."""
+_DONE_SQLITE = """(SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok,
+        json_extract(value, '$[2]') AS res
+      FROM json_each(:done)) AS d"""
+
+_FENCE_SQLITE = """ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
+  AND +ringwork_jobs.cluster = :cluster AND ringwork_jobs.claimed_by = :node
+  AND ringwork_jobs.state = 'running'"""
+
+
+@functools.lru_cache(maxsize=4)
+def complete_sqlite(skewed: bool = False, results: bool = False) -> Any:
+    """The SQLite completion; ``skewed``: the variant that takes ``:clock``; ``results``: each
+    ``:done`` element is ``[id, token, result JSON text]`` and the result is written."""
+    result = ", result = d.res" if results else ""
     return (
         sa.text(f"""
-UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {sqlite_now(skewed)}
-FROM (SELECT json_extract(value, '$[0]') AS jid, json_extract(value, '$[1]') AS tok
-      FROM json_each(:done)) AS d
-WHERE ringwork_jobs.id = d.jid AND ringwork_jobs.claim_epoch = d.tok
-  AND +ringwork_jobs.cluster = :cluster AND ringwork_jobs.claimed_by = :node
-  AND ringwork_jobs.state = 'running'
+UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {sqlite_now(skewed)}{result}
+FROM {_DONE_SQLITE}
+WHERE {_FENCE_SQLITE}
 RETURNING ringwork_jobs.id
 """)
         .columns(id=sa.BigInteger)
     )
 
 
+@functools.lru_cache(maxsize=2)
+def history_sqlite(skewed: bool = False) -> Any:
+    """The attempt rows of a SQLite completion, run just before it with the same parameters.
+
+    SQLite has no data-modifying CTE. Both statements run under the database write lock
+    (``BEGIN IMMEDIATE``), so this insert sees exactly the rows the update then changes.
+    """
+    return sa.text(f"""
+INSERT INTO ringwork_attempts (job_id, attempt, node, epoch, started_at, finished_at, outcome)
+SELECT ringwork_jobs.id, ringwork_jobs.attempts, ringwork_jobs.claimed_by,
+       ringwork_jobs.claim_epoch, ringwork_jobs.started_at, {sqlite_now(skewed)}, 'succeeded'
+FROM {_DONE_SQLITE} JOIN ringwork_jobs ON ringwork_jobs.id = d.jid
+WHERE {_FENCE_SQLITE}
+""")
+
+
 COMPLETE_SQLITE = complete_sqlite(False)
 
 
-def complete_attempt_sqlite(skewed: bool = False) -> Any:
-    """SQLite's :data:`COMPLETE_ATTEMPT_PG`; ``skewed``: the variant that takes ``:clock``."""
-    return (
-        sa.text(f"""
-UPDATE ringwork_jobs SET state = 'succeeded', finished_at = {sqlite_now(skewed)}
+#: SQLite's :data:`ATTEMPT_GUARD_PG`: no row locks, and none needed -- a later write of this
+#: transaction fails (it cannot upgrade its snapshot) if another connection wrote in between.
+ATTEMPT_GUARD_SQLITE = sa.text("""
+SELECT id FROM ringwork_jobs
 WHERE id = :id AND +cluster = :cluster AND claimed_by = :node AND claim_epoch = :token
   AND attempts = :attempt AND state = 'running'
-RETURNING id
-""")
-        .columns(id=sa.BigInteger)
-    )
+""").columns(id=sa.BigInteger)
 
 # --- Running them -----------------------------------------------------------------------------
 
@@ -440,35 +499,61 @@ def complete(
     cluster: str,
     node_id: str,
     done: Sequence[tuple[int, int]],
+    results: Mapping[int, str] | None = None,
+    channel: str = "",
 ) -> list[int]:
-    """Mark ``(job_id, token)`` pairs succeeded; the ids that were fenced (not updated)."""
+    """Mark ``(job_id, token)`` pairs succeeded, each with its attempt row; the ids that were
+    fenced (not updated). ``results``: job id -> result JSON text for the jobs that have one
+    (``store_result`` tasks), written by a second statement that only those jobs pay for;
+    ``channel``: the results channel it notifies (PostgreSQL)."""
     if not done:
         return []
-    updated = set(conn.execute(*completion(dialect, cluster, node_id, done)).scalars())
+    plain, kept = split_results(done, results)
+    updated: set[int] = set()
+    for batch, res in ((plain, None), (kept, results)):
+        if batch:
+            for stmt, params in completion(dialect, cluster, node_id, batch, res, channel):
+                rows = conn.execute(stmt, params)
+            updated.update(rows.scalars())
     return [job_id for job_id, _ in done if job_id not in updated]
 
 
+def split_results(
+    done: Sequence[tuple[int, int]], results: Mapping[int, str] | None
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """``(pairs without a result, pairs with one)``."""
+    if not results:
+        return list(done), []
+    return ([d for d in done if d[0] not in results], [d for d in done if d[0] in results])
+
+
 def completion(
-    dialect: str, cluster: str, node_id: str, done: Sequence[tuple[int, int]]
-) -> tuple[Any, dict[str, Any]]:
-    """The pump's batched completion statement and its parameters, for any connection (a
-    transactional handler's own completion is :func:`attempt_completion`)."""
+    dialect: str, cluster: str, node_id: str, done: Sequence[tuple[int, int]],
+    results: Mapping[int, str] | None = None, channel: str = "",
+) -> list[tuple[Any, dict[str, Any]]]:
+    """The completion's statements and their parameters, to run in order on any connection
+    (a transactional handler's, sync or async, runs the very statements the pump does); the
+    last one returns the updated ids. ``results``: every job of ``done`` has one here."""
     if dialect == "postgresql":
-        params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done]}
-        stmt = COMPLETE_PG
-    else:
-        clock = sqlite_clock()
-        params = with_clock({"done": json.dumps([list(d) for d in done])}, clock)
-        stmt = complete_sqlite(clock is not None)
-    params.update(cluster=cluster, node=node_id)
-    return stmt, params
+        params: dict[str, Any] = {"ids": [d[0] for d in done], "tokens": [d[1] for d in done],
+                                  "cluster": cluster, "node": node_id}
+        if results:
+            params.update(results=[results[d[0]] for d in done], channel=channel)
+            return [(COMPLETE_RESULTS_PG, params)]
+        return [(COMPLETE_PG, params)]
+    clock = sqlite_clock()
+    rows = [[d[0], d[1], results[d[0]]] for d in done] if results else [list(d) for d in done]
+    params = with_clock({"done": json.dumps(rows), "cluster": cluster, "node": node_id}, clock)
+    skewed = clock is not None
+    return [(history_sqlite(skewed), params),
+            (complete_sqlite(skewed, bool(results)), params)]
 
 
-def attempt_completion(
+def attempt_guard(
     dialect: str, cluster: str, node_id: str, job_id: int, token: int, attempt: int
 ) -> tuple[Any, dict[str, Any]]:
-    """The completion of one attempt, for a transactional handler's own transaction: fenced
-    like the pump's (claimer, token, ``running``) and on the attempt number too.
+    """For a transactional handler's own transaction, before its completion: the job is still
+    running under this very attempt's claim (claimer, token and the attempt number).
 
     Why the attempt: the token is the partition's epoch, the same for two attempts of a job
     claimed by the same worker. The pump never writes a late attempt's success (it holds each
@@ -477,10 +562,7 @@ def attempt_completion(
     commit its writes and the job's success under the retry's claim."""
     params: dict[str, Any] = {"id": job_id, "token": token, "attempt": attempt,
                               "cluster": cluster, "node": node_id}
-    if dialect == "postgresql":
-        return COMPLETE_ATTEMPT_PG, params
-    clock = sqlite_clock()
-    return complete_attempt_sqlite(clock is not None), with_clock(params, clock)
+    return (ATTEMPT_GUARD_PG if dialect == "postgresql" else ATTEMPT_GUARD_SQLITE), params
 
 
 # --- The claim on the event loop (PostgreSQL) -------------------------------------------------

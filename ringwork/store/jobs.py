@@ -15,15 +15,16 @@ the reads come from application threads, the CLI and ``ringwork status``.
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 
 from ringwork.errors import InvalidJobState, JobNotFound
-from ringwork.job import JobRecord, Outcome
+from ringwork.job import AttemptRecord, JobRecord, Outcome
 from ringwork.store.clock import now_expr
-from ringwork.store.schema import FINISHED_STATES, JOB_STATES, QUEUED, RUNNING, jobs
+from ringwork.store.schema import FINISHED_STATES, JOB_STATES, QUEUED, RUNNING, attempts, jobs
 
 #: last_error is capped so a huge traceback cannot bloat the row.
 MAX_ERROR_CHARS = 8000
@@ -94,12 +95,27 @@ def fail(
             finished_at=sa.case((retry, None), else_=now),
             claimed_by=sa.case((retry, None), else_=c.claimed_by),
         )
-        .returning(c.state)
+        .returning(c.state, c.attempts, c.started_at)
     )
-    state = conn.execute(stmt).scalar()
-    if state is None:
+    row = conn.execute(stmt).first()
+    if row is None:
         return Outcome.FENCED
-    return {"queued": Outcome.RETRY, "cancelled": Outcome.CANCELLED}.get(state, Outcome.DEAD)
+    ended = "cancelled" if cancelled or row.state == "cancelled" else "failed"
+    record_attempts(conn, dialect, [{"job_id": job_id, "attempt": row.attempts,
+                                     "node": node_id, "epoch": token,
+                                     "started_at": row.started_at, "outcome": ended,
+                                     "error": error[:MAX_ERROR_CHARS]}])
+    return {"queued": Outcome.RETRY, "cancelled": Outcome.CANCELLED}.get(row.state, Outcome.DEAD)
+
+
+def record_attempts(conn: sa.Connection, dialect: str, rows: Sequence[dict[str, Any]]) -> None:
+    """One multi-row INSERT of attempt rows (``job_id``, ``attempt``, ``node``, ``epoch``,
+    ``started_at``, ``outcome``, ``error``), ended now by the database's clock: for the paths
+    that end attempts by ``UPDATE .. RETURNING`` (failures, hand-backs, re-queues), in the
+    transaction of that update. (Completions write theirs in their own statement, claim.py.)"""
+    if rows:
+        conn.execute(sa.insert(attempts).values(finished_at=now_expr(dialect)),
+                     [{"error": None, **r} for r in rows])
 
 
 #: The error a job gets when its worker stopped before it finished (see :func:`abandon`).
@@ -138,18 +154,23 @@ def abandon(
     Why the worker does it itself: its jobs keep their claims while its registry row is fresh
     (fenced by job), so left to the cluster they would wait for the row to go stale."""
     c = jobs.c
-    values = back_to_queue(dialect, error.format(node=node_id))
+    text = error.format(node=node_id)
+    values = back_to_queue(dialect, text)
     mine = sa.and_(c.cluster == cluster, c.state == RUNNING, c.claimed_by == node_id)
+    back = (c.id, c.attempts, c.claim_epoch, c.started_at)
     if claims is None:
-        stmt = sa.update(jobs).where(mine).values(values).returning(c.id)
-        return [int(i) for i in conn.execute(stmt).scalars()]
-    written = []
-    for job_id, token in claims:  # a handful, at a stop
-        stmt = (sa.update(jobs).where(mine, c.id == job_id, c.claim_epoch == token)
-                .values(values).returning(c.id))
-        if conn.execute(stmt).scalar() is not None:
-            written.append(job_id)
-    return written
+        rows = list(conn.execute(sa.update(jobs).where(mine).values(values).returning(*back)))
+    else:
+        rows = []
+        for job_id, token in claims:  # a handful, at a stop
+            stmt = (sa.update(jobs).where(mine, c.id == job_id, c.claim_epoch == token)
+                    .values(values).returning(*back))
+            rows.extend(conn.execute(stmt))
+    record_attempts(conn, dialect, [
+        {"job_id": r.id, "attempt": r.attempts, "node": node_id, "epoch": r.claim_epoch,
+         "started_at": r.started_at, "outcome": "abandoned", "error": text[:MAX_ERROR_CHARS]}
+        for r in rows])
+    return [int(r.id) for r in rows]
 
 
 def _cancel_asked() -> sa.ColumnElement[bool]:
@@ -287,7 +308,20 @@ def retry_all(
 
 
 def _record(row: sa.Row[Any]) -> JobRecord:
-    return JobRecord(**row._asdict())
+    data = row._asdict()
+    text = data.pop("result", None)
+    return JobRecord(**data, result=None if text is None else json.loads(text))
+
+
+def get_attempts(conn: sa.Connection, cluster: str, job_id: int) -> list[AttemptRecord]:
+    """A job's attempt rows, oldest first (the ``ix_ringwork_attempts_job_id`` range), if the
+    job is this cluster's (attempt rows carry no cluster: job ids are unique in a database)."""
+    a = attempts.c
+    ours = sa.exists().where(jobs.c.id == job_id, jobs.c.cluster == cluster)
+    rows = conn.execute(
+        sa.select(a.attempt, a.node, a.epoch, a.started_at, a.finished_at, a.outcome, a.error)
+        .where(a.job_id == job_id, ours).order_by(a.id))
+    return [AttemptRecord(**r._asdict()) for r in rows]
 
 
 def get_job(conn: sa.Connection, cluster: str, job_id: int) -> JobRecord | None:

@@ -33,6 +33,11 @@ def channel_for(cluster: str) -> str:
     return "ringwork_" + hashlib.sha1(cluster.encode()).hexdigest()[:20]
 
 
+def results_channel_for(cluster: str) -> str:
+    """The channel a completion that writes results notifies with the jobs' ids."""
+    return "ringwork_r_" + hashlib.sha1(cluster.encode()).hexdigest()[:20]
+
+
 class Listener:
     """A LISTEN connection. Not thread-safe: one thread waits on it; any thread may close it.
 

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from ringwork.errors import PartitionCountMismatch
 from ringwork.protocol.referee import Ownership, TermRecord
 from ringwork.store.clock import age_expr, now_expr
-from ringwork.store.jobs import back_to_queue
+from ringwork.store.jobs import back_to_queue, record_attempts
 from ringwork.store.schema import RUNNING, clusters, dialect_insert, jobs, nodes, partitions
 
 
@@ -181,10 +181,23 @@ def _requeue_lost(
              _claimer_dead(dialect, keep, stale_after)]
     if parts is not None:
         where.append(c.partition.in_(parts))
-    result = conn.execute(
-        sa.update(jobs).where(*where).values(back_to_queue(dialect, lost_error, keep_error=True))
-    )
-    return int(result.rowcount or 0)
+    # The claimers first (the update clears ``claimed_by``), their rows locked so that a late
+    # completion waits for this transaction, then finds the job re-queued: fenced.
+    lost: dict[int, str] = dict(conn.execute(
+        sa.select(c.id, c.claimed_by).where(*where).with_for_update(of=jobs)).all())
+    if not lost:
+        return 0
+    rows = list(conn.execute(
+        sa.update(jobs).where(c.id.in_(sorted(lost)), *where)
+        .values(back_to_queue(dialect, lost_error, keep_error=True))
+        .returning(c.id, c.attempts, c.claim_epoch, c.started_at)))
+    record_attempts(conn, dialect, [
+        {"job_id": r.id, "attempt": r.attempts, "node": lost[r.id], "epoch": r.claim_epoch,
+         "started_at": r.started_at, "outcome": "lost",
+         "error": f"worker {lost[r.id]} was lost while running the job "
+                  "(it stopped reaching the cluster)"}
+        for r in rows])
+    return len(rows)
 
 
 def read_partitions(conn: sa.Connection, cluster: str) -> dict[int, Ownership]:

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from ringwork.errors import ConfigurationError
 from ringwork.store.clock import now_expr
-from ringwork.store.schema import FINISHED_STATES, clusters, jobs, nodes, partitions
+from ringwork.store.schema import FINISHED_STATES, attempts, clusters, jobs, nodes, partitions
 
 #: Rows one prune statement deletes at most: a few milliseconds of SQLite's write lock.
 BATCH_ROWS = 1000
@@ -86,8 +86,11 @@ def prune_jobs(
     picked = sa.select(c.id).where(due).order_by(c.finished_at).limit(batch).scalar_subquery()
     pg = dialect == "postgresql"
     chosen = c.id == sa.any_(sa.func.array(picked)) if pg else c.id.in_(picked)
-    stmt = sa.delete(jobs).where(chosen, due)
-    return int(conn.execute(stmt).rowcount or 0)
+    stmt = sa.delete(jobs).where(chosen, due).returning(c.id)
+    gone = [int(i) for i in conn.execute(stmt).scalars()]
+    if gone:  # their history goes in the same batch (one range of the job_id index each)
+        conn.execute(sa.delete(attempts).where(attempts.c.job_id.in_(gone)))
+    return len(gone)
 
 
 def prune_nodes(

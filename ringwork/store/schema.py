@@ -41,7 +41,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0005"
+HEAD_REVISION = "0006"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -164,11 +164,39 @@ jobs = sa.Table(
     sa.Column("cancel_requested_at", UTCDateTime, nullable=True),
     # Its task's ``block_key_on_dead`` (ordered jobs only): dead, it still holds its key.
     sa.Column("block_key_on_dead", sa.Boolean, nullable=False, server_default=sa.false()),
+    # A ``store_result=True`` task's return value, as JSON text written by its completion
+    # (``NULL``: no result kept). Text, not a JSON type: it is written as the worker encoded
+    # it, never parsed by the database, and read back with ``json.loads``.
+    sa.Column("result", sa.Text, nullable=True),
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')", name="state"
     ),
     sqlite_autoincrement=True,  # ids are never reused: FIFO order and fencing rely on that
 )
+
+#: The ways an attempt ends (``ringwork_attempts.outcome``).
+ATTEMPT_OUTCOMES = ("succeeded", "failed", "cancelled", "abandoned", "lost")
+
+# One row per attempt that changed its job, written whole by the statement that ends it (in the
+# same transaction): the claim writes nothing here, so a claim costs what it did.
+attempts = sa.Table(
+    "ringwork_attempts",
+    metadata,
+    sa.Column("id", _BigId, primary_key=True, autoincrement=True),
+    # No foreign key (see jobs.cluster): retention deletes a job's attempts in its own batch.
+    sa.Column("job_id", sa.BigInteger, nullable=False),
+    sa.Column("attempt", sa.Integer, nullable=False),
+    sa.Column("node", sa.String(200), nullable=True),
+    sa.Column("epoch", sa.BigInteger, nullable=True),
+    sa.Column("started_at", UTCDateTime, nullable=True),
+    sa.Column("finished_at", UTCDateTime, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),
+    sa.Column("error", sa.Text, nullable=True),
+    sqlite_autoincrement=True,
+)
+# A job's history, in order; and retention's delete of a batch of jobs' attempts.
+sa.Index("ix_ringwork_attempts_job_id", attempts.c.job_id, attempts.c.id)
+
 
 def dialect_insert(dialect: str, table: sa.Table) -> Any:
     """The dialect's own INSERT for ``table``, the one with ``on_conflict_do_*`` (an upsert)."""

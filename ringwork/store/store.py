@@ -31,7 +31,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ringwork.errors import ConfigurationError
-from ringwork.job import Job, JobRecord, NewJob, Outcome
+from ringwork.job import AttemptRecord, Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
 from ringwork.store import (
     claim,
@@ -44,6 +44,7 @@ from ringwork.store import (
     registry,
     restarts,
     retention,
+    wait,
 )
 from ringwork.store.aio import AsyncJobs
 from ringwork.store.claim import AsyncClaimer
@@ -57,7 +58,7 @@ from ringwork.store.engine import (
     transaction,
     translated,
 )
-from ringwork.store.listen import Listener, channel_for
+from ringwork.store.listen import Listener, channel_for, results_channel_for
 
 
 class Store:
@@ -75,6 +76,8 @@ class Store:
         self.partitions = partitions
         self.migrate = migrate
         self.channel = channel_for(cluster)
+        #: Notified with the ids of finished ``store_result`` jobs (PostgreSQL; ``app.wait``).
+        self.results_channel = results_channel_for(cluster)
         self._engine: Engine | None = None
         self._lock = threading.Lock()
         self._aio: AsyncJobs | None = None
@@ -197,21 +200,26 @@ class Store:
         with self._one_statement() if not rooms else self._tx(write=True) as conn:
             return claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
 
-    def complete(self, node_id: str, done: Sequence[tuple[int, int]]) -> list[int]:
-        """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced."""
+    def complete(self, node_id: str, done: Sequence[tuple[int, int]],
+                 results: Mapping[int, str] | None = None) -> list[int]:
+        """Mark ``(job_id, token)`` pairs succeeded; returns the ids that were fenced.
+        ``results``: job id -> result JSON text, for the jobs that keep one."""
         if not done:
             return []
         with self._tx(write=True) as conn:
-            return claim.complete(conn, self.dialect, self.cluster, node_id, done)
+            return claim.complete(conn, self.dialect, self.cluster, node_id, done, results,
+                                  self.results_channel)
 
     def exchange(
         self, node_id: str, done: Sequence[tuple[int, int]], owned: Mapping[int, int], limit: int,
         rooms: Mapping[str, int] | None = None,
+        results: Mapping[int, str] | None = None,
     ) -> tuple[list[int], list[Job]]:
         """:meth:`complete` then :meth:`claim` in ONE transaction: the worker's hot path.
 
         One commit (one fsync) per round instead of two, and an ordered key's next job is
         claimable in the same round that completed its predecessor. Returns (fenced ids, jobs).
+        ``results``: as :meth:`complete`.
         """
         claiming = limit > 0 and bool(owned)
         if not done and not claiming:
@@ -219,7 +227,8 @@ class Store:
         if not done:  # a claim alone: one statement (an idle worker woken by an enqueue)
             return [], self.claim(node_id, owned, limit, rooms)
         with self._tx(write=True) as conn:
-            fenced = claim.complete(conn, self.dialect, self.cluster, node_id, done) if done else []
+            fenced = claim.complete(conn, self.dialect, self.cluster, node_id, done, results,
+                                    self.results_channel)
             claimed = (
                 claim.claim(conn, self.dialect, self.cluster, node_id, owned, limit, rooms)
                 if claiming
@@ -266,6 +275,18 @@ class Store:
     def get_job(self, job_id: int) -> JobRecord | None:
         with self._tx() as conn:
             return jobs.get_job(conn, self.cluster, job_id)
+
+    def get_attempts(self, job_id: int) -> list[AttemptRecord]:
+        """The job's recorded attempts, oldest first (the one running now is not among them)."""
+        with self._tx() as conn:
+            return jobs.get_attempts(conn, self.cluster, job_id)
+
+    def wait(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        """The job once finished; :class:`~ringwork.errors.WaitTimeout` after ``timeout`` s."""
+        return wait.wait(self, job_id, timeout)
+
+    async def wait_async(self, job_id: int, timeout: float | None = None) -> JobRecord:
+        return await wait.wait_async(self, job_id, timeout)
 
     def list_jobs(
         self, *, state: str | None = None, task: str | None = None, limit: int = 50

@@ -50,20 +50,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from ringwork.app import App, PartitionCallback
-from ringwork.job import Job
+from ringwork.job import Job, encode_result
 from ringwork.log import log_event
 from ringwork.retry import DEFAULT as DEFAULT_RETRY
 from ringwork.retry import Retry
 from ringwork.settings import Settings
 from ringwork.worker.failures import describe_exception
-from ringwork.worker.ledger import CANCELLED, Written
+from ringwork.worker.ledger import CANCELLED, Stored, Written
 from ringwork.worker.threads import DaemonPool
 from ringwork.worker.transactional import Transactions
 
 #: What ``on_outcome`` gets: ``None`` (succeeded), ``(error text, retry delay, or None for
 #: "no retry", or CANCELLED)``, or -- a transactional handler's end, written already in its own
 #: transaction -- ``WRITTEN`` (committed) or ``FENCED`` (rolled back: the claim was gone).
-Verdict = tuple[str, float | Literal["cancelled"] | None] | Written | None
+Verdict = tuple[str, float | Literal["cancelled"] | None] | Written | Stored | None
 
 
 def timed_out_text(timeout: float, sync: bool) -> str:
@@ -84,6 +84,7 @@ class Attempt:
     timer: asyncio.TimerHandle | None = None  # the task's timeout, if it has one
     decided: bool = False  # the outcome was given before the handler's end (see module doc)
     cancel_asked: bool = False  # a cancel request reached us
+    store_result: bool = False  # the task keeps its handler's return value
 
 
 class Executor:
@@ -108,7 +109,7 @@ class Executor:
         #: Handlers running (decided or not) by task name: what ``concurrency=`` limits.
         self._running: collections.Counter[str] = collections.Counter()
         self._outbox: collections.deque[
-            tuple[Attempt, BaseException | None, Written | None]] = collections.deque()
+            tuple[Attempt, BaseException | None, Written | Stored | None]] = collections.deque()
         self._collect_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -133,13 +134,14 @@ class Executor:
             error = f"UnknownTaskError: task {job.task!r} is not registered in this worker's app"
             self.on_outcome(job, (error, None))
             return
-        attempt = Attempt(job, sync=not task.is_async)
+        attempt = Attempt(job, sync=not task.is_async, store_result=task.store_result)
         self._current[job.id] = attempt
         handler: Callable[[Job], Any] = task.handler
         if task.transactional:
             assert self.transactions is not None, "a transactional task with no Transactions"
             run = self.transactions.run_sync if attempt.sync else self.transactions.run_async
-            handler = functools.partial(_in_transaction, run, task.handler, task.timeout)
+            handler = functools.partial(_in_transaction, run, task.handler, task.timeout,
+                                        task.store_result)
         self._running[job.task] += 1
         if attempt.sync:
             self._threads.submit(self._run_sync, attempt, handler)
@@ -222,19 +224,22 @@ class Executor:
         result = None
         try:
             result = await handler(attempt.job)
+            outcome = _written(result) or _stored(attempt, result)
         except BaseException as exc:  # the policy: any exception fails the attempt
             error = exc  # (a cancellation we asked for finds the attempt decided: no outcome)
-        self._end(attempt, error, _written(result))
+            outcome = None
+        self._end(attempt, error, outcome)
 
     def _run_sync(self, attempt: Attempt, handler: Callable[[Job], Any]) -> None:
         """On a handler thread. Outcomes go through a deque; the loop is woken once per batch
         of them, not once per job (a wake-up crosses threads through a pipe: it is not free)."""
         try:
             result = handler(attempt.job)
+            outcome = _written(result) or _stored(attempt, result)  # encoded on this thread
         except BaseException as exc:  # the policy: even SystemExit fails only the attempt
             self._outbox.append((attempt, exc, None))
         else:
-            self._outbox.append((attempt, None, _written(result)))
+            self._outbox.append((attempt, None, outcome))
         if not self._collect_scheduled:
             self._collect_scheduled = True
             loop = self._loop
@@ -247,7 +252,7 @@ class Executor:
             self._end(*self._outbox.popleft())
 
     def _end(self, attempt: Attempt, exc: BaseException | None,
-             written: Written | None = None) -> None:
+             written: Written | Stored | None = None) -> None:
         """On the loop: a handler returned or raised (``written``: a transactional one, whose
         outcome its own transaction wrote or refused)."""
         if attempt.timer is not None:
@@ -268,12 +273,12 @@ class Executor:
         if self._current.get(job.id) is attempt:
             del self._current[job.id]
         verdict: Verdict
-        if written is not None:
+        if isinstance(written, Written):
             verdict = written  # committed (a cancel asked meanwhile lost the race) or refused
         elif attempt.cancel_asked:
             verdict = self._cancelled(job)
         else:
-            verdict = self.verdict(job, exc)
+            verdict = self.verdict(job, exc) if exc is not None else written
         self.on_outcome(job, verdict)
 
     async def cancel_async(self, timeout: float) -> int:
@@ -363,10 +368,19 @@ def _is_async(callback: Callable[..., Any]) -> bool:
 
 
 def _in_transaction(run: Callable[..., Any], handler: Callable[..., Any], timeout: float | None,
-                    job: Job) -> Any:
+                    store_result: bool, job: Job) -> Any:
     """A transactional task's handler as the executor calls it: ``handler(job, conn)`` inside
     :class:`~ringwork.worker.transactional.Transactions` (a coroutine for an async one)."""
-    return run(handler, job, timeout)
+    return run(handler, job, timeout, store_result)
+
+
+def _stored(attempt: Attempt, result: object) -> Stored | None:
+    """A ``store_result`` task's return value, encoded (raises ResultError: the attempt fails);
+    ``None`` for any other task, or a ``None`` result."""
+    if not attempt.store_result:
+        return None
+    text = encode_result(attempt.job.task, result)
+    return None if text is None else Stored(text)
 
 
 def _written(result: object) -> Written | None:

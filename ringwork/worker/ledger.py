@@ -41,6 +41,14 @@ class Written(enum.Enum):
     FENCED = "fenced"  # rolled back: the claim was gone
 
 
+@dataclass(frozen=True)
+class Stored:
+    """A ``store_result`` task's attempt succeeded with this result (its JSON text): completed
+    like any success, the text written by the same completion."""
+
+    text: str
+
+
 WRITTEN: Final = Written.COMMITTED
 FENCED: Final = Written.FENCED
 #: The "retry delay" of an attempt that ended on a cancel request: written ``cancelled``.
@@ -81,6 +89,8 @@ class Ledger:
         self.inflight: dict[int, Job] = {}
         self.completed: list[Job] = []
         self.failed: list[Failure] = []
+        #: Result JSON of completed jobs that keep one, by id, until their completion is written.
+        self.results: dict[int, str] = {}
         self._writing: dict[int, Job] = {}  # taken by a round that has not returned
         self._flushing: collections.Counter[int] = collections.Counter()  # claim rounds out
         self._waiters: list[_Waiter] = []
@@ -109,8 +119,8 @@ class Ledger:
         self.inflight[job.id] = job
 
     def finished(self, job: Job,
-                 failure: tuple[str, float | Literal["cancelled"] | None] | Written | None,
-                 ) -> bool:
+                 failure: tuple[str, float | Literal["cancelled"] | None] | Written | Stored
+                 | None) -> bool:
         """A handler returned (``failure`` None) or failed; False if the attempt is not ours
         any more (abandoned at the end of the grace; or this is a late report of an attempt
         that timed out while the job's next attempt runs here: the same id, another attempt
@@ -122,6 +132,9 @@ class Ledger:
             pass  # a transactional handler's own transaction wrote (or refused) it: gone
         elif failure is None:
             self.completed.append(job)
+        elif isinstance(failure, Stored):
+            self.completed.append(job)
+            self.results[job.id] = failure.text
         else:
             assert isinstance(failure, tuple)
             self.failed.append((job, *failure))
@@ -150,6 +163,15 @@ class Ledger:
     def written(self, jobs: Iterable[Job]) -> None:
         for job in jobs:
             del self._writing[job.id]
+            if self.results:
+                self.results.pop(job.id, None)
+
+    def results_of(self, jobs: Iterable[Job]) -> dict[int, str] | None:
+        """The results among ``jobs`` (``None`` when none has one: the common case, free)."""
+        if not self.results:
+            return None
+        found = {j.id: self.results[j.id] for j in jobs if j.id in self.results}
+        return found or None
 
     @contextmanager
     def flushing(self, partitions: Iterable[int]) -> Iterator[None]:
@@ -170,6 +192,7 @@ class Ledger:
         assert not self._writing, "abandon() while a round is out"
         jobs = [*self.inflight.values(), *self.completed, *(f[0] for f in self.failed)]
         self.inflight, self.completed, self.failed = {}, [], []
+        self.results = {}
         self.stats.abandoned += len(jobs)
         return jobs
 

@@ -174,11 +174,14 @@ class Pump:
         done = ledger.take_completed()
         # Taken before the round: while it is out, jobs only end (rooms grow), none start.
         rooms = self.rooms() if want > 0 else None
-        extra = {} if rooms is None else {"rooms": rooms}
+        extra: dict[str, Any] = {} if rooms is None else {"rooms": rooms}
         with ledger.flushing(owned):
             try:
                 if done or self.claimer is None:
                     pairs = [(job.id, job.token) for job in done]
+                    results = ledger.results_of(done)
+                    if results is not None:  # only rounds that carry results take them
+                        extra["results"] = results
                     fenced, jobs = await self.db.call(
                         self.writes.exchange, self.node_id, pairs, owned, want, **extra)
                 else:  # a claim alone (an idle worker woken up): straight from the loop

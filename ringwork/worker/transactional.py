@@ -29,9 +29,9 @@ import threading
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from ringwork.job import Job
+from ringwork.job import Job, encode_result
 from ringwork.store import Store
-from ringwork.store.claim import attempt_completion
+from ringwork.store.claim import attempt_guard, completion
 from ringwork.store.handlers import (
     completed_idle_limit,
     handler_async_engine,
@@ -64,7 +64,7 @@ class Transactions:
         self._completed_limit = completed_idle_limit(self.dialect)
 
     def run_sync(self, handler: Callable[[Job, Any], Any], job: Job,
-                 timeout: float | None) -> Written:
+                 timeout: float | None, store_result: bool = False) -> Written:
         with self._lock:
             engine = self._sync = self._sync or handler_engine(self._store.engine.url,
                                                                self._size)
@@ -74,10 +74,14 @@ class Transactions:
                 limit = idle_limit(self.dialect, timeout)
                 if limit is not None:
                     conn.exec_driver_sql(*limit)
-                handler(job, conn)
+                value = handler(job, conn)
                 if self._completed_limit is not None:
                     conn.exec_driver_sql(*self._completed_limit)
-                written = bool(conn.execute(*self._completion(job)).scalars().all())
+                written = bool(conn.execute(*self._guard(job)).scalars().all())
+                if written:
+                    for stmt, params in self._completion(job, value, store_result):
+                        rows = conn.execute(stmt, params)
+                    written = bool(rows.scalars().all())
             except BaseException:
                 tx.rollback()
                 raise
@@ -88,7 +92,7 @@ class Transactions:
         return WRITTEN
 
     async def run_async(self, handler: Callable[[Job, Any], Awaitable[Any]], job: Job,
-                        timeout: float | None) -> Written:
+                        timeout: float | None, store_result: bool = False) -> Written:
         with self._lock:
             engine = self._async = self._async or handler_async_engine(
                 self._store.engine.url, self._size)
@@ -98,10 +102,14 @@ class Transactions:
                 limit = idle_limit(self.dialect, timeout)
                 if limit is not None:
                     await conn.exec_driver_sql(*limit)
-                await handler(job, conn)
+                value = await handler(job, conn)
                 if self._completed_limit is not None:
                     await conn.exec_driver_sql(*self._completed_limit)
-                written = bool((await conn.execute(*self._completion(job))).scalars().all())
+                written = bool((await conn.execute(*self._guard(job))).scalars().all())
+                if written:
+                    for stmt, params in self._completion(job, value, store_result):
+                        rows = await conn.execute(stmt, params)
+                    written = bool(rows.scalars().all())
             except BaseException:
                 await tx.rollback()
                 raise
@@ -111,9 +119,18 @@ class Transactions:
             await tx.commit()
         return WRITTEN
 
-    def _completion(self, job: Job) -> tuple[Any, dict[str, Any]]:
-        return attempt_completion(self.dialect, self.cluster, self.node_id, job.id, job.token,
-                                  job.attempt)
+    def _guard(self, job: Job) -> tuple[Any, dict[str, Any]]:
+        return attempt_guard(self.dialect, self.cluster, self.node_id, job.id, job.token,
+                             job.attempt)
+
+    def _completion(self, job: Job, value: object,
+                    store_result: bool) -> list[tuple[Any, dict[str, Any]]]:
+        """The completion's statements; with the handler's result for a ``store_result`` task
+        (a value that cannot be stored raises ResultError: the transaction rolls back)."""
+        text = encode_result(job.task, value) if store_result else None
+        results = None if text is None else {job.id: text}
+        return completion(self.dialect, self.cluster, self.node_id, [(job.id, job.token)],
+                          results, self._store.results_channel)
 
     async def close(self) -> None:
         if self._async is not None:

@@ -199,3 +199,29 @@ def test_the_head_check_probes_the_ordered_index_with_dead_blockers_about(store:
     for generic in ([False, True] if store.dialect == "postgresql" else [False]):
         plan = claim_plan(store, generic=generic)
         assert "ix_ringwork_jobs_ordered" in plan, plan
+
+
+def test_results_completion_and_attempt_rows_find_jobs_by_primary_key(
+        store: Store, generic: bool) -> None:
+    """The store_result completion, and SQLite's attempt insert (PostgreSQL's is in the
+    completion's own statement, checked above), probe the jobs by primary key too."""
+    if generic and store.dialect == "sqlite":
+        pytest.skip("SQLite has no generic plans")
+    fill(store)
+    params: dict[str, Any] = {"cluster": store.cluster, "node": "n"}
+    if store.dialect == "postgresql":
+        params |= {"ids": [1, 2, 3], "tokens": [1, 1, 1], "results": ["1", "2", "3"],
+                   "channel": store.results_channel}
+        plans = [explain(store, queries.COMPLETE_RESULTS_PG, params, generic=generic)]
+    else:
+        params |= {"done": '[[1,1,"1"],[2,1,"2"],[3,1,"3"]]'}
+        plans = [explain(store, queries.complete_sqlite(False, True), params),
+                 explain(store, queries.history_sqlite(False).columns(), params)]
+    for plan in plans:
+        print(plan)
+        if store.dialect == "postgresql":
+            assert "Index Scan using pk_ringwork_jobs on ringwork_jobs j " in plan
+            assert "Seq Scan on ringwork_jobs" not in plan
+        else:
+            assert "SEARCH ringwork_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan
+            assert "SCAN ringwork_jobs" not in plan

@@ -1,0 +1,137 @@
+"""Waiting for a job to finish: ``app.wait`` and ``app.wait_async``.
+
+The job row is the truth: a waiter reads it (a primary-key probe) until it is finished or the
+time is up, with a back-off from :data:`FIRST_PAUSE` doubling to :data:`MAX_PAUSE`, so a
+long wait costs two reads a second and a short job is seen within milliseconds.
+
+On PostgreSQL the sync waiter also LISTENs on the cluster's results channel
+(:func:`~ringwork.store.listen.results_channel_for`), which the completion of ``store_result``
+jobs notifies with their ids (``claim.COMPLETE_RESULTS_PG``): such a job is seen the moment its
+completion commits. Plain completions do not notify -- NOTIFY takes a database-wide lock at
+commit, a cost the hot path does not pay for a waiter that may not exist -- so for those the
+back-off is what finds the end. The async waiter polls (its pauses are the loop's sleeps).
+
+Threads: :func:`wait` on the caller's thread (its own LISTEN connection, closed on return);
+:func:`wait_async` on the caller's event loop, each read in the default executor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from typing import TYPE_CHECKING, Protocol
+
+from ringwork.errors import JobNotFound, WaitTimeout
+from ringwork.job import JobRecord
+from ringwork.store.engine import pg_connect_kwargs, translated
+from ringwork.store.listen import WAKE_ALL
+
+if TYPE_CHECKING:
+    import psycopg
+    from sqlalchemy.engine import Engine
+
+
+class Store(Protocol):
+    """What a waiter needs of :class:`~ringwork.store.Store`."""
+
+    cluster: str
+    results_channel: str
+
+    @property
+    def dialect(self) -> str: ...
+
+    @property
+    def engine(self) -> Engine: ...
+
+    def get_job(self, job_id: int) -> JobRecord | None: ...
+
+#: The first pause between two reads of the job, and the longest (the pause doubles).
+FIRST_PAUSE = 0.01
+MAX_PAUSE = 0.5
+
+
+def _deadline(timeout: float | None) -> float:
+    if timeout is None:
+        return math.inf
+    if not timeout >= 0:  # also NaN
+        raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
+    return time.monotonic() + timeout
+
+
+def _finished(store: Store, job_id: int) -> JobRecord | None:
+    record = store.get_job(job_id)
+    if record is None:
+        raise JobNotFound(f"no job {job_id} in cluster {store.cluster!r}")
+    return record if record.finished else None
+
+
+def _timed_out(job_id: int, timeout: float | None) -> WaitTimeout:
+    return WaitTimeout(f"job {job_id} did not finish within {timeout:g} s")
+
+
+def wait(store: Store, job_id: int, timeout: float | None) -> JobRecord:
+    """The job once finished (succeeded, dead or cancelled); :class:`WaitTimeout` after
+    ``timeout`` seconds (``None``: no limit), :class:`JobNotFound` if there is no such job."""
+    deadline = _deadline(timeout)
+    listener = _listen(store) if store.dialect == "postgresql" else None
+    try:
+        pause = FIRST_PAUSE
+        while True:
+            record = _finished(store, job_id)
+            if record is not None:
+                return record
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(job_id, timeout)
+            if listener is None:
+                time.sleep(min(pause, left))
+            else:
+                _notified(listener, job_id, min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+    finally:
+        if listener is not None:
+            listener.close()
+
+
+async def wait_async(store: Store, job_id: int, timeout: float | None) -> JobRecord:
+    """:func:`wait` for an event loop: the same result and errors; cancellable."""
+    deadline = _deadline(timeout)
+    loop = asyncio.get_running_loop()
+    pause = FIRST_PAUSE
+    while True:
+        record = await loop.run_in_executor(None, _finished, store, job_id)
+        if record is not None:
+            return record
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise _timed_out(job_id, timeout)
+        await asyncio.sleep(min(pause, left))
+        pause = min(pause * 2, MAX_PAUSE)
+
+
+def _listen(store: Store) -> psycopg.Connection:
+    import psycopg
+    from psycopg import sql
+
+    engine = store.engine
+    with translated("LISTEN connection"):
+        conn = psycopg.connect(**pg_connect_kwargs(engine.dialect, engine.url), autocommit=True)
+        try:
+            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.results_channel)))
+        except BaseException:
+            conn.close()
+            raise
+    return conn
+
+
+def _notified(conn: psycopg.Connection, job_id: int, timeout: float) -> bool:
+    """Wait up to ``timeout`` s for a notification naming ``job_id`` (or every job)."""
+    wanted = str(job_id)
+    deadline = time.monotonic() + timeout
+    with translated("waiting for a job"):
+        while (left := deadline - time.monotonic()) > 0:
+            for note in conn.notifies(timeout=left, stop_after=1):
+                if note.payload == WAKE_ALL or wanted in note.payload.split(","):
+                    return True
+    return False
