@@ -201,6 +201,7 @@ def test_the_head_check_probes_the_ordered_index_with_dead_blockers_about(store:
         assert "ix_ringwork_jobs_ordered" in plan, plan
 
 
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
 def test_results_completion_and_attempt_rows_find_jobs_by_primary_key(
         store: Store, generic: bool) -> None:
     """The store_result completion, and SQLite's attempt insert (PostgreSQL's is in the

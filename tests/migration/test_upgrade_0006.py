@@ -81,8 +81,9 @@ def test_upgrade_from_0004_keeps_every_job(empty_db_url: str) -> None:
 
     assert upgrade(empty_db_url) == "0006"
     after = _rows(empty_db_url)
-    assert [{k: v for k, v in r.items() if k != "result"} for r in after] == before
-    assert all(r["result"] is None for r in after)
+    added = {"result", "block_key_on_dead"}  # the columns of 0005 and 0006
+    assert [{k: v for k, v in r.items() if k not in added} for r in after] == before
+    assert all(r["result"] is None and not r["block_key_on_dead"] for r in after)
 
     with Store(empty_db_url, cluster=CLUSTER, partitions=4) as store:
         records = {j["id"]: store.get_job(j["id"]) for j in OLD_JOBS}
