@@ -167,7 +167,7 @@ def test_wait_async(store: Store) -> None:
         with pytest.raises(WaitTimeout):
             await store.wait_async(jid, timeout=0.1)
         waiter = asyncio.create_task(store.wait_async(jid, timeout=10))
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0)  # let the waiter take its first look (the job is not done yet)
         [job] = await asyncio.to_thread(store.claim, NODE, epochs, 1)
         await asyncio.to_thread(store.fail, NODE, job.id, job.token, "E", retry_delay=None)
         record = await waiter
