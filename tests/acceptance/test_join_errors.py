@@ -91,7 +91,7 @@ def test_no_answer_from_the_leader(cluster: Cluster) -> None:
     [leader] = cluster.start(1)
     doc = cluster.wait_balanced([leader], timeout=60)
     endpoint = doc["nodes"][0]["endpoint"]
-    cluster.signal(leader, signal.SIGSTOP)
+    _freeze_outside_a_write(cluster, leader)
     try:
         # Keep the stopped leader's registry row fresh, so the newcomer keeps trying to join it.
         node_id = doc["nodes"][0]["id"]
@@ -105,3 +105,35 @@ def test_no_answer_from_the_leader(cluster: Cluster) -> None:
         assert re.search(rf"no answer from the leader at {re.escape(endpoint)}", lines[0]), lines
     finally:
         cluster.signal(leader, signal.SIGCONT)
+
+
+def _freeze_outside_a_write(cluster: Cluster, proc: Proc, tries: int = 10) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no SQLite write transaction: frozen inside one (a
+    registry touch, the leader's sweep) it would lock every writer out, the newcomer's
+    registration and this test's touches included, and the story could not be told."""
+    import signal
+    import sqlite3
+
+    path = cluster.db_url.removeprefix("sqlite:///")
+
+    def write_lock_free(within: float) -> bool:
+        conn = sqlite3.connect(path, timeout=within)  # BEGIN IMMEDIATE waits up to ``within``
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.rollback()
+            return True
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            return False
+        finally:
+            conn.close()
+
+    for _ in range(tries):
+        cluster.signal(proc, signal.SIGSTOP)
+        if write_lock_free(1.0):
+            return
+        cluster.signal(proc, signal.SIGCONT)  # frozen mid-write: let it finish, then again
+        assert write_lock_free(10.0), "the leader kept the write lock while running"
+    raise AssertionError(f"could not freeze the leader outside a write in {tries} tries")
+
