@@ -114,8 +114,14 @@ def record_attempts(conn: sa.Connection, dialect: str, rows: Sequence[dict[str, 
     that end attempts by ``UPDATE .. RETURNING`` (failures, hand-backs, re-queues), in the
     transaction of that update. (Completions write theirs in their own statement, claim.py.)"""
     if rows:
-        conn.execute(sa.insert(attempts).values(finished_at=now_expr(dialect)),
-                     [{"error": None, **r} for r in rows])
+        # started_at from the job row in the statement (the update that ended the attempt left
+        # it as the claim wrote it), not bound back from RETURNING: the database's times are
+        # never sent by the process, not even its own (tests/integration/test_store_clock.py).
+        started = (sa.select(jobs.c.started_at).where(jobs.c.id == sa.bindparam("jid"))
+                   .scalar_subquery())
+        stmt = sa.insert(attempts).values(finished_at=now_expr(dialect), started_at=started)
+        conn.execute(stmt, [{"error": None, **{k: v for k, v in r.items() if k != "started_at"},
+                             "jid": r["job_id"]} for r in rows])
 
 
 #: The error a job gets when its worker stopped before it finished (see :func:`abandon`).

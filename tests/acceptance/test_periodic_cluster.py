@@ -15,9 +15,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
-from ringwork import App
 from ringwork.store.schema import jobs
-from tests.acceptance import cluster as cluster_module
 from tests.acceptance.cluster import ROOT, Cluster, Proc
 from tests.acceptance.cron_app import build
 from tests.support import wait_for
@@ -51,10 +49,7 @@ def leader_of(cluster: Cluster, procs: list[Proc]) -> Proc | None:
 def test_one_job_per_tick_across_two_workers_and_a_leader_kill(
     db_url: str, cluster_name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(cluster_module, "APP_SPEC", SPEC)
-    cluster = Cluster(db_url, cluster_name, tmp_path)
-    cluster.app = build(App(database_url=db_url, cluster=cluster_name, partitions=64))
-    cluster.app.configure(session_timeout=cluster.session_timeout)
+    cluster = Cluster(db_url, cluster_name, tmp_path, app_spec=SPEC, app_build=build)
     schedule = cluster.app.schedules["beat"]
     try:
         procs = cluster.start(2)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from ringwork import App
-from tests.acceptance import cluster as cluster_module
 from tests.acceptance.cluster import ROOT, Cluster
 from tests.acceptance.timecancel_app import TIMEOUT, build
 from tests.support import wait_for
@@ -30,10 +29,7 @@ CANCEL_BOUND = 5.0
 
 def start(db_url: str, name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
           *extra: str) -> Cluster:
-    monkeypatch.setattr(cluster_module, "APP_SPEC", SPEC)
-    cluster = Cluster(db_url, name, tmp_path)
-    cluster.app = build(App(database_url=db_url, cluster=name, partitions=64))
-    cluster.app.configure(session_timeout=cluster.session_timeout)
+    cluster = Cluster(db_url, name, tmp_path, app_spec=SPEC, app_build=build)
     procs = cluster.start(1, *extra)
     cluster.wait_balanced(procs)
     return cluster
