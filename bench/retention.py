@@ -122,7 +122,7 @@ def claim_while_pruning(store: Store, url: str, epochs: dict[int, int]) -> dict[
 def plans(store: Store) -> dict[str, str]:
     """The plans of one prune batch (the real statement), of the claim's queued probe and of
     status's job counts."""
-    from ringwork.store import jobs as jobs_queries
+    from ringwork.store import reads as jobs_queries
     from ringwork.store import retention
 
     class Capture:

@@ -21,7 +21,7 @@ from collections import defaultdict
 from typing import Any
 
 from ringwork.app import App
-from ringwork.store.jobs import BLOCKED_KEYS_SHOWN, STATUS_CAP
+from ringwork.store.reads import BLOCKED_KEYS_SHOWN, STATUS_CAP
 
 
 def collect(app: App) -> dict[str, Any]:

@@ -40,6 +40,7 @@ from ringwork.store import (
     external,
     jobs,
     migrate,
+    reads,
     referee,
     registry,
     restarts,
@@ -274,12 +275,12 @@ class Store:
 
     def get_job(self, job_id: int) -> JobRecord | None:
         with self._tx() as conn:
-            return jobs.get_job(conn, self.cluster, job_id)
+            return reads.get_job(conn, self.cluster, job_id)
 
     def get_attempts(self, job_id: int) -> list[AttemptRecord]:
         """The job's recorded attempts, oldest first (the one running now is not among them)."""
         with self._tx() as conn:
-            return jobs.get_attempts(conn, self.cluster, job_id)
+            return reads.get_attempts(conn, self.cluster, job_id)
 
     def wait(self, job_id: int, timeout: float | None = None) -> JobRecord:
         """The job once finished; :class:`~ringwork.errors.WaitTimeout` after ``timeout`` s."""
@@ -292,7 +293,7 @@ class Store:
         self, *, state: str | None = None, task: str | None = None, limit: int = 50
     ) -> list[JobRecord]:
         with self._tx() as conn:
-            return jobs.list_jobs(conn, self.cluster, str(state) if state else None, task, limit)
+            return reads.list_jobs(conn, self.cluster, str(state) if state else None, task, limit)
 
     def cancel(self, job_id: int) -> str:
         """``"cancelled"`` (it was queued) or ``"requested"`` (running: its worker ends it)."""
@@ -315,24 +316,24 @@ class Store:
 
     def counts_by_state(self) -> dict[str, int]:
         with self._tx() as conn:
-            return jobs.counts_by_state(conn, self.cluster)
+            return reads.counts_by_state(conn, self.cluster)
 
-    def status_counts(self, cap: int = jobs.STATUS_CAP) -> tuple[dict[str, int], list[str]]:
+    def status_counts(self, cap: int = reads.STATUS_CAP) -> tuple[dict[str, int], list[str]]:
         """Exact queued and running counts, finished states counted up to ``cap``:
         ``(counts, capped states)``. Cheap on any table size; exact counts of everything are
         :meth:`counts_by_state`."""
         with self._tx() as conn:
-            return jobs.status_counts(conn, self.dialect, self.cluster, cap)
+            return reads.status_counts(conn, self.dialect, self.cluster, cap)
 
-    def blocked_keys(self, limit: int = jobs.BLOCKED_KEYS_SHOWN) -> list[tuple[str, str, int]]:
+    def blocked_keys(self, limit: int = reads.BLOCKED_KEYS_SHOWN) -> list[tuple[str, str, int]]:
         """``(task, key, dead job id)`` of keys held by a dead ``block_key_on_dead`` job (up to
         ``limit`` + 1)."""
         with self._tx() as conn:
-            return jobs.blocked_keys(conn, self.cluster, limit)
+            return reads.blocked_keys(conn, self.cluster, limit)
 
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:
-            return jobs.backlog_by_partition(conn, self.cluster)
+            return reads.backlog_by_partition(conn, self.cluster)
 
     # -- referee (ringwork.protocol.referee.Referee) ---------------------------------------------
 
