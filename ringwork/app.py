@@ -94,6 +94,22 @@ class App(Tasks, JobClient, AsyncJobClient):
                 self._waker.close()
                 self._waker = None
 
+    # -- the dashboard ---------------------------------------------------------------------------
+
+    def dashboard(self, read_only: bool = False, hide_payloads: bool = False, prefix: str = "",
+                  **options: Any) -> Any:
+        """The web dashboard of this app, as an ASGI application to mount in your own
+        Starlette or FastAPI app (``Mount("/ringwork", app=app.dashboard())``) or serve with
+        ``ringwork dashboard MODULE:APP``. ``read_only``: no buttons, every POST refused;
+        ``hide_payloads``: payloads and results never shown; ``prefix``: the path it serves
+        under when it runs alone; ``interval``: seconds between live reads (1). Basic auth
+        from ``RINGWORK_DASHBOARD_USER`` / ``RINGWORK_DASHBOARD_PASSWORD`` (docs/dashboard.md).
+        """
+        from ringwork.dashboard import build  # above the app: see tests/unit/test_layers.py
+
+        return build(self, read_only=read_only, hide_payloads=hide_payloads, prefix=prefix,
+                     **options)
+
     # -- testing --------------------------------------------------------------------------------
 
     def testing(self, database_url: str | None = None) -> Testing:

@@ -18,13 +18,27 @@ ordered keys a dead ``block_key_on_dead`` job holds (read inside an index of tho
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from ringwork.app import App
 from ringwork.store.reads import BLOCKED_KEYS_SHOWN, STATUS_CAP
 
+if TYPE_CHECKING:
+    from ringwork.settings import Settings
+    from ringwork.store import Store
 
-def collect(app: App) -> dict[str, Any]:
+
+class HasStore(Protocol):
+    """What status reads of :class:`ringwork.App` (named, not imported: the dashboard, which
+    the App imports, builds on this module)."""
+
+    @property
+    def store(self) -> Store: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+
+def collect(app: HasStore) -> dict[str, Any]:
     """The status document (``ringwork status --json`` prints exactly this)."""
     store = app.store
     settings = app.settings

@@ -16,13 +16,14 @@ LAYERS = {
     "ringwork.wakeup": 2, "ringwork.app": 3, "ringwork.client": 3, "ringwork.client_async": 3,
     "ringwork.coordinator": 4, "ringwork.node": 4,
     "ringwork.worker": 5, "ringwork.console": 5, "ringwork.status": 5, "ringwork.inline": 5,
-    "ringwork.demo": 6, "ringwork.demo_app": 6, "ringwork.cli": 7,
+    "ringwork.demo": 6, "ringwork.demo_app": 6, "ringwork.dashboard": 6, "ringwork.cli": 7,
 }
 
 
 #: The only imports allowed to point up, each lazy (inside a function) and for a reason:
 #: ``App.testing()`` is the user's door to the inline runner, which runs jobs as a worker does.
-UPWARD_DOORS = {("ringwork.app", "ringwork.inline")}
+#: ``App.dashboard()`` is the user's door to the web dashboard (which imports Starlette lazily).
+UPWARD_DOORS = {("ringwork.app", "ringwork.inline"), ("ringwork.app", "ringwork.dashboard")}
 
 
 def layer_of(module: str) -> int | None:
