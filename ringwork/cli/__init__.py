@@ -9,8 +9,8 @@ One module per concern: :mod:`~ringwork.cli.options` (shared options, loading ``
 :mod:`~ringwork.cli.settings_flags` (a flag per setting), :mod:`~ringwork.cli.worker` (``worker``,
 ``run``, ``status``), :mod:`~ringwork.cli.jobs`
 (``enqueue``, ``jobs``), :mod:`~ringwork.cli.cron`, :mod:`~ringwork.cli.db`,
-:mod:`~ringwork.cli.keys`. ``main`` is the console entry point; ``python -m ringwork.cli``
-runs it too.
+:mod:`~ringwork.cli.keys`, :mod:`~ringwork.cli.dashboard`. ``main`` is the console entry point;
+``python -m ringwork.cli`` runs it too.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 import click
 
 from ringwork.cli.cron import cron
+from ringwork.cli.dashboard import dashboard
 from ringwork.cli.db import db
 from ringwork.cli.group import RingworkGroup, flush_at_exit
 from ringwork.cli.jobs import enqueue, jobs
@@ -53,7 +54,7 @@ def demo(job_count: int, processes: int, keep: bool) -> None:
     sys.exit(run_demo(job_count=job_count, processes=processes, keep=keep))
 
 
-for command in (worker, enqueue, jobs, status, run, keys, db, demo, cron):
+for command in (worker, enqueue, jobs, status, run, keys, db, demo, cron, dashboard):
     cli.add_command(command)
 
 
