@@ -118,10 +118,13 @@ def partition_map(app: App) -> dict[str, Any]:
 
 
 def owner_colours(nodes_in_order: Sequence[str], owners: Sequence[str | None]) -> dict[str, str]:
-    """A colour per owner: registered nodes in priority order first, then unknown owners."""
-    ordered = list(dict.fromkeys([*[n for n in nodes_in_order if n in owners],
-                                  *[o for o in owners if o is not None]]))
-    return {owner: PALETTE[i % len(PALETTE)] for i, owner in enumerate(ordered)}
+    """A colour per owner, by registry order (stale nodes keep their place, so a survivor
+    keeps its colour when another node dies); owners not in the registry after them. Only
+    owners are named in the result."""
+    ordered = list(dict.fromkeys([*nodes_in_order, *[o for o in owners if o is not None]]))
+    owning = set(owners)
+    return {owner: PALETTE[i % len(PALETTE)] for i, owner in enumerate(ordered)
+            if owner in owning}
 
 
 @dataclass

@@ -24,9 +24,11 @@ def _version() -> str:
 
 
 def age(seconds: float | None) -> str:
-    """``0.4s``, ``12s``, ``3m 05s``, ``2h 10m``, ``4d 1h``; a dash for none."""
+    """``5 ms``, ``2.4s``, ``12s``, ``3m 05s``, ``2h 10m``, ``4d 1h``; a dash for none."""
     if seconds is None:
         return "—"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
     if seconds < 10:
         return f"{seconds:.1f}s"
     s = int(seconds)

@@ -240,6 +240,15 @@ def test_healthz_on_an_unreachable_database() -> None:
     assert "Traceback" not in answer.text
 
 
+def test_a_page_with_the_database_away_is_a_503_page(caplog: pytest.LogCaptureFixture) -> None:
+    broken = App(database_url="postgresql+psycopg://nobody@127.0.0.1:1/none", cluster="x")
+    page = TestClient(broken.dashboard(), raise_server_exceptions=False).get("/partitions")
+    assert page.status_code == 503
+    assert "Database unavailable" in page.text
+    assert "Traceback" not in page.text and "Traceback" not in caplog.text
+    assert "event=dashboard_error" in caplog.text
+
+
 def test_events_stream_sends_a_snapshot(app: App, staged: dict[str, int]) -> None:
     answer = client(app).get("/events", params={"limit": "1"})
     assert answer.status_code == 200

@@ -5,7 +5,7 @@
   "use strict";
   var base = document.body.getAttribute("data-base") || "";
   var dot = document.getElementById("live-state");
-  var busy = false, again = false, first = true;
+  var busy = false, again = false;
 
   function refresh() {
     if (busy) { again = true; return; }
@@ -39,7 +39,8 @@
   source.onerror = function () { if (dot) dot.className = "off"; };
   source.onmessage = function () {
     if (dot) dot.className = "on";
-    if (first) { first = false; return; }  // the page itself is as fresh as the first event
+    // The first event too: the cluster may have changed between the page's render and the
+    // stream's first read.
     refresh();
   };
 })();
