@@ -30,17 +30,20 @@ RECENT_ATTEMPTS = 5000
 
 @dataclass(frozen=True)
 class PartitionLoad:
-    """One partition's queued jobs: how many, and how long the oldest has waited (seconds)."""
+    """One partition's queued jobs: how many, and how long the oldest due one has waited
+    (seconds; ``None``: none is due)."""
 
     backlog: int
     oldest_age: float | None
 
 
 def partition_load(conn: sa.Connection, dialect: str, cluster: str) -> dict[int, PartitionLoad]:
-    """Queued count and oldest queued age of every partition with a queued job (inside the
-    claim index, which holds queued jobs alone)."""
+    """Queued count of every partition with a queued job, and how long its oldest due job has
+    waited since it became due (``run_at``: its enqueue, or the end of its delay or retry
+    back-off), ``None`` when none is due yet. Inside the claim index, which holds queued jobs
+    alone and ends with ``run_at``."""
     c = jobs.c
-    oldest = sa.func.min(c.enqueued_at)
+    oldest = sa.func.min(sa.case((c.run_at <= now_expr(dialect), c.run_at)))
     stmt = (
         sa.select(c.partition, sa.func.count(), age_expr(dialect, oldest))
         .where(c.cluster == cluster, c.state == QUEUED)

@@ -260,7 +260,24 @@ def test_events_stream_sends_a_snapshot(app: App, staged: dict[str, int]) -> Non
 
 
 def test_the_app_module_does_not_import_the_web_stack() -> None:
-    code = ("import sys, ringwork.app, ringwork.worker; "
+    code = ("import sys, ringwork.app, ringwork.worker, ringwork.cli; "
             "print(sorted(m for m in ('starlette', 'jinja2', 'uvicorn') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_lag_counts_due_jobs_only(app: App) -> None:
+    from ringwork.store import panels
+    from ringwork.store.engine import transaction
+
+    later = app.enqueue("resize", key="img-9", delay=3600)
+    part = app.partition_for("img-9")
+    with transaction(app.store.engine) as conn:
+        load = panels.partition_load(conn, app.store.dialect, app.settings.cluster)
+    assert load[part].backlog == 1 and load[part].oldest_age is None, later
+    app.enqueue("resize", key="img-9")
+    with transaction(app.store.engine) as conn:
+        load = panels.partition_load(conn, app.store.dialect, app.settings.cluster)
+    assert load[part].backlog == 2
+    age = load[part].oldest_age
+    assert age is not None and 0 <= age < 60
