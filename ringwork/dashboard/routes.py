@@ -100,7 +100,7 @@ class Screens:
         return self.pages.render(request, "jobs.html", {
             "jobs": data.find_jobs(self.app, f), "filter": f, "states": JOB_STATES,
             "tasks": sorted(self.app.tasks), "since": q.get("since", ""), "message": message,
-            "dead": data.overview_counts(self.app).get("dead", 0),
+            "dead": data.has_dead(self.app),
         })
 
     def job(self, request: Any, message: str | None = None, status: int = 200) -> Any:

@@ -162,6 +162,17 @@ def blocked_key_heads(conn: sa.Connection, cluster: str, limit: int = 50) -> lis
     return [BlockedKey(**r._asdict()) for r in conn.execute(stmt)]
 
 
+def has_dead(conn: sa.Connection, cluster: str) -> bool:
+    """Whether the cluster has a dead job: one probe into ``ix_ringwork_jobs_finished`` (its
+    predicate repeated as a literal, so both planners see that the index applies)."""
+    c = jobs.c
+    stmt = (sa.select(sa.literal_column("1")).select_from(jobs)
+            .where(c.cluster == cluster, c.state == sa.literal_column("'dead'"),
+                   sa.text("state IN ('succeeded', 'cancelled', 'dead')"))
+            .limit(sa.literal_column("1")))
+    return conn.execute(stmt).first() is not None
+
+
 def ping(conn: sa.Connection) -> Any:
     """One round trip: whether the database answers (``/healthz``)."""
     return conn.execute(sa.select(sa.literal(1))).scalar_one()
