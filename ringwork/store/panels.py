@@ -166,7 +166,7 @@ def has_dead(conn: sa.Connection, cluster: str) -> bool:
     """Whether the cluster has a dead job: one probe into ``ix_ringwork_jobs_finished`` (its
     predicate repeated as a literal, so both planners see that the index applies)."""
     c = jobs.c
-    stmt = (sa.select(sa.literal_column("1")).select_from(jobs)
+    stmt: sa.Select[Any] = (sa.select(sa.literal_column("1")).select_from(jobs)
             .where(c.cluster == cluster, c.state == sa.literal_column("'dead'"),
                    sa.text("state IN ('succeeded', 'cancelled', 'dead')"))
             .limit(sa.literal_column("1")))
