@@ -4,6 +4,7 @@ the jobs filter's parsing, basic auth's check. No web server, no database."""
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 import pytest
 
@@ -75,3 +76,40 @@ def test_ages_read_as_people_say_them() -> None:
     assert age(2.44) == "2.4s"
     assert age(185) == "3m 05s"
     assert age(2 * 86400 + 3600) == "2d 1h"
+
+
+def test_the_stream_sends_changes_only_and_survives_a_failed_read() -> None:
+    import asyncio
+
+    from ringwork.dashboard.live import stream
+    from ringwork.errors import DatabaseUnavailable
+
+    reads: list[Any] = [
+        {"owners": {"0": ["a", 1]}, "term": 1},
+        {"owners": {"0": ["a", 1]}, "term": 1},  # unchanged: not sent
+        DatabaseUnavailable("connection refused\nmore detail"),
+        {"owners": {"0": ["b", 2]}, "term": 1},
+    ]
+
+    def read() -> dict[str, Any]:
+        item = reads.pop(0)
+        if isinstance(item, Exception):
+            raise item
+        return item
+
+    async def never() -> bool:
+        return False
+
+    moves = Moves()
+
+    async def collect() -> list[str]:
+        return [frame async for frame in stream(read, moves, 0.0, 2, never)]
+
+    frames = asyncio.run(collect())
+    assert [f.split("\n")[0] for f in frames] == [
+        'data: {"owners": {"0": ["a", 1]}, "term": 1}',
+        "event: error",
+        'data: {"owners": {"0": ["b", 2]}, "term": 1}',
+    ]
+    assert '"connection refused"' in frames[1]
+    assert [m.target for r in moves.feed() for m in r.moves] == ["b"]
