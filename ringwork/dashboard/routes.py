@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlencode
 
 from ringwork.dashboard import data
 from ringwork.dashboard.data import App
@@ -91,8 +91,9 @@ class Screens:
     def tasks(self, request: Any) -> Any:
         return self.pages.render(request, "tasks.html", data.tasks(self.app))
 
-    def jobs(self, request: Any, message: str | None = None) -> Any:
+    def jobs(self, request: Any) -> Any:
         q = request.query_params
+        message = retried_message(q)
         try:
             f = job_filter(q)
         except ValueError as exc:
@@ -146,22 +147,20 @@ class Screens:
         return RedirectResponse(url, status_code=303)
 
     async def retry_dead(self, request: Any) -> Any:
+        """Every dead job (of the form's task) queued again; answered with a redirect to the
+        jobs screen, which says how many (a reload does not retry again)."""
         import anyio
+        from starlette.responses import RedirectResponse
 
         # A urlencoded form read by hand: Starlette's form parser needs python-multipart.
         form = parse_qs((await request.body()).decode("utf-8", "replace"))
         task = (form.get("task") or [""])[0].strip() or None
-
-        def run() -> Any:
-            retried, skipped = self.app.retry_all("dead", task)
-            line = f"queued {retried} dead job{'s' * (retried != 1)} again"
-            if task:
-                line += f" (task {task})"
-            if skipped:
-                line += f"; skipped {skipped}: an unfinished job holds its dedupe key"
-            return self.jobs(request, message=line)
-
-        return await anyio.to_thread.run_sync(run)
+        retried, skipped = await anyio.to_thread.run_sync(
+            lambda: self.app.retry_all("dead", task))
+        query = urlencode({"retried": retried, "skipped": skipped, **({"task": task} if task
+                                                                      else {})})
+        return RedirectResponse(f"{request.scope.get('root_path', '')}/jobs?{query}",
+                                status_code=303)
 
     # -- machinery -------------------------------------------------------------------------------
 
@@ -184,6 +183,20 @@ class Screens:
         except Exception as exc:
             return JSONResponse({"status": "unavailable", "database": one_line(exc)}, 503)
         return JSONResponse({"status": "ok", "database": state})
+
+
+def retried_message(q: Any) -> str | None:
+    """The sentence after a bulk retry, from the numbers its redirect carries (never text)."""
+    retried, skipped = q.get("retried", ""), q.get("skipped", "0")
+    if not (retried.isdigit() and skipped.isdigit()):
+        return None
+    n = int(retried)
+    line = f"queued {n} dead job{'s' * (n != 1)} again"
+    if q.get("task"):
+        line += f" (task {q['task']})"
+    if int(skipped):
+        line += f"; skipped {skipped}: an unfinished job holds its dedupe key"
+    return line
 
 
 def job_filter(q: Any) -> JobFilter:

@@ -153,9 +153,11 @@ def test_cancel_button(app: App, staged: dict[str, int]) -> None:
 
 
 def test_bulk_retry_of_dead_jobs(app: App, staged: dict[str, int]) -> None:
-    answer = client(app).post("/jobs/retry-dead", data={"task": "ledger"})
-    assert answer.status_code == 200
-    assert "queued 1 dead job again" in answer.text
+    answer = client(app).post("/jobs/retry-dead", data={"task": "ledger"},
+                              follow_redirects=False)
+    assert answer.status_code == 303  # a reload of the page that follows retries nothing
+    page = client(app).get(answer.headers["location"])
+    assert "queued 1 dead job again (task ledger)" in page.text
     assert app.store.counts_by_state()["dead"] == 0
 
 
