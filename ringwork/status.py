@@ -80,6 +80,9 @@ def collect(app: HasStore) -> dict[str, Any]:
                 "partitions": owned.get(n.node_id, []),
                 "last_heartbeat_age_s": round(n.age, 3),
                 "last_heartbeat": n.last_seen.isoformat() if n.last_seen else None,
+                # As the node registered (None: a version that did not record them).
+                "concurrency": n.concurrency,
+                "version": n.version,
             }
         )
     known = {n.node_id for n in nodes}

@@ -76,7 +76,8 @@ class _Child:
         self.node = Node(store, spec.config, bind=spec.bind, advertise=spec.advertise,
                          curve=curve, pub_port=spec.pub_port, node_id=spec.node_id,
                          name=spec.node_id if spec.named else None,
-                         retention=spec.retention, periodic=spec.periodic)
+                         retention=spec.retention, periodic=spec.periodic,
+                         concurrency=spec.concurrency)
         self.store = store
         self.started = False
         self.orphaned = False

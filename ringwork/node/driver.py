@@ -107,8 +107,10 @@ class Node:
         pub_port: int = NEXT_PORT,
         retention: RetentionPolicy | None = None,
         periodic: Sequence[Schedule] = (),
+        concurrency: int | None = None,
     ) -> None:
-        """``name``: static membership (``--node-name``): the name is the node id, a stop does
+        """``concurrency``: the worker's job slots, recorded in the registry.
+        ``name``: static membership (``--node-name``): the name is the node id, a stop does
         not hand the partitions over (the leader keeps them for a restart under the same name
         within session_timeout), and a start re-queues what the previous process left running.
         """
@@ -119,6 +121,7 @@ class Node:
         self.retention = retention
         #: The periodic tasks it enqueues while it leads (:mod:`.cron`).
         self.periodic = tuple(periodic)
+        self.concurrency = concurrency
         self._housekeeping: Housekeeping | None = None
         self.config = config
         self.node_id = name or node_id or new_node_id()
@@ -170,7 +173,8 @@ class Node:
             self.endpoint, self.pub_endpoint = self._own.bind(
                 self._bind, self._advertise, self._pub_port
             )
-        self._registry = registry = SqlRegistry(self.store, self.pub_endpoint, wake_endpoint)
+        self._registry = registry = SqlRegistry(self.store, self.pub_endpoint, wake_endpoint,
+                                               self.concurrency)
         seq, counter = registry.register_counted(self.node_id, self.endpoint)
         if self.named:
             # Whatever runs under our name was our previous process's: it will never finish.

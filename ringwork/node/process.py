@@ -92,6 +92,7 @@ class NodeProcess:
         name: str | None = None,
         retention: RetentionPolicy | None = None,
         periodic: Sequence[Schedule] = (),
+        concurrency: int | None = None,
     ) -> None:
         self.node_id = name or node_id or new_node_id()
         #: A named (static) member: see :class:`ringwork.node.driver.Node`.
@@ -114,6 +115,7 @@ class NodeProcess:
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
             retention=retention,
             periodic=tuple(periodic),
+            concurrency=concurrency,
         )
         self._conn: Connection | None = None
         self._child: ChildProcess | None = None

@@ -17,8 +17,10 @@ a dead node (a missing row is a stale one: docs/protocol.md, invariant 6).
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import threading
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 from ringwork.errors import RingworkError
@@ -30,13 +32,28 @@ if TYPE_CHECKING:
     from ringwork.store.registry import Registration
 
 
-class SqlRegistry:
-    """The protocol's registry view over the SQL store; remembers each node's endpoints."""
+@functools.cache
+def ringwork_version() -> str | None:
+    """This installation's ringwork version, recorded with the node's row (None: unknown)."""
+    try:
+        return metadata.version("ringwork")
+    except metadata.PackageNotFoundError:
+        return None
 
-    def __init__(self, store: Store, pub_endpoint: str, wake_endpoint: str | None) -> None:
+
+class SqlRegistry:
+    """The protocol's registry view over the SQL store; remembers each node's endpoints.
+
+    ``concurrency``: the worker's job slots, recorded with the row (with this version) at each
+    registration, for the dashboard.
+    """
+
+    def __init__(self, store: Store, pub_endpoint: str, wake_endpoint: str | None,
+                 concurrency: int | None = None) -> None:
         self.store = store
         self.pub_endpoint = pub_endpoint
         self.wake_endpoint = wake_endpoint
+        self.concurrency = concurrency
         #: Whether the node is a member, recorded with every touch. Written by the protocol
         #: thread, read by the pool thread (a bool: a stale read is fixed by the next touch).
         self.joined = False
@@ -48,14 +65,16 @@ class SqlRegistry:
     def register(self, node_id: str, endpoint: str) -> int:
         self.endpoint = endpoint
         return self.store.register_node(
-            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
+            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint,
+            concurrency=self.concurrency, version=ringwork_version(),
         )
 
     def register_counted(self, node_id: str, endpoint: str) -> Registration:
         """:meth:`register`, also returning the cluster counter it bumped (the incarnation)."""
         self.endpoint = endpoint
         return self.store.register_counted(
-            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint
+            node_id, endpoint, pub_endpoint=self.pub_endpoint, wake_endpoint=self.wake_endpoint,
+            concurrency=self.concurrency, version=ringwork_version(),
         )
 
     def touch(self, node_id: str) -> None:

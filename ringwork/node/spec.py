@@ -32,3 +32,5 @@ class NodeSpec:
     named: bool = False
     retention: RetentionPolicy | None = None
     periodic: tuple[Schedule, ...] = ()
+    #: The worker's job slots, recorded in the registry (the dashboard shows them).
+    concurrency: int | None = None

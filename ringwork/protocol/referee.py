@@ -106,6 +106,10 @@ class NodeRecord:
     joined: bool | None = None
     #: When the node last touched its row, by the referee's clock (for display; not compared).
     last_seen: datetime | None = None
+    #: The node's job slots and ringwork version, as it registered (for display; ``None``: not
+    #: recorded by that node's version).
+    concurrency: int | None = None
+    version: str | None = None
 
 
 class Registry(Protocol):

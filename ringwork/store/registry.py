@@ -33,6 +33,8 @@ def register_node(
     endpoint: str,
     pub_endpoint: str | None,
     wake_endpoint: str | None,
+    concurrency: int | None = None,
+    version: str | None = None,
 ) -> int:
     """Register (or refresh) a node; its ``registered_seq``, kept across re-registration.
 
@@ -40,7 +42,8 @@ def register_node(
     commit order: a node that sees another's row also sees every lower seq.
     """
     return register_counted(
-        conn, dialect, cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+        conn, dialect, cluster, node_id, endpoint, pub_endpoint, wake_endpoint, concurrency,
+        version,
     ).seq
 
 
@@ -61,11 +64,15 @@ def register_counted(
     endpoint: str,
     pub_endpoint: str | None,
     wake_endpoint: str | None,
+    concurrency: int | None = None,
+    version: str | None = None,
 ) -> Registration:
     """:func:`register_node`, also returning the counter it bumped.
 
     A named node (static membership) re-registers under the id of its previous process, whose
     row may still be there with its seq; the counter is what tells the new process from the old.
+    ``concurrency`` and ``version`` are what the node tells about itself (the dashboard's nodes
+    screen shows them).
     """
     seq = conn.execute(
         sa.update(clusters)
@@ -83,6 +90,8 @@ def register_counted(
         registered_seq=seq,
         last_seen=now,
         joined=False,
+        concurrency=concurrency,
+        version=version,
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=[nodes.c.cluster, nodes.c.node_id],
@@ -92,6 +101,8 @@ def register_counted(
             "wake_endpoint": stmt.excluded.wake_endpoint,
             "last_seen": stmt.excluded.last_seen,
             "joined": stmt.excluded.joined,
+            "concurrency": stmt.excluded.concurrency,
+            "version": stmt.excluded.version,
         },
     ).returning(nodes.c.registered_seq)
     return Registration(int(conn.execute(stmt).scalar_one()), int(seq))
@@ -132,6 +143,8 @@ def list_nodes(conn: sa.Connection, dialect: str, cluster: str) -> list[NodeReco
             n.registered_seq,
             n.last_seen,
             n.joined,
+            n.concurrency,
+            n.version,
             age_expr(dialect, n.last_seen),
         )
         .where(n.cluster == cluster)

@@ -41,7 +41,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0006"
+HEAD_REVISION = "0007"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -135,6 +135,10 @@ nodes = sa.Table(
     # as of its last registry write: status shows the ones stuck outside as "not joined".
     # NULL: written by a version that did not record it.
     sa.Column("joined", sa.Boolean, nullable=True),
+    # What the node told at registration, for the dashboard: its job slots and its ringwork
+    # version. NULL: written by a version that did not record them.
+    sa.Column("concurrency", sa.Integer, nullable=True),
+    sa.Column("version", sa.String(40), nullable=True),
 )
 
 jobs = sa.Table(

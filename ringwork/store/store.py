@@ -380,11 +380,12 @@ class Store:
         *,
         pub_endpoint: str | None = None,
         wake_endpoint: str | None = None,
+        concurrency: int | None = None,
+        version: str | None = None,
     ) -> int:
-        with self._tx(write=True) as conn:
-            return registry.register_node(
-                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
-            )
+        return self.register_counted(node_id, endpoint, pub_endpoint=pub_endpoint,
+                                     wake_endpoint=wake_endpoint, concurrency=concurrency,
+                                     version=version).seq
 
     def register_counted(
         self,
@@ -393,12 +394,15 @@ class Store:
         *,
         pub_endpoint: str | None = None,
         wake_endpoint: str | None = None,
+        concurrency: int | None = None,
+        version: str | None = None,
     ) -> registry.Registration:
         """:meth:`register_node`, also returning the cluster counter it bumped (a node's
         incarnation comes from it: :mod:`ringwork.store.registry`)."""
         with self._tx(write=True) as conn:
             return registry.register_counted(
-                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint
+                conn, self.dialect, self.cluster, node_id, endpoint, pub_endpoint, wake_endpoint,
+                concurrency, version,
             )
 
     def requeue_restarted(self, node_id: str) -> int:

@@ -87,11 +87,13 @@ def cluster_node(app: App, *, process: bool = True) -> Coordinator:
     if not process:
         return Node(app.store, protocol_config(s), bind=s.bind, advertise=s.advertise or None,
                     curve=curve, pub_port=s.pub_port, retention=retention_policy(s),
-                    periodic=tuple(app.schedules.values()), name=name)
+                    periodic=tuple(app.schedules.values()), name=name,
+                    concurrency=s.concurrency)
     return NodeProcess(app.store, protocol_config(s), bind=s.bind,
                        advertise=s.advertise or None, curve_key_file=s.curve_key_file or None,
                        pub_port=s.pub_port, retention=retention_policy(s),
-                       periodic=tuple(app.schedules.values()), name=name)
+                       periodic=tuple(app.schedules.values()), name=name,
+                       concurrency=s.concurrency)
 
 
 class Worker:

@@ -93,6 +93,11 @@ def test_dashboard_in_a_browser(cluster: Cluster, browser: Any, db_url: str,
         assert page.locator(".cell[data-owner='']").count() == 0
         assert page.locator(".cell").count() == PARTITIONS
         page.screenshot(path=str(shots / "01-partitions-3-nodes.png"), full_page=True)
+        page.goto(dash.url + "/nodes")
+        # Each worker recorded its concurrency (the default) and its version at registration.
+        assert page.eval_on_selector_all(
+            "[data-concurrency]", "els => els.map(e => e.dataset.concurrency)") == ["32"] * 3
+        assert page.locator("[data-version='']").count() == 0
         for n, screen in enumerate(["", "/nodes", "/tasks", "/jobs", "/keys"], start=2):
             page.goto(dash.url + screen)
             name = screen.strip("/") or "overview"

@@ -45,7 +45,7 @@ def _claim_one(store: Store, epochs: dict[int, int], task: str) -> Job:
 def staged(app: App) -> dict[str, int]:
     """Jobs in every state a screen shows; their ids by name."""
     store = app.store
-    store.register_node(NODE, "tcp://127.0.0.1:5000")
+    store.register_node(NODE, "tcp://127.0.0.1:5000", concurrency=4, version="9.9.9")
     epochs = own_all(store, NODE)
     ids = {"dead": app.enqueue("ledger", key="acct-7", payload={"amount": 5})}
     ids["behind"] = app.enqueue("ledger", key="acct-7", payload={"amount": 6})
@@ -78,6 +78,15 @@ def test_nodes_screen(app: App, staged: dict[str, int]) -> None:
     assert page.status_code == 200
     assert NODE in page.text
     assert 'data-owned="8"' in page.text
+    assert 'data-concurrency="4"' in page.text and "9.9.9" in page.text
+
+
+def test_status_names_each_nodes_concurrency_and_version(app: App,
+                                                         staged: dict[str, int]) -> None:
+    from ringwork.status import collect
+
+    (node,) = collect(app)["nodes"]
+    assert (node["concurrency"], node["version"]) == (4, "9.9.9")
 
 
 def test_partition_map_has_every_partition_and_owner(app: App, staged: dict[str, int]) -> None:
