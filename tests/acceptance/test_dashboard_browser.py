@@ -37,6 +37,7 @@ def artifacts(dialect: str) -> Path:
     root = Path(os.environ.get("RINGWORK_TEST_ARTIFACTS") or ROOT / "test-artifacts")
     folder = root / "dashboard" / dialect
     folder.mkdir(parents=True, exist_ok=True)
+    (folder / "failure.png").unlink(missing_ok=True)  # an earlier run's
     return folder
 
 
@@ -87,60 +88,64 @@ def test_dashboard_in_a_browser(cluster: Cluster, browser: Any, db_url: str,
         problems: list[str] = []
         page.on("pageerror", lambda exc: problems.append(str(exc)))
 
-        # The partition map: three owners, every partition coloured by one.
-        page.goto(dash.url + "/partitions")
-        assert owners_shown(page) == 3
-        assert page.locator(".cell[data-owner='']").count() == 0
-        assert page.locator(".cell").count() == PARTITIONS
-        page.screenshot(path=str(shots / "01-partitions-3-nodes.png"), full_page=True)
-        page.goto(dash.url + "/nodes")
-        # Each worker recorded its concurrency (the default) and its version at registration.
-        assert page.eval_on_selector_all(
-            "[data-concurrency]", "els => els.map(e => e.dataset.concurrency)") == ["32"] * 3
-        assert page.locator("[data-version='']").count() == 0
-        for n, screen in enumerate(["", "/nodes", "/tasks", "/jobs", "/keys"], start=2):
-            page.goto(dash.url + screen)
-            name = screen.strip("/") or "overview"
-            page.screenshot(path=str(shots / f"0{n}-{name}.png"), full_page=True)
+        try:
+            # The partition map: three owners, every partition coloured by one.
+            page.goto(dash.url + "/partitions")
+            assert owners_shown(page) == 3
+            assert page.locator(".cell[data-owner='']").count() == 0
+            assert page.locator(".cell").count() == PARTITIONS
+            page.screenshot(path=str(shots / "01-partitions-3-nodes.png"), full_page=True)
+            page.goto(dash.url + "/nodes")
+            # Each worker recorded its concurrency (the default) and its version at registration.
+            assert page.eval_on_selector_all(
+                "[data-concurrency]", "els => els.map(e => e.dataset.concurrency)") == ["32"] * 3
+            assert page.locator("[data-version='']").count() == 0
+            for n, screen in enumerate(["", "/nodes", "/tasks", "/jobs", "/keys"], start=2):
+                page.goto(dash.url + screen)
+                name = screen.strip("/") or "overview"
+                page.screenshot(path=str(shots / f"0{n}-{name}.png"), full_page=True)
 
-        # Kill a follower: the map, left open, changes by itself to two owners.
-        page.goto(dash.url + "/partitions")
-        page.wait_for_selector("#live-state.on", timeout=15_000)
-        victim = next(p for p in procs if f"-{p.pid}-" not in before["leader"])
-        cluster.kill9(victim)
-        page.wait_for_function(
-            "() => document.querySelectorAll('[data-legend-owner]').length === 2",
-            timeout=60_000)
-        assert page.locator(".cell[data-owner='']").count() == 0
-        assert "moved" in page.inner_text(".feed")
-        page.screenshot(path=str(shots / "07-partitions-after-kill9.png"), full_page=True)
-        survivors = [p for p in procs if p is not victim]
-        cluster.wait_balanced(survivors)
+            # Kill a follower: the map, left open, changes by itself to two owners.
+            page.goto(dash.url + "/partitions")
+            page.wait_for_selector("#live-state.on", timeout=15_000)
+            victim = next(p for p in procs if f"-{p.pid}-" not in before["leader"])
+            cluster.kill9(victim)
+            page.wait_for_function(  # two owners, and every partition owned by one of them
+                "() => document.querySelectorAll('[data-legend-owner]').length === 2"
+                " && document.querySelectorAll(\".cell[data-owner='']\").length === 0",
+                timeout=60_000)
+            assert "moved" in page.inner_text(".feed")
+            page.screenshot(path=str(shots / "07-partitions-after-kill9.png"), full_page=True)
+            survivors = [p for p in procs if p is not victim]
+            cluster.wait_balanced(survivors)
 
-        # A dead job, retried with its button once its handler can succeed.
-        marker = tmp_path / "fail-while-this-exists"
-        marker.write_text("x")
-        job_id = cluster.app.enqueue("flaky", key="f-1", payload={"marker": str(marker)})
-        wait_for(lambda: (r := cluster.app.get_job(job_id)) is not None and r.state == "dead",
-                 60, 0.1, "the flaky job to die")
-        page.goto(f"{dash.url}/jobs/{job_id}")
-        assert page.get_attribute("#job-state", "data-state") == "dead"
-        assert "is still there" in page.inner_text("main")
-        page.screenshot(path=str(shots / "08-job-dead.png"), full_page=True)
-        page.goto(dash.url + "/jobs?state=dead")
-        page.screenshot(path=str(shots / "09-jobs-dead.png"), full_page=True)
-        page.goto(f"{dash.url}/jobs/{job_id}")
-        marker.unlink()
-        page.click("#retry")
-        page.wait_for_selector("text=Queued again.", timeout=15_000)
-        wait_for(lambda: (r := cluster.app.get_job(job_id)) is not None
-                 and r.state == "succeeded", 60, 0.1, f"job {job_id} to succeed")
-        try:  # the page, left open, shows it by itself
+            # A dead job, retried with its button once its handler can succeed.
+            marker = tmp_path / "fail-while-this-exists"
+            marker.write_text("x")
+            job_id = cluster.app.enqueue("flaky", key="f-1", payload={"marker": str(marker)})
+            wait_for(lambda: (r := cluster.app.get_job(job_id)) is not None and r.state == "dead",
+                     60, 0.1, "the flaky job to die")
+            page.goto(f"{dash.url}/jobs/{job_id}")
+            assert page.get_attribute("#job-state", "data-state") == "dead"
+            assert "is still there" in page.inner_text("main")
+            page.screenshot(path=str(shots / "08-job-dead.png"), full_page=True)
+            page.goto(dash.url + "/jobs?state=dead")
+            page.screenshot(path=str(shots / "09-jobs-dead.png"), full_page=True)
+            page.goto(f"{dash.url}/jobs/{job_id}")
+            marker.unlink()
+            page.click("#retry")
+            page.wait_for_selector("text=Queued again.", timeout=15_000)
+            wait_for(lambda: (r := cluster.app.get_job(job_id)) is not None
+                     and r.state == "succeeded", 60, 0.1, f"job {job_id} to succeed")
+            # The page, left open, shows it by itself.
             page.wait_for_selector("#job-state[data-state='succeeded']", timeout=30_000)
-        except Exception:
-            raise AssertionError(f"the job page did not show the success:\n"
-                                 f"{page.inner_text('main')}\n{dash.log.read_text()}") from None
-        page.screenshot(path=str(shots / "10-job-retried-succeeded.png"), full_page=True)
+            page.screenshot(path=str(shots / "10-job-retried-succeeded.png"), full_page=True)
+        except Exception as exc:
+            # What the browser saw, and every process's log, for whoever reads the failure.
+            page.screenshot(path=str(shots / "failure.png"), full_page=True)
+            raise AssertionError(f"{exc}\n--- page\n{page.inner_text('body')[-3000:]}\n"
+                                 f"--- dashboard\n{dash.log.read_text()[-4000:]}\n"
+                                 f"{cluster.logs()}") from exc
 
         # A wrong password is a 401 page, not the dashboard.
         intruder = browser.new_context(http_credentials={"username": USER, "password": "no"})
