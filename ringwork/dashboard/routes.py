@@ -29,6 +29,11 @@ from ringwork.settings import parse_duration
 from ringwork.store.panels import JobFilter
 from ringwork.store.schema import JOB_STATES
 
+#: Job ids are 64-bit: a larger number in a URL names no job (and the database would refuse it).
+MAX_JOB_ID = 2**63 - 1
+#: The longest "enqueued within" the jobs filter takes (seconds): 100 years.
+MAX_SINCE = 100 * 365 * 86400.0
+
 #: What a job page says after a button worked (``?did=``): fixed sentences, never echoed text.
 DONE = {
     "retried": "Queued again.",
@@ -95,7 +100,7 @@ class Screens:
         q = request.query_params
         message = retried_message(q)
         try:
-            f = job_filter(q)
+            f = job_filter(q, self.app.settings.partitions)
         except ValueError as exc:
             return self.pages.error(request, 400, "Bad filter", one_line(exc))
         return self.pages.render(request, "jobs.html", {
@@ -106,7 +111,7 @@ class Screens:
 
     def job(self, request: Any, message: str | None = None, status: int = 200) -> Any:
         job_id = int(request.path_params["job_id"])
-        found = data.job(self.app, job_id)
+        found = data.job(self.app, job_id) if job_id <= MAX_JOB_ID else None
         if found is None:
             return self.pages.error(request, 404, "No such job",
                                     f"no job {job_id} in cluster {self.app.settings.cluster!r}")
@@ -137,6 +142,9 @@ class Screens:
         from starlette.responses import RedirectResponse
 
         job_id = int(request.path_params["job_id"])
+        if job_id > MAX_JOB_ID:
+            return self.pages.error(request, 404, "No such job",
+                                    f"no job {job_id} in cluster {self.app.settings.cluster!r}")
         try:
             did = action(job_id)
         except JobNotFound as exc:
@@ -199,18 +207,24 @@ def retried_message(q: Any) -> str | None:
     return line
 
 
-def job_filter(q: Any) -> JobFilter:
-    """The jobs screen's query string as a filter; ``ValueError`` in words for a bad one."""
+def job_filter(q: Any, partitions: int | None = None) -> JobFilter:
+    """The jobs screen's query string as a filter; ``ValueError`` in words for a bad one
+    (``partitions``: the cluster's count, which a partition must be under)."""
     state = q.get("state") or None
     if state is not None and state not in JOB_STATES:
         raise ValueError(f"unknown job state {state!r}: one of {', '.join(JOB_STATES)}")
     part_text = (q.get("partition") or "").strip()
     if part_text and not part_text.isdigit():
         raise ValueError(f"partition must be a number, not {part_text!r}")
+    if part_text and partitions is not None and int(part_text) >= partitions:
+        raise ValueError(f"partition must be 0-{partitions - 1} (the cluster has {partitions}), "
+                         f"not {part_text}")
     since = (q.get("since") or "").strip()
     try:
         within = parse_duration(since, "since") if since else None
     except ConfigurationError as exc:
         raise ValueError(str(exc)) from None
+    if within is not None and within > MAX_SINCE:
+        raise ValueError(f"since must be at most 100 years, not {since!r}")
     return JobFilter(state=state, task=q.get("task") or None, key=q.get("key") or None,
                      partition=int(part_text) if part_text else None, within=within)

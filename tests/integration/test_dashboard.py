@@ -177,6 +177,17 @@ def test_unknown_job_is_a_404_page(app: App, staged: dict[str, int]) -> None:
     assert client(app).post("/jobs/987654321/retry").status_code == 404
 
 
+def test_ids_and_partitions_out_of_range_are_clear(app: App, staged: dict[str, int]) -> None:
+    c = client(app)
+    for huge in ("9223372036854775808", "99999999999999999999999"):
+        page = c.get(f"/jobs/{huge}")
+        assert page.status_code == 404 and f"no job {huge}" in page.text
+        assert c.post(f"/jobs/{huge}/retry").status_code == 404
+    for bad in ("8", "99999999999999"):
+        page = c.get("/jobs", params={"partition": bad})
+        assert page.status_code == 400 and "partition must be 0-7" in page.text
+
+
 def test_read_only_shows_no_buttons_and_refuses_posts(app: App, staged: dict[str, int]) -> None:
     c = client(app, read_only=True)
     page = c.get(f"/jobs/{staged['dead']}")

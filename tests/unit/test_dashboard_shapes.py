@@ -53,7 +53,8 @@ def test_job_filter_parsing() -> None:
     assert (f.state, f.partition, f.within, f.key, f.task) == ("dead", 3, 900.0, "k", None)
     for bad, word in [({"state": "asleep"}, "unknown job state"),
                       ({"partition": "x"}, "partition must be a number"),
-                      ({"since": "soon"}, "since must be a duration")]:
+                      ({"since": "soon"}, "since must be a duration"),
+                      ({"since": "99999999999w"}, "at most 100 years")]:
         with pytest.raises(ValueError, match=word):
             job_filter(bad)
 
