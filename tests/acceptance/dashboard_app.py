@@ -1,6 +1,7 @@
-"""The app of the dashboard's browser test: the cluster tests' tasks, and one that fails while
-a marker file exists (``payload["marker"]``), once (``max_attempts=1``: its first failure makes
-it dead), so the test can make a dead job, remove the marker, and retry it to success."""
+"""The app of the dashboard's browser test: the cluster tests' tasks, and two that fail while
+a marker file exists (``payload["marker"]``), once (``max_attempts=1``: the first failure makes
+the job dead), so the test can make dead jobs, remove the marker, and retry them to success.
+``ledger`` is ordered and keeps its key blocked while dead (the ordered keys screen)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ def build(app: App) -> App:
     def flaky(job: Job) -> None:
         if os.path.exists(job.payload["marker"]):
             raise RuntimeError(f"marker {job.payload['marker']} is still there")
+
+    @app.task("ledger", ordered=True, block_key_on_dead=True, max_attempts=1)
+    def ledger(job: Job) -> None:
+        flaky(job)
 
     return app
 

@@ -67,6 +67,10 @@ def cluster(db_url: str, cluster_name: str, tmp_path: Path) -> Iterator[Cluster]
     c.close()
 
 
+def states(cluster: Cluster, *ids: int) -> list[str | None]:
+    return [r.state if (r := cluster.app.get_job(i)) else None for i in ids]
+
+
 def owners_shown(page: Any) -> int:
     return int(page.eval_on_selector_all("[data-legend-owner]", "els => els.length"))
 
@@ -123,8 +127,15 @@ def test_dashboard_in_a_browser(cluster: Cluster, browser: Any, db_url: str,
             marker = tmp_path / "fail-while-this-exists"
             marker.write_text("x")
             job_id = cluster.app.enqueue("flaky", key="f-1", payload={"marker": str(marker)})
-            wait_for(lambda: (r := cluster.app.get_job(job_id)) is not None and r.state == "dead",
-                     60, 0.1, "the flaky job to die")
+            # An ordered key held by its dead head, a job waiting behind it.
+            head, behind = (cluster.app.enqueue("ledger", key="acct-1",
+                                                payload={"marker": str(marker), "n": n})
+                            for n in (1, 2))
+            wait_for(lambda: states(cluster, job_id, head) == ["dead", "dead"], 60, 0.1,
+                     "the flaky jobs to die")
+            page.goto(dash.url + "/keys")
+            assert page.get_attribute("[data-head]", "data-head") == str(head)
+            page.screenshot(path=str(shots / "11-keys-blocked.png"), full_page=True)
             page.goto(f"{dash.url}/jobs/{job_id}")
             assert page.get_attribute("#job-state", "data-state") == "dead"
             assert "is still there" in page.inner_text("main")
@@ -140,6 +151,14 @@ def test_dashboard_in_a_browser(cluster: Cluster, browser: Any, db_url: str,
             # The page, left open, shows it by itself.
             page.wait_for_selector("#job-state[data-state='succeeded']", timeout=30_000)
             page.screenshot(path=str(shots / "10-job-retried-succeeded.png"), full_page=True)
+
+            # The bulk button retries the dead ledger job; the key moves on.
+            page.goto(dash.url + "/jobs?state=dead")
+            page.once("dialog", lambda dialog: dialog.accept())
+            page.click("form.bulk button")
+            page.wait_for_selector("text=queued 1 dead job again", timeout=15_000)
+            wait_for(lambda: states(cluster, head, behind) == ["succeeded", "succeeded"], 60, 0.1,
+                     "the ordered key's jobs to succeed")
         except Exception as exc:
             # What the browser saw, and every process's log, for whoever reads the failure.
             page.screenshot(path=str(shots / "failure.png"), full_page=True)
