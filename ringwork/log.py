@@ -36,7 +36,7 @@ FORMATS = ("logfmt", "json")
 class EventLine:
     """A record's message: the logfmt line, built on first ``str()`` and then kept."""
 
-    __slots__ = ("event", "fields", "_text")
+    __slots__ = ("_text", "event", "fields")
 
     def __init__(self, event: str, fields: dict[str, Any]) -> None:
         self.event = event

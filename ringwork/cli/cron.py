@@ -15,7 +15,13 @@ from typing import Any
 import click
 
 from ringwork.app import App
-from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.cli.options import (
+    app_argument,
+    database_option,
+    json_option,
+    load_app,
+    migrate_option,
+)
 
 
 def schedules(app: App) -> list[dict[str, Any]]:
@@ -40,8 +46,8 @@ def schedules(app: App) -> list[dict[str, Any]]:
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@app_argument
+@json_option("Print one JSON array.")
 @database_option
 @migrate_option
 def cron(app_spec: str, as_json: bool, database_url: str | None, no_migrate: bool) -> None:
