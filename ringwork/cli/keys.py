@@ -36,7 +36,8 @@ def keys(output: str, force: bool, as_json: bool) -> None:
     pair = CurveKeys.generate()
     write_private_file(output, pair.dump(), replace=force)
     if as_json:
-        click.echo(json.dumps({"path": os.path.abspath(output), "public_key": pair.public.decode()}))
+        public = pair.public.decode()
+        click.echo(json.dumps({"path": os.path.abspath(output), "public_key": public}))
     else:
         click.echo(f"wrote {output}")
 

@@ -52,8 +52,8 @@ def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
     """Run a local cluster of N worker processes; signals are forwarded to them.
 
     The settings flags and the log options are passed on to every worker (addresses, ports and
-    --node-name are not: each worker listens on free loopback ports under its own id). A worker that dies is restarted, with back-off, at most 5
-    times a minute per slot.
+    --node-name are not: each worker listens on free loopback ports under its own id). A
+    worker that dies is restarted, with back-off, at most 5 times a minute per slot.
     """
     from ringwork.supervisor import supervise
 
