@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import IO, Any
 
 logger = logging.getLogger("ringwork")
@@ -59,10 +59,11 @@ def logfmt_value(value: Any) -> str:
     return text
 
 
-def log_event(event: str, level: int = logging.INFO, /, *,
-              exc_info: BaseException | None = None, **fields: Any) -> None:
-    """Log ``event`` with ``fields`` (and ``exc_info``'s traceback); cheap when the level is
-    disabled: nothing is formatted then."""
+def log_event(event: str, level: int = logging.INFO, /, *, exc_info: Any = None,
+              **fields: Any) -> None:
+    """Log ``event`` with ``fields`` (and the traceback of ``exc_info``, an exception); cheap
+    when the level is disabled: nothing is formatted then. (``exc_info`` is typed ``Any`` only
+    so that callers may pass ``**fields`` of any type.)"""
     if not logger.isEnabledFor(level):
         return
     logger.log(level, EventLine(event, fields), exc_info=exc_info,
@@ -78,7 +79,7 @@ class JsonFormatter(logging.Formatter):
     """
 
     def format(self, record: logging.LogRecord) -> str:
-        stamp = datetime.fromtimestamp(record.created, UTC)
+        stamp = datetime.fromtimestamp(record.created, timezone.utc)
         doc: dict[str, Any] = {
             "ts": stamp.strftime("%Y-%m-%dT%H:%M:%S.") + f"{stamp.microsecond // 1000:03d}Z",
             "level": record.levelname,

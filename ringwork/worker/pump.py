@@ -80,8 +80,8 @@ class Pump:
             self.stats.succeeded += 1
             if self._frees_a_job(job):
                 self.wakeups.want_more()  # the key's next job may be runnable now
-        elif verdict is FENCED:
-            self._count_fenced(1)
+        elif verdict is FENCED:  # a transactional job's own transaction was refused
+            self._count_fenced([job], [job.id])
         self.wakeups.kick.set()
 
     def slot_freed(self) -> None:
