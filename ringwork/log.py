@@ -11,7 +11,8 @@ Two ways ringwork's records leave the process:
   prints nothing on its own -- not even through logging's last-resort handler.
 * The ``ringwork`` command calls :func:`configure`: a handler of its own on stderr, in
   ``logfmt`` (``TIME LEVEL event=... key=value``) or ``json`` (one object a line: ``ts``,
-  ``level``, ``event`` and the fields as JSON values), and no propagation.
+  ``level``, ``event`` and the fields as JSON values, a ``traceback`` if any), and no
+  propagation.
 
 Either way each record carries ``record.event`` and ``record.fields`` (the fields as given, not
 as text), so any formatter can render them; its message is the logfmt line, built only if a
@@ -70,6 +71,22 @@ def log_event(event: str, level: int = logging.INFO, /, *, exc_info: Any = None,
                extra={"event": event, "fields": fields})
 
 
+class LogfmtFormatter(logging.Formatter):
+    """``TIME LEVEL event=... key=value``: an event stays one line, its traceback (a failed
+    job's, attached for error trackers) left out -- the ``error=`` field names the exception,
+    and ``ringwork jobs show`` prints the stored traceback. A record that is not an event (a
+    crash logged with ``logger.exception``) keeps its traceback below it: in this format, a
+    ``Traceback`` is a bug to report."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        if getattr(record, "event", None) is None:
+            return super().format(record)
+        return f"{self.formatTime(record)} {record.levelname} {record.getMessage()}"
+
+
 class JsonFormatter(logging.Formatter):
     """One JSON object a line: ``ts`` (UTC), ``level``, ``event``, then the fields.
 
@@ -111,7 +128,7 @@ def configure(level: str | int = "INFO", fmt: str = "logfmt",
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(LogfmtFormatter())
     logger.handlers[:] = [handler]
     logger.setLevel(level if isinstance(level, int) else level.upper())
     logger.propagate = False

@@ -58,9 +58,14 @@ def test_json_keeps_the_traceback_and_renders_what_json_cannot_hold(restore_logg
 def test_logfmt_stays_one_key_value_line(restore_logger: None) -> None:
     out = io.StringIO()
     configure("INFO", "logfmt", stream=out)
-    log_event("job_failed", logging.WARNING, job=3, error="Bad thing: x=1")
-    line = out.getvalue().strip()
-    assert line.endswith(' WARNING event=job_failed job=3 error="Bad thing: x=1"')
+    try:
+        raise ValueError("x=1")
+    except ValueError as exc:  # a job's traceback: for error trackers, not this line
+        log_event("job_failed", logging.WARNING, exc_info=exc, job=3, error="Bad thing: x=1")
+        logging.getLogger("ringwork").exception("node loop crashed")  # a crash keeps its stack
+    first, *rest = out.getvalue().splitlines()
+    assert first.endswith(' WARNING event=job_failed job=3 error="Bad thing: x=1"')
+    assert rest[0].endswith(" ERROR node loop crashed") and rest[1].startswith("Traceback")
 
 
 def test_the_event_and_fields_travel_on_the_record_for_any_handler(
