@@ -116,8 +116,9 @@ def line(text: str = "", style: str = "") -> Text:
 
 def status_view(doc: dict[str, Any]) -> Group:
     """A rich renderable of a status document (see :mod:`ringwork.status`)."""
-    head = line(f"cluster {doc['cluster']}", style="bold")
-    head.append(f"  term {doc['term']}  {doc['partition_count']} partitions  ", style="")
+    head = line()
+    head.append(f"cluster {doc['cluster']}", style="bold")
+    head.append(f"  term {doc['term']}  {doc['partition_count']} partitions  ")
     head.append(f"leader {doc['leader'] or '-'}")
     lines: list[Any] = [head]
     if not doc["alive"]:

@@ -152,6 +152,14 @@ def test_the_app_comes_from_ringwork_app(app_spec: str) -> None:
                   env={"RINGWORK_APP": "nope:app"}).exit_code == 0
 
 
+def test_every_app_argument_can_come_from_ringwork_app() -> None:
+    taking = {path: p for path, command in commands() for p in command.params
+              if isinstance(p, click.Argument) and p.name == "app_spec"}
+    assert {("worker",), ("run",), ("status",), ("enqueue",), ("jobs",), ("cron",)} <= set(taking)
+    wrong = [" ".join(path) for path, p in taking.items() if p.envvar != "RINGWORK_APP"]
+    assert not wrong, f"use ringwork.cli.options.app_argument on: {wrong}"
+
+
 @pytest.mark.parametrize("args", [("worker",), ("enqueue", "greet", "--key", "k"),
                                   ("jobs", "list"), ("status",), ("cron",)])
 def test_no_app_at_all_is_a_one_line_error(args: tuple[str, ...]) -> None:
