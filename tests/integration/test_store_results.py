@@ -203,3 +203,33 @@ def test_postgres_wait_wakes_on_the_results_notification(
         timer.join()
     assert record.result == "ok"
     assert time.monotonic() - finished_at[0] < 2.0
+
+
+@pytest.mark.postgres
+def test_postgres_wait_async_wakes_on_the_results_notification(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The async waiter listens too: with reads 5 s apart, the NOTIFY ends its wait."""
+    if store.dialect != "postgresql":
+        pytest.skip("LISTEN is PostgreSQL's")
+    from ringwork.store import wait as waiting
+
+    monkeypatch.setattr(waiting, "FIRST_PAUSE", 5.0)
+    monkeypatch.setattr(waiting, "MAX_PAUSE", 5.0)
+    epochs = own_all(store, NODE)
+    [jid] = store.enqueue([new()])
+    finished_at: list[float] = []
+
+    def finish() -> None:
+        [job] = store.claim(NODE, epochs, 1)
+        store.complete(NODE, [(job.id, job.token)], {job.id: '"ok"'})
+        finished_at.append(time.monotonic())
+
+    async def main() -> None:
+        waiter = asyncio.ensure_future(waiting.wait_async(store, jid, 20))
+        await asyncio.sleep(0.3)  # the waiter has read the row once and is listening
+        await asyncio.to_thread(finish)
+        record = await waiter
+        assert record.result == "ok"
+        assert time.monotonic() - finished_at[0] < 2.0
+
+    asyncio.run(main())
