@@ -188,6 +188,7 @@ class Tasks:
         retry: Retry | None = None,
         concurrency: int | None = None,
         block_key_on_dead: bool = False,
+        store_result: bool = False,
     ) -> Callable[[Handler], TaskHandle[Any]]:
         """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
         or 6 with seconds first) in ``timezone`` (an IANA name).
@@ -205,7 +206,7 @@ class Tasks:
         return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
                          timeout=timeout, transactional=transactional, retry=retry,
                          concurrency=concurrency, block_key_on_dead=block_key_on_dead, cron=cron,
-                         timezone=timezone, missed=missed, key=key)
+                         timezone=timezone, missed=missed, key=key, store_result=store_result)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
         """Call ``callback(partitions)`` when this worker is given partitions."""
