@@ -48,7 +48,7 @@ from ringwork.store import (
     wait,
 )
 from ringwork.store.aio import AsyncJobs
-from ringwork.store.claim import AsyncClaimer
+from ringwork.store.claim_async import AsyncClaimer
 from ringwork.store.engine import (
     begin,
     create_engine,

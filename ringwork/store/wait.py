@@ -6,7 +6,7 @@ long wait costs two reads a second and a short job is seen within milliseconds.
 
 On PostgreSQL the sync waiter also LISTENs on the cluster's results channel
 (:func:`~ringwork.store.listen.results_channel_for`), which the completion of ``store_result``
-jobs notifies with their ids (``claim.COMPLETE_RESULTS_PG``): such a job is seen the moment its
+jobs notifies with their ids (``claim_pg.COMPLETE_RESULTS_PG``): such a job is seen the moment its
 completion commits. Plain completions do not notify -- NOTIFY takes a database-wide lock at
 commit, a cost the hot path does not pay for a waiter that may not exist -- so for those the
 back-off is what finds the end. The async waiter listens the same way, on psycopg's asyncio
