@@ -14,7 +14,7 @@ import math
 from collections.abc import Collection, Mapping
 
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
-from ringwork.store import referee, registry, restarts
+from ringwork.store import poll, referee, registry, restarts
 from ringwork.store.base import StoreBase
 
 
@@ -52,6 +52,12 @@ class ClusterCalls(StoreBase):
         with self._tx(write=True) as conn:
             return referee.requeue_orphans(conn, self.dialect, self.cluster, leader, term, keep,
                                            stale_after)
+
+    def read_poll(self, with_partitions: bool) -> poll.PollRead:
+        """The term, the registry and (``with_partitions``) the partitions, read together: one
+        statement on PostgreSQL (:mod:`.poll`)."""
+        with self._tx() as conn:
+            return poll.read(conn, self.dialect, self.cluster, with_partitions)
 
     def read_partitions(self) -> dict[int, Ownership]:
         with self._tx() as conn:
