@@ -74,6 +74,8 @@ def fresh_database(kind: str, dsn: str) -> Iterator[str]:
     admin = sa.create_engine(dsn, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+        if os.environ.get("SCALE_LOG_STATEMENTS"):  # every statement to the server's log
+            conn.exec_driver_sql(f'ALTER DATABASE "{name}" SET log_statement = \'all\'')
     try:
         yield str(sa.make_url(dsn).set(database=name).render_as_string(hide_password=False))
     finally:
@@ -191,9 +193,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             if args.database == "postgresql":
                 engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
                 x0 = transactions(engine)
-            start = time.monotonic()
+            start, result["idle_from"] = time.monotonic(), time.strftime("%H:%M:%S")
             time.sleep(args.idle)
             elapsed = time.monotonic() - start
+            result["idle_to"] = time.strftime("%H:%M:%S")
             cpu = {pid: (group_cpu_seconds(pid) - cpu0[pid]) / elapsed for pid in cluster.procs}
             followers = [v for pid, v in cpu.items() if pid != leader_pid]
             result["leader_cpu_per_s"] = round(cpu[leader_pid], 4)
