@@ -6,31 +6,14 @@ they must say exactly what the three separate reads say, on both databases.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
-import sqlalchemy as sa
+from collections.abc import Callable
+from typing import Any
 
 from ringwork.node.registry import SqlRegistry
 from ringwork.protocol import events as ev
 from ringwork.protocol.operations import perform
 from ringwork.store import Store
 from tests.support import own_all
-
-
-@contextmanager
-def statements(store: Store) -> Iterator[list[str]]:
-    seen: list[str] = []
-
-    def count(conn: object, cursor: object, statement: str, *args: object) -> None:
-        if not statement.lstrip().upper().startswith(("BEGIN", "COMMIT", "ROLLBACK")):
-            seen.append(statement)
-
-    sa.event.listen(store.engine, "before_cursor_execute", count)
-    try:
-        yield seen
-    finally:
-        sa.event.remove(store.engine, "before_cursor_execute", count)
 
 
 def test_the_poll_read_says_what_the_three_reads_say(store: Store) -> None:
@@ -60,11 +43,13 @@ def test_an_empty_registry_reads_as_no_nodes(store: Store) -> None:
     assert all(o.owner is None for o in owned.values())
 
 
-def test_a_poll_is_a_touch_and_one_read_on_postgresql(store: Store) -> None:
+def test_a_poll_is_a_touch_and_one_read_on_postgresql(
+        store: Store, count_statements: Callable[..., Any]) -> None:
     registry = SqlRegistry(store, "tcp://127.0.0.1:9", None)
     registry.register("a", "tcp://127.0.0.1:8")
-    with statements(store) as seen:
+    with count_statements(store.engine) as log:
         result = perform(ev.Poll(op_id=1, partitions=True), "a", store, registry)
+    seen = log.statements
     assert isinstance(result, ev.PollResult)
     assert [n.node_id for n in result.nodes] == ["a"] and len(result.partitions) == store.partitions
     assert registry.router_endpoint("a") == "tcp://127.0.0.1:8"  # the driver's map is kept

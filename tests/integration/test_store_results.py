@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -176,10 +177,11 @@ def test_wait_async(store: Store) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.postgres
-def test_postgres_wait_wakes_on_the_results_notification(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With reads 5 s apart, only the NOTIFY of the results completion can end the wait soon."""
+def _slow_reads_and_a_finisher(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Callable[[], None],
+                                                                list[float]]:
+    """A queued job, reads 5 s apart (so only the NOTIFY can end a wait soon), and a call that
+    finishes the job with a result (its time recorded)."""
     if store.dialect != "postgresql":
         pytest.skip("LISTEN is PostgreSQL's")
     from ringwork.store import wait as waiting
@@ -195,6 +197,13 @@ def test_postgres_wait_wakes_on_the_results_notification(
         store.complete(NODE, [(job.id, job.token)], {job.id: '"ok"'})
         finished_at.append(time.monotonic())
 
+    return jid, finish, finished_at
+
+
+@pytest.mark.postgres
+def test_postgres_wait_wakes_on_the_results_notification(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    jid, finish, finished_at = _slow_reads_and_a_finisher(store, monkeypatch)
     timer = threading.Timer(0.3, finish)
     timer.start()
     try:
@@ -208,21 +217,10 @@ def test_postgres_wait_wakes_on_the_results_notification(
 @pytest.mark.postgres
 def test_postgres_wait_async_wakes_on_the_results_notification(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The async waiter listens too: with reads 5 s apart, the NOTIFY ends its wait."""
-    if store.dialect != "postgresql":
-        pytest.skip("LISTEN is PostgreSQL's")
+    """The async waiter listens too."""
     from ringwork.store import wait as waiting
 
-    monkeypatch.setattr(waiting, "FIRST_PAUSE", 5.0)
-    monkeypatch.setattr(waiting, "MAX_PAUSE", 5.0)
-    epochs = own_all(store, NODE)
-    [jid] = store.enqueue([new()])
-    finished_at: list[float] = []
-
-    def finish() -> None:
-        [job] = store.claim(NODE, epochs, 1)
-        store.complete(NODE, [(job.id, job.token)], {job.id: '"ok"'})
-        finished_at.append(time.monotonic())
+    jid, finish, finished_at = _slow_reads_and_a_finisher(store, monkeypatch)
 
     async def main() -> None:
         waiter = asyncio.ensure_future(waiting.wait_async(store, jid, 20))

@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 import textwrap
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,11 +31,8 @@ class Refund(pydantic.BaseModel):
 
 
 @pytest.fixture
-def app(db_url: str, cluster_name: str) -> Iterator[App]:
-    app = App(database_url=db_url, partitions=4, cluster=cluster_name)
-    app.configure(concurrency=4, poll_interval=0.2, retry_base=0.05, retry_max=0.2)
-    yield app
-    app.close()
+def app(quick_app: App) -> App:
+    return quick_app
 
 
 def test_a_worker_hands_each_handler_its_type(app: App) -> None:
