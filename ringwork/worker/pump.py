@@ -29,7 +29,7 @@ from ringwork.errors import DatabaseError
 from ringwork.job import Job, Outcome
 from ringwork.log import log_event
 from ringwork.settings import Settings
-from ringwork.store.claim import AsyncClaimer
+from ringwork.store.claim_async import AsyncClaimer
 from ringwork.worker.database import Database
 from ringwork.worker.executor import Executor, Verdict
 from ringwork.worker.ledger import CANCELLED, FENCED, WRITTEN, Ledger
