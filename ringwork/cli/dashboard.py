@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import click
 
-from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.cli.options import app_argument, database_option, load_app, migrate_option
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
+@app_argument
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="Address to listen on (0.0.0.0: every interface; set a password then).")
 @click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True,
