@@ -8,12 +8,19 @@ as ``event=dashboard_serving url=...`` either way.
 Uvicorn's logging is left to ringwork's (no ``log_config`` of its own, no access log): one line
 per event, and the dashboard's guard already turns a failing page into one line.
 
+SIGTERM and SIGINT stop the server (open event streams get :data:`GRACEFUL_STOP` seconds) and
+the command exits 0: a stop is how a server is meant to end. (Uvicorn itself raises the signal
+again once it has stopped, which ends the process killed by SIGTERM, or as an aborted command.)
+
 Threads: the main thread (uvicorn's event loop runs on it until SIGINT or SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from ringwork.addresses import bind_error
@@ -51,8 +58,22 @@ def serve(asgi: Any, host: str, port: int, prefix: str = "") -> None:
     shown = f"[{host}]" if ":" in host else host
     config = uvicorn.Config(asgi, log_config=None, access_log=False, lifespan="off",
                             timeout_graceful_shutdown=GRACEFUL_STOP)
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            # A second signal forces the exit (uvicorn's handle_exit); none is raised again.
+            previous = {sig: signal.signal(sig, self.handle_exit)
+                        for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
+
     log_event("dashboard_serving", url=f"http://{shown}:{chosen}{prefix}/")
     try:
-        uvicorn.Server(config).run(sockets=[sock])
+        Server(config).run(sockets=[sock])
     finally:
         sock.close()
+    log_event("dashboard_stopped")

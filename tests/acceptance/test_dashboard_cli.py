@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 from pathlib import Path
 
@@ -49,3 +50,14 @@ def test_half_configured_auth_and_bad_prefix_are_one_line(tmp_path: Path,
     monkeypatch.delenv("RINGWORK_DASHBOARD_PASSWORD", raising=False)
     assert_one_line_error(ringwork("dashboard", APP, db_url=url),
                           "RINGWORK_DASHBOARD_PASSWORD is not set")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_ends_it_with_exit_0(tmp_path: Path, sig: signal.Signals) -> None:
+    env = {"RINGWORK_DATABASE_URL": f"sqlite:///{tmp_path / 'd.db'}"}
+    with running_dashboard(APP, tmp_path, env=env) as dash:
+        assert dash.get("/healthz")[0] == 200
+        dash.popen.send_signal(sig)
+        assert dash.popen.wait(15) == 0
+    log = dash.log.read_text()
+    assert "Traceback" not in log and "Aborted" not in log, log
