@@ -62,6 +62,8 @@ CLAIM_COLUMNS = {
     "max_attempts": sa.Integer,
     "claim_epoch": sa.BigInteger,
     "priority": sa.Integer,
+    "traceparent": sa.String,
+    "waited": sa.Float,
 }
 
 # A job whose predecessor of the same ordered key is unfinished is not runnable (strict FIFO).
@@ -149,7 +151,9 @@ SET state = 'running', attempts = j.attempts + 1, claimed_by = :node, started_at
     claim_epoch = (SELECT owned.epoch FROM owned WHERE owned."partition" = j."partition")
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_attempts,
-          j.claim_epoch, j.priority
+          j.claim_epoch, j.priority, j.traceparent,
+          CAST(EXTRACT(EPOCH FROM j.started_at - GREATEST(j.run_at, j.enqueued_at))
+               AS double precision) AS waited
 """
 
 
@@ -280,7 +284,9 @@ ORDER BY r.priority DESC, r.id
 LIMIT :limit)"""
 
 _CLAIM_SQLITE_RETURNING = """
-RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
+RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority,
+          traceparent,
+          (julianday(started_at) - julianday(max(run_at, enqueued_at))) * 86400.0 AS waited
 """
 
 
@@ -451,7 +457,7 @@ def claimed_jobs(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
     return [
         Job(id=r["id"], task=r["task"], key=r["key"], partition=r["partition"],
             payload=r["payload"], attempt=r["attempts"], max_attempts=r["max_attempts"],
-            token=r["claim_epoch"])
+            token=r["claim_epoch"], traceparent=r["traceparent"], waited=r["waited"])
         for r in ordered
     ]
 
