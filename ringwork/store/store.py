@@ -34,6 +34,7 @@ from ringwork.errors import ConfigurationError
 from ringwork.job import AttemptRecord, Job, JobRecord, NewJob, Outcome
 from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
 from ringwork.store import (
+    backlog,
     claim,
     cron,
     enqueue,
@@ -334,6 +335,11 @@ class Store:
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:
             return reads.backlog_by_partition(conn, self.cluster)
+
+    def owned_backlog(self, partitions: Sequence[int]) -> dict[int, tuple[int, float | None]]:
+        """Due jobs (capped) and the oldest one's wait, of ``partitions`` (``backlog.py``)."""
+        with self._tx() as conn:
+            return backlog.owned_backlog(conn, self.dialect, self.cluster, partitions)
 
     # -- referee (ringwork.protocol.referee.Referee) ---------------------------------------------
 
