@@ -12,6 +12,7 @@ import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -155,7 +156,7 @@ def test_run_passes_the_flags_on_to_its_workers(
 
     started: list[tuple[list[str], int]] = []
 
-    def supervise(argv: list[str], processes: int) -> int:
+    def supervise(argv: list[str], processes: int, **kwargs: Any) -> int:
         started.append((argv, processes))
         return 0
 
