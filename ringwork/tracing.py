@@ -34,25 +34,42 @@ SYSTEM = "ringwork"
 FAILED_OUTCOMES = frozenset({"retried", "dead"})
 
 _cached: tuple[Any, Any] | None = None  # (provider, its ringwork tracer)
+_provider: Any | None = None  # use_tracer_provider's
+
+
+def use_tracer_provider(provider: Any | None) -> None:
+    """Trace with ``provider`` rather than OpenTelemetry's global one (``None``: the global
+    one again). For tests, and for an application that keeps a provider of its own."""
+    global _provider
+    _provider = provider
 
 
 def tracer() -> Any | None:
     """The ringwork tracer if the application set up OpenTelemetry, else ``None`` (cheap)."""
     global _cached
-    trace = sys.modules.get("opentelemetry.trace")
-    if trace is None:
-        return None
-    provider = trace.get_tracer_provider()
-    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
-        return None
+    provider = _provider
+    if provider is None:
+        trace = sys.modules.get("opentelemetry.trace")
+        if trace is None:
+            return None
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+            return None
     cached = _cached
     if cached is not None and cached[0] is provider:
         return cached[1]
-    from ringwork import __version__
-
-    made = provider.get_tracer("ringwork", __version__)
+    made = provider.get_tracer("ringwork", _version())
     _cached = (provider, made)
     return made
+
+
+def _version() -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("ringwork")
+    except PackageNotFoundError:  # run from a checkout that is not installed
+        return None
 
 
 def _propagator() -> Any:
