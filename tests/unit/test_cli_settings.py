@@ -197,7 +197,7 @@ def test_run_refuses_one_node_name_for_many_workers(
 
     started: list[int] = []
     monkeypatch.setattr(ringwork.supervisor, "supervise",
-                        lambda argv, processes: started.append(processes) or 0)
+                        lambda argv, processes, **kw: started.append(processes) or 0)
     monkeypatch.setenv("RINGWORK_NODE_NAME", "web-1")
     assert_one_line_error(invoke("run", app_spec, "--processes", "2"), "node_name", "'web-1'")
     assert started == []
