@@ -170,3 +170,27 @@ def test_no_provider_no_spans_no_traceparent(app: App) -> None:
     assert tracing.tracer() is None  # the global provider was never set in this process
     record = app.get_job(app.enqueue("plain", "k"))
     assert record is not None and record.traceparent is None
+
+
+def test_enqueue_in_the_callers_transaction_and_built_jobs_carry_it(
+    app: App, exporter: InMemorySpanExporter
+) -> None:
+    @app.task("b")
+    def b(job: Job) -> None: ...
+
+    web = tracing.tracer()
+    assert web is not None
+    built = app.build_job("b", "own")  # a NewJob the caller built: copied, not changed
+    with web.start_as_current_span("POST /batch"), app.store.engine.begin() as conn:
+        [in_tx] = app.enqueue_many([{"task": "b", "key": "tx"}], connection=conn)
+    with web.start_as_current_span("POST /built"):
+        [from_built] = app.enqueue_many([built])
+    assert built.traceparent is None
+    enqueues = {s.parent.span_id: s for s in _named(exporter, "enqueue b") if s.parent}
+    parents = {s.name: s.context.span_id for s in exporter.get_finished_spans()}
+    for job_id, request in ((in_tx, "POST /batch"), (from_built, "POST /built")):
+        record = app.get_job(job_id)
+        assert record is not None and record.traceparent is not None
+        enqueue = enqueues[parents[request]]
+        assert record.traceparent.startswith(
+            f"00-{enqueue.context.trace_id:032x}-{enqueue.context.span_id:016x}-")
