@@ -19,9 +19,11 @@ from ringwork.errors import (
     ResultError,
     RingworkError,
     SchemaError,
+    StoredPayloadError,
     UnknownTaskError,
     WaitTimeout,
 )
+from ringwork.handles import TaskHandle
 from ringwork.job import AttemptRecord, Job, JobRecord, JobState, NewJob
 from ringwork.partitioner import partition_for
 from ringwork.retry import Retry
@@ -49,7 +51,9 @@ __all__ = [
     "RingworkError",
     "SchemaError",
     "Settings",
+    "StoredPayloadError",
     "Task",
+    "TaskHandle",
     "UnknownTaskError",
     "WaitTimeout",
     "__version__",

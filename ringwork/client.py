@@ -89,6 +89,8 @@ class JobClient:
         spec = self.get_task(task)
         if not isinstance(key, str):
             raise PayloadError(f"job key must be a string, not {type(key).__name__}")
+        if spec.payload_type is not None:  # checked and turned into JSON values
+            payload = spec.payload_type.dump(payload)
         try:
             payload_json = encode(payload)
         except (TypeError, ValueError) as exc:

@@ -28,6 +28,11 @@ class PayloadError(RingworkError):
     """A payload that is not JSON-serialisable (or not valid JSON on the command line)."""
 
 
+class StoredPayloadError(PayloadError):
+    """A job's stored payload does not fit its task's payload type. Another attempt would read
+    the same row, so the job is dead-lettered at once rather than retried."""
+
+
 class DatabaseError(RingworkError):
     """The database could not be reached or refused an operation."""
 

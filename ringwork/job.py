@@ -12,7 +12,10 @@ import json.encoder
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+#: A typed task's payload class (``Job[Resize]``); ``Any`` for a JSON one.
+P = TypeVar("P")
 
 
 class JobState(str, enum.Enum):
@@ -169,15 +172,16 @@ class CancelFlag:
 
 
 @dataclass(frozen=True, kw_only=True)
-class Job:
+class Job(Generic[P]):
     """What a handler receives (contract: id, key, partition, payload, attempt,
-    cancel_requested)."""
+    cancel_requested). ``Job[Resize]``: a typed task's job, whose ``payload`` is a ``Resize``
+    (:mod:`ringwork.payloads`); a plain ``Job``'s payload is the stored JSON value."""
 
     id: int
     task: str
     key: str
     partition: int
-    payload: Any
+    payload: P
     attempt: int
     max_attempts: int = 5
     # The fencing token the job was claimed with; completions must present it.

@@ -7,6 +7,8 @@ and checking it once, when it is built, makes a bad value a one-line error at im
 
 Which failures retry, in this order of precedence:
 
+0. a :class:`~ringwork.errors.StoredPayloadError` (a typed task's stored payload that does not
+   fit its type) dead-letters at once under every policy: the next attempt reads the same row;
 1. an exception that is an instance of one of ``dead_on`` dead-letters the job at once, whatever
    attempts remain;
 2. else, if ``retry_on`` is given, an instance of one of them is retried (until
@@ -29,7 +31,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from ringwork.errors import ConfigurationError
+from ringwork.errors import ConfigurationError, StoredPayloadError
 
 #: The longest base or cap accepted: a century, as for a task's ``timeout=`` and ``delay=``.
 MAX_BACKOFF = 100 * 365.25 * 86400
@@ -110,7 +112,10 @@ class Retry:
         object.__setattr__(self, "dead_on", dead_on)
 
     def retries(self, exc: BaseException) -> bool:
-        """Is ``exc`` worth another attempt (attempts permitting)? False: dead-letter now."""
+        """Is ``exc`` worth another attempt (attempts permitting)? False: dead-letter now.
+        A stored payload that does not fit the task's type never is (it will not change)."""
+        if isinstance(exc, StoredPayloadError):
+            return False
         if self.dead_on and isinstance(exc, self.dead_on):
             return False
         if self.retry_on is not None:

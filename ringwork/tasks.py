@@ -13,10 +13,12 @@ import inspect
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ringwork.errors import ConfigurationError, UnknownTaskError
+from ringwork.handles import Enqueuer, TaskHandle, typed_handler
 from ringwork.job import Job
+from ringwork.payloads import PayloadType, payload_type_of
 from ringwork.periodic import Schedule, ScheduleError
 from ringwork.retry import DEFAULT as DEFAULT_RETRY
 from ringwork.retry import Retry
@@ -51,6 +53,8 @@ class Task:
     block_key_on_dead: bool = False
     #: Keep the handler's JSON return value with the job (``JobRecord.result``).
     store_result: bool = False
+    #: A typed task's payload class, checked at enqueue and rebuilt for the handler.
+    payload_type: PayloadType | None = None
 
     @property
     def is_async(self) -> bool:
@@ -85,8 +89,11 @@ class Tasks:
         missed: str = "skip",
         key: str | None = None,
         store_result: bool = False,
-    ) -> Callable[[Handler], Handler]:
-        """Register a handler (plain or ``async def``) taking a :class:`Job`.
+        payload_type: type | None = None,
+    ) -> Callable[[Handler], TaskHandle[Any]]:
+        """Register a handler (plain or ``async def``) taking a :class:`Job`; returns a
+        :class:`~ringwork.handles.TaskHandle`, which calls the handler and can also enqueue
+        (``resize.enqueue(key, payload)``).
 
         ``ordered=True`` runs the task's jobs strictly one at a time per key, in enqueue order,
         across failovers. ``max_attempts`` counts every start, including one lost to a crash.
@@ -116,6 +123,12 @@ class Tasks:
         stored fails the attempt with a :class:`~ringwork.errors.ResultError` (retried like any
         failure); ``None`` stores nothing. Tasks without it pay nothing for results.
 
+        A typed payload: a handler declared ``def resize(job: Job[Resize])``, ``Resize`` a
+        dataclass or a pydantic model (or ``payload_type=Resize``), receives ``job.payload`` as
+        a ``Resize``. Enqueueing takes an instance or a mapping that fits and refuses any other
+        payload with a one-line :class:`~ringwork.errors.PayloadError`; the row stores JSON
+        (:mod:`ringwork.payloads`).
+
         ``cron`` makes it a periodic task, as :meth:`periodic` does (``timezone``, ``missed``
         and ``key`` belong to it and mean nothing without it).
         """
@@ -134,7 +147,7 @@ class Tasks:
             periodic = Schedule(name or "?", cron, timezone, missed, key, priority,
                                 max_attempts, ordered, block_key_on_dead)
 
-        def register(handler: Handler) -> Handler:
+        def register(handler: Handler) -> TaskHandle[Any]:
             task_name = name or handler.__name__
             if task_name in self.tasks:
                 if periodic is not None or task_name in self.schedules:
@@ -144,15 +157,18 @@ class Tasks:
                 raise ConfigurationError(f"task {task_name!r} is registered twice")
             if transactional:
                 check_transactional(task_name, handler)
-            self.tasks[task_name] = Task(task_name, handler, max_attempts, ordered, priority,
+            cls = payload_type or payload_type_of(task_name, handler)
+            typed = None if cls is None else PayloadType(task_name, cls)
+            run = handler if typed is None else typed_handler(handler, typed)
+            self.tasks[task_name] = Task(task_name, run, max_attempts, ordered, priority,
                                          None if timeout is None else float(timeout),
                                          transactional=transactional,
                                          retry=retry or DEFAULT_RETRY, concurrency=concurrency,
                                          block_key_on_dead=block_key_on_dead,
-                                         store_result=store_result)
+                                         store_result=store_result, payload_type=typed)
             if periodic is not None:
                 self.schedules[task_name] = dataclasses.replace(periodic, task=task_name)
-            return handler
+            return TaskHandle(cast(Enqueuer, self), task_name, handler)
 
         return register
 
@@ -172,7 +188,8 @@ class Tasks:
         retry: Retry | None = None,
         concurrency: int | None = None,
         block_key_on_dead: bool = False,
-    ) -> Callable[[Handler], Handler]:
+        store_result: bool = False,
+    ) -> Callable[[Handler], TaskHandle[Any]]:
         """Register a handler the cluster's leader enqueues once per tick of ``cron`` (5 fields,
         or 6 with seconds first) in ``timezone`` (an IANA name).
 
@@ -189,7 +206,7 @@ class Tasks:
         return self.task(name, max_attempts=max_attempts, ordered=ordered, priority=priority,
                          timeout=timeout, transactional=transactional, retry=retry,
                          concurrency=concurrency, block_key_on_dead=block_key_on_dead, cron=cron,
-                         timezone=timezone, missed=missed, key=key)
+                         timezone=timezone, missed=missed, key=key, store_result=store_result)
 
     def on_assigned(self, callback: PartitionCallback) -> PartitionCallback:
         """Call ``callback(partitions)`` when this worker is given partitions."""

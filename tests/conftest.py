@@ -27,6 +27,7 @@ import pytest
 import sqlalchemy as sa
 from psycopg import sql
 
+from ringwork import App
 from ringwork.store import Store
 from ringwork.store.migrate import upgrade
 
@@ -182,3 +183,14 @@ def count_statements() -> Callable[[sa.Engine], Any]:
             sa.event.remove(engine, "before_cursor_execute", before)
 
     return counting
+
+
+@pytest.fixture
+def quick_app(db_url: str, cluster_name: str) -> Iterator[App]:
+    """An App on the test database for running a real Worker: 4 partitions, 4 handlers, a
+    quick poll backstop and retries in tenths of a second."""
+    app = App(database_url=db_url, partitions=4, cluster=cluster_name)
+    app.configure(concurrency=4, poll_interval=0.2, retry_base=0.05, retry_max=0.2)
+    yield app
+    app.close()
+

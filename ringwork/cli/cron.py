@@ -15,7 +15,13 @@ from typing import Any
 import click
 
 from ringwork.app import App
-from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.cli.options import (
+    app_argument,
+    database_option,
+    json_option,
+    load_app,
+    migrate_option,
+)
 
 
 def schedules(app: App) -> list[dict[str, Any]]:
@@ -40,8 +46,8 @@ def schedules(app: App) -> list[dict[str, Any]]:
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON array.")
+@app_argument
+@json_option("Print one JSON array.")
 @database_option
 @migrate_option
 def cron(app_spec: str, as_json: bool, database_url: str | None, no_migrate: bool) -> None:
@@ -57,14 +63,6 @@ def cron(app_spec: str, as_json: bool, database_url: str | None, no_migrate: boo
     if not rows:
         click.echo("no periodic tasks")
         return
-    head = ("TASK", "CRON", "TIMEZONE", "NEXT RUN", "LAST RUN")
-    table = [head] + [
-        (r["task"], r["cron"], r["timezone"], r["next_run"] or "-",
-         "-" if r["last_run"] is None else f"{r['last_run']} (job {r['last_job']}, "
-         f"{r['last_state']})")
-        for r in rows
-    ]
-    widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
-    for row in table:
-        cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
-        click.echo("  ".join([*cells, row[-1]]))
+    from ringwork.console import cron_table
+
+    cron_table(rows)

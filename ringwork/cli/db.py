@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from ringwork.cli.options import database_option, load_app
+from ringwork.cli.options import APP_VARIABLE, database_option, load_app
 
 
 @click.group()
@@ -24,7 +24,7 @@ def _db_url(app_spec: str | None, database_url: str | None) -> str:
 
 
 @db.command("upgrade")
-@click.argument("app_spec", metavar="[MODULE:APP]", required=False)
+@click.argument("app_spec", metavar="[MODULE:APP]", required=False, envvar=APP_VARIABLE)
 @database_option
 def db_upgrade(app_spec: str | None, database_url: str | None) -> None:
     """Apply pending migrations."""
@@ -35,7 +35,7 @@ def db_upgrade(app_spec: str | None, database_url: str | None) -> None:
 
 
 @db.command("current")
-@click.argument("app_spec", metavar="[MODULE:APP]", required=False)
+@click.argument("app_spec", metavar="[MODULE:APP]", required=False, envvar=APP_VARIABLE)
 @database_option
 def db_current(app_spec: str | None, database_url: str | None) -> None:
     """Print the database's migration revision."""

@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 
+from ringwork.cli.variables import equip
 from ringwork.errors import RingworkError
 
 #: The exit status a shell reports for a process killed by SIGPIPE (128 + 13).
@@ -33,6 +34,10 @@ CLOSED_OUTPUT_EXIT = 128 + signal.SIGPIPE
 
 class RingworkGroup(click.Group):
     """The top-level group: applies the policy above to every command below it."""
+
+    def add_command(self, cmd: click.Command, name: str | None = None) -> None:
+        equip(cmd)  # its options' variables shown in --help, the log options its own
+        super().add_command(cmd, name)
 
     def make_context(
         self,

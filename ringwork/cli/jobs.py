@@ -15,7 +15,17 @@ from typing import Any
 import click
 
 from ringwork.app import App
-from ringwork.cli.options import AppRef, database_option, load_app, migrate_option, pass_app
+from ringwork.cli.options import (
+    AppFirstCommand,
+    AppFirstGroup,
+    AppRef,
+    app_argument,
+    database_option,
+    json_option,
+    load_app,
+    migrate_option,
+    pass_app,
+)
 from ringwork.errors import JobNotFound, PayloadError
 from ringwork.job import AttemptRecord, JobRecord
 from ringwork.settings import parse_duration
@@ -26,8 +36,8 @@ from ringwork.store.schema import FINISHED_STATES
 BATCH_PAUSE = RetentionPolicy().pause
 
 
-@click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
+@click.command(cls=AppFirstCommand)
+@app_argument
 @click.argument("task")
 @click.option("--key", required=True, help="Partitioning key; '{i}' is replaced by 0..N-1.")
 @click.option("--payload", default=None, help="JSON payload.")
@@ -35,6 +45,7 @@ BATCH_PAUSE = RetentionPolicy().pause
 @click.option("--priority", type=int, default=None, help="Higher runs first.")
 @click.option("--delay", type=click.FloatRange(min=0), default=None, help="Seconds to wait.")
 @click.option("--dedupe-key", default=None, help="Skip if an unfinished job has this key.")
+@json_option("Print the new jobs' ids as one JSON array.")
 @database_option
 @migrate_option
 def enqueue(
@@ -46,10 +57,11 @@ def enqueue(
     priority: int | None,
     delay: float | None,
     dedupe_key: str | None,
+    as_json: bool,
     database_url: str | None,
     no_migrate: bool,
 ) -> None:
-    """Enqueue COUNT jobs of TASK."""
+    """Enqueue COUNT jobs of TASK (MODULE:APP may be left to RINGWORK_APP)."""
     app = load_app(app_spec, database_url, no_migrate)
     app.get_task(task)  # unknown task: fail before touching the database
     try:
@@ -68,7 +80,9 @@ def enqueue(
         for i in range(count)
     ]
     ids = app.enqueue_many(jobs)
-    if len(ids) <= 20:
+    if as_json:
+        click.echo(json.dumps(ids))
+    elif len(ids) <= 20:
         for job_id in ids:
             click.echo(job_id)
     else:
@@ -76,8 +90,8 @@ def enqueue(
     app.close()
 
 
-@click.group()
-@click.argument("app_spec", metavar="MODULE:APP")
+@click.group(cls=AppFirstGroup)
+@app_argument
 @database_option
 @migrate_option
 @click.pass_context
@@ -92,7 +106,7 @@ def jobs(ctx: click.Context, app_spec: str, database_url: str | None, no_migrate
 @click.option("--state", type=click.Choice(["queued", "running", "succeeded", "dead", "cancelled"]))
 @click.option("--task", default=None)
 @click.option("--limit", type=click.IntRange(min=1), default=50, show_default=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@json_option("One JSON object per line.")
 @pass_app
 def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json: bool) -> None:
     """List jobs, newest first."""
@@ -108,8 +122,7 @@ def jobs_list(app: App, state: str | None, task: str | None, limit: int, as_json
 
 @jobs.command("show")
 @click.argument("job_id", type=int)
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON object; its attempts under \"history\".")
+@json_option("One JSON object; its attempts under \"history\".")
 @pass_app
 def jobs_show(app: App, job_id: int, as_json: bool) -> None:
     """Show one job in full -- last error, result -- and its attempts, oldest first."""
@@ -188,7 +201,8 @@ def _took(start: datetime | None, end: datetime | None) -> str:
 
 @jobs.command("retry")
 @click.argument("job_id", type=int, required=False)
-@click.option("--all", "every", is_flag=True, help="Every job in --state (of --task).")
+@click.option("--all", "every", is_flag=True, envvar="RINGWORK_JOBS_RETRY_ALL",
+              help="Every job in --state (of --task).")
 @click.option("--state", type=click.Choice(["dead", "cancelled"]), default="dead",
               show_default=True, help="With --all: which finished jobs.")
 @click.option("--task", default=None, help="With --all: only this task's jobs.")
@@ -243,6 +257,7 @@ def jobs_cancel(app: App, job_id: int | None, task: str | None) -> None:
 @click.option(
     "--state",
     "states",
+    envvar="RINGWORK_JOBS_PRUNE_STATE",
     multiple=True,
     type=click.Choice(FINISHED_STATES),
     help="Only jobs in this state (repeatable). Default: every finished state.",

@@ -5,10 +5,12 @@ Runs on the main thread of a ``ringwork`` process.
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
 
+from ringwork.cli.options import json_option
 from ringwork.errors import ConfigurationError
 
 
@@ -23,15 +25,21 @@ from ringwork.errors import ConfigurationError
 @click.option(
     "--force", is_flag=True, help="Replace an existing file (its old key stops working)."
 )
-def keys(output: str, force: bool) -> None:
+@json_option("Print {\"path\": ..., \"public_key\": ...} as one JSON object.")
+def keys(output: str, force: bool, as_json: bool) -> None:
     """Generate a CURVE key pair that encrypts and authenticates the cluster's sockets.
 
     Give every worker the same file with --curve-key-file (or RINGWORK_CURVE_KEY_FILE).
     """
     from ringwork.node import CurveKeys
 
-    write_private_file(output, CurveKeys.generate().dump(), replace=force)
-    click.echo(f"wrote {output}")
+    pair = CurveKeys.generate()
+    write_private_file(output, pair.dump(), replace=force)
+    if as_json:
+        public = pair.public.decode()
+        click.echo(json.dumps({"path": os.path.abspath(output), "public_key": public}))
+    else:
+        click.echo(f"wrote {output}")
 
 
 def write_private_file(path: str, text: str, *, replace: bool) -> None:

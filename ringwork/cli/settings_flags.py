@@ -61,7 +61,7 @@ class SettingFlag:
     def option(self) -> Callable[[F], F]:
         default = describe_default(getattr(DEFAULTS, self.field))
         if self.switch:  # its variable is read by Settings (RINGWORK_MIGRATE=0)
-            return click.option(*self.flags, self.field, is_flag=True,
+            return click.option(*self.flags, self.field, is_flag=True, allow_from_autoenv=False,
                                 help=f"{self.help} Env: {self.env_var}=0.")
         return click.option(
             *self.flags, self.field, type=SettingValue(self.field), metavar=self.metavar,

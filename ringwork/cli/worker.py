@@ -1,26 +1,25 @@
-"""``ringwork worker``, ``run`` and ``status``: the processes of a cluster and what they report.
+"""``ringwork worker`` and ``run``: the processes of a cluster.
 
 Runs on the main thread of a ``ringwork`` process (``worker`` hands it to the worker runtime).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
-import time
 from typing import Any
 
 import click
 
-from ringwork.cli.options import database_option, load_app, migrate_option
+from ringwork.cli.options import app_argument
 from ringwork.cli.settings_flags import configured_app, settings_options, worker_argv
+from ringwork.cli.variables import worker_log_argv
 from ringwork.errors import ConfigurationError
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
+@app_argument
 @settings_options("worker")
 def worker(app_spec: str, settings: dict[str, Any]) -> None:
     """Run a worker process for MODULE:APP; it joins the app's cluster.
@@ -44,7 +43,7 @@ def worker(app_spec: str, settings: dict[str, Any]) -> None:
 
 
 @click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
+@app_argument
 @click.option(
     "--processes", type=click.IntRange(min=1), required=True, help="Worker processes to start."
 )
@@ -52,9 +51,10 @@ def worker(app_spec: str, settings: dict[str, Any]) -> None:
 def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
     """Run a local cluster of N worker processes; signals are forwarded to them.
 
-    The settings flags are passed on to every worker (addresses and ports are not: each worker
-    listens on free loopback ports). A worker that dies is restarted, with back-off, at most 5
-    times a minute per slot.
+    The settings flags and the log options are passed on to every worker (addresses, ports and
+    --node-name are not: each worker listens on free loopback ports under its own id; worker N
+    serves metrics on --metrics-port + N). A worker that dies is restarted, with back-off, at
+    most 5 times a minute per slot.
     """
     from ringwork.supervisor import supervise
 
@@ -76,37 +76,7 @@ def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
             f"{base}..{base + processes - 1} go past 65535")
     slot_args = None if base < 0 else (
         lambda n: ["--metrics-port", str(base + n if base else 0)])
-    argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec, *worker_argv(settings)]
+    argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec, *worker_argv(settings),
+            *worker_log_argv()]
     sys.exit(supervise(argv, processes, slot_args=slot_args))
 
-
-@click.command()
-@click.argument("app_spec", metavar="MODULE:APP")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-@click.option("--watch", is_flag=True, help="Refresh every second until interrupted.")
-@database_option
-@migrate_option
-def status(
-    app_spec: str, as_json: bool, watch: bool, database_url: str | None, no_migrate: bool
-) -> None:
-    """Leader, term, nodes and their partitions, job counts and backlog."""
-    from rich.live import Live
-
-    from ringwork.console import status_view, terminal
-    from ringwork.status import collect
-
-    app = load_app(app_spec, database_url, no_migrate)
-    if as_json and not watch:
-        click.echo(json.dumps(collect(app)))
-    elif as_json:
-        while True:
-            click.echo(json.dumps(collect(app)), nl=True)
-            time.sleep(1.0)
-    elif watch:
-        with Live(status_view(collect(app)), console=terminal(), auto_refresh=False) as live:
-            while True:
-                time.sleep(1.0)
-                live.update(status_view(collect(app)), refresh=True)
-    else:
-        terminal().print(status_view(collect(app)))
-    app.close()

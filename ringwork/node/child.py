@@ -27,7 +27,7 @@ from typing import Any
 
 from ringwork.coordinator import NODE_FAILED_EXIT
 from ringwork.errors import RingworkError
-from ringwork.log import configure, log_event
+from ringwork.log import configure, has_output, log_event
 from ringwork.node.curve import CurveKeys
 from ringwork.node.driver import Node
 from ringwork.node.spec import NodeSpec
@@ -48,8 +48,8 @@ def child_main(conn: Connection, spec: NodeSpec) -> None:
     # reaches the whole process group, and the parent wants a clean leave, not a dead node).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    if not logging.getLogger("ringwork").handlers:
-        configure(spec.log_level)  # spawned: nothing configured yet
+    if not has_output():
+        configure(spec.log_level, spec.log_format)  # spawned: nothing configured yet
     try:
         child = _Child(conn, spec)
     except Exception as exc:

@@ -65,7 +65,7 @@ from ringwork import errors
 from ringwork.addresses import NEXT_PORT
 from ringwork.coordinator import PartitionListener, new_node_id
 from ringwork.errors import DatabaseUnavailable, RingworkError
-from ringwork.log import log_event
+from ringwork.log import current_format, log_event
 from ringwork.node.spawn import ChildProcess, may_fork, start_child
 from ringwork.node.spec import NodeSpec
 from ringwork.periodic import Schedule
@@ -112,6 +112,7 @@ class NodeProcess:
             node_id=self.node_id,
             named=self.named,
             log_level=logging.getLogger("ringwork").getEffectiveLevel(),
+            log_format=current_format() or "logfmt",
             retention=retention,
             periodic=tuple(periodic),
         )

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING
 
 from ringwork.errors import RingworkError
 from ringwork.log import log_event
-from ringwork.protocol.referee import NodeRecord
+from ringwork.protocol.referee import NodeRecord, Ownership, TermRecord
 
 if TYPE_CHECKING:
     from ringwork.store import Store
@@ -72,8 +72,17 @@ class SqlRegistry:
         with contextlib.suppress(RingworkError):  # if it fails, the next touch records it
             self.store.mark_joined(node_id, joined)
 
+    def read_poll(self, with_partitions: bool) -> tuple[TermRecord, list[NodeRecord],
+                                                        dict[int, Ownership]]:
+        """A poll's reads in one round trip (:class:`~ringwork.protocol.referee.PollReader`)."""
+        term, rows, owned = self.store.read_poll(with_partitions)
+        return term, self._remembered(rows), owned
+
     def read_nodes(self) -> list[NodeRecord]:
-        rows = self.store.list_nodes()
+        return self._remembered(self.store.list_nodes())
+
+    def _remembered(self, rows: list[NodeRecord]) -> list[NodeRecord]:
+        """Keep each node's endpoints for the driver; the core's records."""
         with self._lock:
             for row in rows:
                 self._router_endpoints[row.node_id] = row.endpoint

@@ -28,6 +28,8 @@ class NodeSpec:
     pub_port: int
     node_id: str
     log_level: int
+    #: The worker's ``--log-format``: a spawned child, which inherits no handler, logs so too.
+    log_format: str = "logfmt"
     #: The node id is a ``--node-name`` (static membership).
     named: bool = False
     retention: RetentionPolicy | None = None

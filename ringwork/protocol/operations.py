@@ -8,6 +8,8 @@ and feed the returned event back to the core. The order of the calls is part of 
   read that renewed us -- which bounds how long our authority (and every lease we granted) runs.
   A follower's poll also reads the partitions table, after the touch and the term: a degraded
   follower's lease starts before the touch, and what it may claim is what that read confirmed.
+  The reads after the touch may be one (a :class:`~ringwork.protocol.referee.PollReader`: one
+  statement, one snapshot); the touch never joins them, since it must commit first.
 * ``ClaimLeadership``: the CAS first, then touch and read. The touch after a won CAS marks the new
   leader's authority start for *its* successor; the reads after the CAS are the takeover snapshot.
 * Any :class:`~ringwork.errors.DatabaseUnavailable` becomes :class:`RefereeFailed`: the core treats
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 from ringwork.errors import DatabaseUnavailable
 from ringwork.protocol import events as ev
-from ringwork.protocol.referee import Referee, Registry
+from ringwork.protocol.referee import PollReader, Referee, Registry
 
 
 def perform(
@@ -26,7 +28,11 @@ def perform(
 ) -> ev.Event:
     try:
         if isinstance(action, ev.Poll):
-            registry.touch(node_id)
+            registry.touch(node_id)  # committed before the reads: see the module docstring
+            if isinstance(registry, PollReader):  # the reads in one round trip
+                term, found, owned = registry.read_poll(action.partitions)
+                return ev.PollResult(op_id=action.op_id, term=term, nodes=tuple(found),
+                                     partitions=owned)
             term = referee.read_term()
             nodes = tuple(registry.read_nodes())
             owned = referee.read_partitions() if action.partitions else {}

@@ -34,7 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from datetime import datetime  # a value the store reads; the core never reads a clock
@@ -127,3 +127,15 @@ class Registry(Protocol):
     def read_nodes(self) -> list[NodeRecord]: ...
 
     def unregister(self, node_id: str) -> None: ...
+
+
+@runtime_checkable
+class PollReader(Protocol):
+    """A registry that reads everything a poll needs -- the term, the nodes and, if asked, the
+    partitions -- in one round trip (the SQL registry; the memory twin reads them one by one).
+    The same values as ``read_term``, ``read_nodes`` and ``read_partitions``, from one
+    snapshot."""
+
+    def read_poll(self, with_partitions: bool) -> tuple[TermRecord, list[NodeRecord],
+                                                        dict[int, Ownership]]: ...
+

@@ -8,7 +8,7 @@ functions the CLI calls. The modules are cut by concept; ``docs/store.md`` maps 
 """
 
 from ringwork.protocol.referee import NodeRecord
-from ringwork.store.claim import AsyncClaimer
+from ringwork.store.claim_async import AsyncClaimer
 from ringwork.store.listen import Listener
 from ringwork.store.store import Store
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from ringwork.store.jobs import back_to_queue
+from ringwork.store.jobs import back_to_queue, record_attempts
 from ringwork.store.schema import RUNNING, jobs
 
 
@@ -33,9 +33,15 @@ def restarted_error(node_id: str) -> str:
 def requeue_restarted(conn: sa.Connection, dialect: str, cluster: str, node_id: str) -> int:
     """Re-queue every job still ``running`` under ``node_id``; how many there were."""
     c = jobs.c
-    result = conn.execute(
+    error = restarted_error(node_id)
+    rows = list(conn.execute(
         sa.update(jobs)
         .where(c.cluster == cluster, c.state == RUNNING, c.claimed_by == node_id)
-        .values(back_to_queue(dialect, restarted_error(node_id)))
-    )
-    return int(result.rowcount or 0)
+        .values(back_to_queue(dialect, error))
+        .returning(c.id, c.attempts, c.claim_epoch)
+    ))
+    # The interrupted attempts are history too (``ringwork jobs show``): ended ``lost``.
+    record_attempts(conn, dialect, [
+        {"job_id": r.id, "attempt": r.attempts, "node": node_id, "epoch": r.claim_epoch,
+         "outcome": "lost", "error": error} for r in rows])
+    return len(rows)

@@ -216,7 +216,7 @@ RUNNING: sa.ColumnClause[Any] = sa.literal_column("'running'")
 _QUEUED = sa.text("state = 'queued'")
 _UNFINISHED_DEDUPE = sa.text("dedupe_key IS NOT NULL AND state IN ('queued', 'running')")
 #: What holds an ordered key: an unfinished job, or a dead one of a ``block_key_on_dead`` task.
-#: The claim's head check repeats it word for word (claim.py), so the planners use the index.
+#: The claim's head check repeats it word for word (claim_shape.py), so the planners use the index.
 HOLDS_KEY = ("ordered AND (state IN ('queued', 'running') "
              "OR (state = 'dead' AND block_key_on_dead))")
 _UNFINISHED_ORDERED = sa.text(HOLDS_KEY)

@@ -6,13 +6,15 @@ long wait costs two reads a second and a short job is seen within milliseconds.
 
 On PostgreSQL the sync waiter also LISTENs on the cluster's results channel
 (:func:`~ringwork.store.listen.results_channel_for`), which the completion of ``store_result``
-jobs notifies with their ids (``claim.COMPLETE_RESULTS_PG``): such a job is seen the moment its
+jobs notifies with their ids (``claim_pg.COMPLETE_RESULTS_PG``): such a job is seen the moment its
 completion commits. Plain completions do not notify -- NOTIFY takes a database-wide lock at
 commit, a cost the hot path does not pay for a waiter that may not exist -- so for those the
-back-off is what finds the end. The async waiter polls (its pauses are the loop's sleeps).
+back-off is what finds the end. The async waiter listens the same way, on psycopg's asyncio
+connection, so its pauses never hold a thread.
 
 Threads: :func:`wait` on the caller's thread (its own LISTEN connection, closed on return);
-:func:`wait_async` on the caller's event loop, each read in the default executor.
+:func:`wait_async` on the caller's event loop (its own asyncio LISTEN connection), each read
+of the row in the default executor.
 """
 
 from __future__ import annotations
@@ -98,16 +100,24 @@ async def wait_async(store: Store, job_id: int, timeout: float | None) -> JobRec
     """:func:`wait` for an event loop: the same result and errors; cancellable."""
     deadline = _deadline(timeout)
     loop = asyncio.get_running_loop()
-    pause = FIRST_PAUSE
-    while True:
-        record = await loop.run_in_executor(None, _finished, store, job_id)
-        if record is not None:
-            return record
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise _timed_out(job_id, timeout)
-        await asyncio.sleep(min(pause, left))
-        pause = min(pause * 2, MAX_PAUSE)
+    listener = await _listen_async(store) if store.dialect == "postgresql" else None
+    try:
+        pause = FIRST_PAUSE
+        while True:
+            record = await loop.run_in_executor(None, _finished, store, job_id)
+            if record is not None:
+                return record
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise _timed_out(job_id, timeout)
+            if listener is None:
+                await asyncio.sleep(min(pause, left))
+            else:
+                await _notified_async(listener, job_id, min(pause, left))
+            pause = min(pause * 2, MAX_PAUSE)
+    finally:
+        if listener is not None:
+            await listener.close()
 
 
 def _listen(store: Store) -> psycopg.Connection:
@@ -123,6 +133,34 @@ def _listen(store: Store) -> psycopg.Connection:
             conn.close()
             raise
     return conn
+
+
+async def _listen_async(store: Store) -> psycopg.AsyncConnection:
+    import psycopg
+    from psycopg import sql
+
+    engine = store.engine
+    with translated("LISTEN connection"):
+        conn = await psycopg.AsyncConnection.connect(
+            **pg_connect_kwargs(engine.dialect, engine.url), autocommit=True)
+        try:
+            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.results_channel)))
+        except BaseException:
+            await conn.close()
+            raise
+    return conn
+
+
+async def _notified_async(conn: psycopg.AsyncConnection, job_id: int, timeout: float) -> bool:
+    """:func:`_notified` on the event loop."""
+    wanted = str(job_id)
+    deadline = time.monotonic() + timeout
+    with translated("waiting for a job"):
+        while (left := deadline - time.monotonic()) > 0:
+            async for note in conn.notifies(timeout=left, stop_after=1):
+                if note.payload == WAKE_ALL or wanted in note.payload.split(","):
+                    return True
+    return False
 
 
 def _notified(conn: psycopg.Connection, job_id: int, timeout: float) -> bool:

@@ -44,6 +44,7 @@ import asyncio
 import collections
 import functools
 import inspect
+import logging
 import random
 import time
 from collections.abc import Callable
@@ -177,20 +178,28 @@ class Executor:
         error, summary = describe_exception(exc), f"{type(exc).__name__}: {exc}"
         if not self._policy(job).retries(exc):
             # Dead-lettered at once, whatever attempts remain (the store writes ``dead``).
-            log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
-                      attempt=job.attempt, error=summary, retry="no (the task's policy)")
+            log_event("job_failed", logging.ERROR, exc_info=exc, node=self.node_id, job=job.id,
+                      task=job.task, partition=job.partition, attempt=job.attempt,
+                      error=summary, retry="no (the task's policy)")
             return error, None
-        return self._failed(job, error, summary)
+        return self._failed(job, error, summary, exc)
 
     def _policy(self, job: Job) -> Retry:
         task = self.app.tasks.get(job.task)
         return DEFAULT_RETRY if task is None else task.retry
 
-    def _failed(self, job: Job, error: str, summary: str) -> Verdict:
+    def _failed(self, job: Job, error: str, summary: str,
+                exc: BaseException | None = None) -> Verdict:
         """A failure worth another attempt (if any remain): the delay by the task's policy,
-        the worker's settings filling in what it leaves out."""
-        log_event("job_failed", node=self.node_id, job=job.id, task=job.task,
-                  attempt=job.attempt, error=summary)
+        the worker's settings filling in what it leaves out.
+
+        Logged at WARNING while attempts remain, at ERROR for the last one (the store writes
+        the job dead), with the handler's traceback: what error trackers report."""
+        last = job.attempt >= job.max_attempts
+        log_event("job_failed", logging.ERROR if last else logging.WARNING, exc_info=exc,
+                  node=self.node_id, job=job.id, task=job.task, partition=job.partition,
+                  attempt=job.attempt, error=summary,
+                  retry="no (attempts used up)" if last else "yes")
         s = self.settings
         return error, self._policy(job).delay(job.attempt, s.retry_base, s.retry_max,
                                               self._rng)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from ringwork.app import App
@@ -28,7 +29,7 @@ from ringwork.errors import DatabaseError
 from ringwork.job import Job, Outcome
 from ringwork.log import log_event
 from ringwork.settings import Settings
-from ringwork.store.claim import AsyncClaimer
+from ringwork.store.claim_async import AsyncClaimer
 from ringwork.worker.database import Database
 from ringwork.worker.executor import Executor, Verdict
 from ringwork.worker.ledger import CANCELLED, FENCED, WRITTEN, Ledger
@@ -86,8 +87,8 @@ class Pump:
             self._ended(job, "succeeded")
             if self._frees_a_job(job):
                 self.wakeups.want_more()  # the key's next job may be runnable now
-        elif verdict is FENCED:
-            self._count_fenced(1)
+        elif verdict is FENCED:  # a transactional job's own transaction was refused
+            self._count_fenced([job], [job.id])
             self._ended(job, "fenced")
         self.wakeups.kick.set()
 
@@ -213,7 +214,7 @@ class Pump:
             if done:
                 self.stats.flushes += 1
                 self.stats.succeeded += len(done) - len(fenced)
-                self._count_fenced(len(fenced))
+                self._count_fenced(done, fenced)
                 refused = set(fenced) if fenced else ()
                 for job in done:
                     self._ended(job, "fenced" if job.id in refused else "succeeded")
@@ -257,7 +258,7 @@ class Pump:
                 log_event("job_dead", node=self.node_id, job=job.id, task=job.task,
                           attempts=job.attempt)
             else:
-                self._count_fenced(1)
+                self._count_fenced([job], [job.id])
             if self._frees_a_job(job):
                 self.wakeups.want_more()
         self.db.succeeded()
@@ -304,10 +305,18 @@ class Pump:
         if self.spans is not None:
             self.spans.end(job, outcome)
 
-    def _count_fenced(self, n: int) -> None:
-        if n:
-            self.stats.fenced += n
-            log_event("job_fenced", node=self.node_id, count=n)
+    def _count_fenced(self, written: Sequence[Job], fenced: Sequence[int]) -> None:
+        """Outcomes the store refused: this node no longer holds those jobs' claims (their
+        partition moved on, at a newer epoch). One line per job, at WARNING: a zombie's work."""
+        if not fenced:
+            return
+        self.stats.fenced += len(fenced)
+        refused = set(fenced)
+        for job in written:
+            if job.id in refused:
+                log_event("job_fenced", logging.WARNING, node=self.node_id, job=job.id,
+                          task=job.task, partition=job.partition, epoch=job.token,
+                          attempt=job.attempt)
 
     def _frees_a_job(self, job: Job) -> bool:
         """Does ``job``'s end let another job start that could not before: the next of its

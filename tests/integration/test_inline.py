@@ -99,6 +99,19 @@ def test_periodic_ticks_are_enqueued_as_the_clock_passes_them(tmp_path: Path) ->
         assert all(r.state == "succeeded" for r in t.jobs(task="report"))
 
 
+def test_a_periodic_task_can_keep_its_results(tmp_path: Path) -> None:
+    app = make_app(tmp_path)
+
+    @app.periodic("count", cron="*/30 * * * *", store_result=True)
+    def count(job: Job) -> dict[str, str]:
+        return {"tick": job.payload["tick"]}
+
+    with app.testing() as t:
+        t.advance(3600)
+        done = t.jobs(task="count")
+        assert done and all(r.result == {"tick": r.payload["tick"]} for r in done)
+
+
 def test_a_transactional_handler_runs_in_its_transaction(tmp_path: Path) -> None:
     app = make_app(tmp_path)
     table = sa.Table("ledger", sa.MetaData(), sa.Column("job_id", sa.Integer))

@@ -58,6 +58,12 @@ def test_the_restart_requeues_what_ran_under_the_name_and_nothing_else(store: St
     assert rows[ids[2]].state == "dead"  # its one attempt used
     assert rows[ids[3]].state == "cancelled"
     assert rows[ids[4]].state == "queued" and rows[ids[4]].attempts == 0
+    # Each interrupted attempt is in the history, ended lost, under the old process's claim.
+    for claim in claimed:
+        [attempt] = store.get_attempts(claim.id)
+        assert (attempt.outcome, attempt.node, attempt.epoch) == ("lost", "web-1", claim.token)
+        assert attempt.error == restarted_error("web-1") and attempt.finished_at is not None
+    assert store.get_attempts(ids[4]) == []
     assert store.requeue_restarted("web-1") == 0
     # The old process's late outcome is refused (fenced): it is not its running job any more.
     assert store.complete("web-1", [(claimed[0].id, claimed[0].token)]) == [claimed[0].id]

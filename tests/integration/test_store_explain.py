@@ -16,8 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob
-from ringwork.store import Store
-from ringwork.store import claim as queries
+from ringwork.store import Store, claim_pg, claim_sqlite
 
 BACKLOG = 20_000
 OWNED = {0: 1, 1: 1, 2: 1}
@@ -87,23 +86,23 @@ def claim_plan(store: Store, *, generic: bool = False, capped: bool = False) -> 
         params |= {"parts": parts, "epochs": [OWNED[p] for p in parts]}
         if capped:
             params |= {"full": ["full"], "cap_tasks": ["capped"], "cap_rooms": [2]}
-        return explain(store, queries.CLAIM_PG_CAPPED if capped else queries.CLAIM_PG, params,
+        return explain(store, claim_pg.CLAIM_PG_CAPPED if capped else claim_pg.CLAIM_PG, params,
                        generic=generic)
     params |= {f"e{i}": OWNED[p] for i, p in enumerate(parts)}
     params |= {"owned": json.dumps(list(OWNED.items())), "now": "2100-01-01 00:00:00.000000"}
     if capped:
-        params |= queries.claim_params_sqlite("c", "n", OWNED, 100, rooms)
+        params |= claim_sqlite.claim_params_sqlite("c", "n", OWNED, 100, rooms)
         params["cluster"] = store.cluster
-    return explain(store, queries.claim_sqlite(len(parts), False, capped), params)
+    return explain(store, claim_sqlite.claim_sqlite(len(parts), False, capped), params)
 
 
 def complete_plan(store: Store, *, generic: bool = False) -> str:
     params: dict[str, Any] = {"cluster": store.cluster, "node": "n"}
     if store.dialect == "postgresql":
         params |= {"ids": [1, 2, 3], "tokens": [1, 1, 1]}
-        return explain(store, queries.COMPLETE_PG, params, generic=generic)
+        return explain(store, claim_pg.COMPLETE_PG, params, generic=generic)
     params |= {"done": "[[1,1],[2,1],[3,1]]", "now": "2100-01-01 00:00:00.000000"}
-    return explain(store, queries.COMPLETE_SQLITE, params)
+    return explain(store, claim_sqlite.COMPLETE_SQLITE, params)
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
@@ -153,8 +152,8 @@ def test_wide_claim_fallback_uses_the_claim_index(
 ) -> None:
     """Beyond MERGE_MAX_PARTITIONS owned partitions (SQLite; PostgreSQL always claims this way):
     one limited index scan per partition."""
-    monkeypatch.setattr(queries, "MERGE_MAX_PARTITIONS", 2)
-    queries.claim_sqlite.cache_clear()
+    monkeypatch.setattr(claim_sqlite, "MERGE_MAX_PARTITIONS", 2)
+    claim_sqlite.claim_sqlite.cache_clear()
     try:
         fill(store)
         plan = claim_plan(store)
@@ -163,7 +162,7 @@ def test_wide_claim_fallback_uses_the_claim_index(
         assert "Merge Append" not in plan and "MERGE (UNION ALL)" not in plan
         assert "Seq Scan on ringwork_jobs" not in plan and "SCAN ringwork_jobs" not in plan
     finally:
-        queries.claim_sqlite.cache_clear()
+        claim_sqlite.claim_sqlite.cache_clear()
 
 
 @pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
@@ -213,11 +212,11 @@ def test_results_completion_and_attempt_rows_find_jobs_by_primary_key(
     if store.dialect == "postgresql":
         params |= {"ids": [1, 2, 3], "tokens": [1, 1, 1], "results": ["1", "2", "3"],
                    "channel": store.results_channel}
-        plans = [explain(store, queries.COMPLETE_RESULTS_PG, params, generic=generic)]
+        plans = [explain(store, claim_pg.COMPLETE_RESULTS_PG, params, generic=generic)]
     else:
         params |= {"done": '[[1,1,"1"],[2,1,"2"],[3,1,"3"]]'}
-        plans = [explain(store, queries.complete_sqlite(False, True), params),
-                 explain(store, queries.history_sqlite(False).columns(), params)]
+        plans = [explain(store, claim_sqlite.complete_sqlite(False, True), params),
+                 explain(store, claim_sqlite.history_sqlite(False).columns(), params)]
     for plan in plans:
         print(plan)
         if store.dialect == "postgresql":

@@ -27,8 +27,7 @@ import pytest
 import sqlalchemy as sa
 
 from ringwork.job import NewJob, Outcome
-from ringwork.store import Store, hostclock
-from ringwork.store import claim as queries
+from ringwork.store import Store, claim_sqlite, hostclock
 from ringwork.store.schema import jobs, nodes
 from tests.support import own_all
 
@@ -248,7 +247,6 @@ def test_a_skewed_process_backs_off_by_the_hosts_clock(
 _PROBE = """
 import json, sys
 from ringwork.store import Store, hostclock
-from ringwork.store import claim as queries
 from ringwork.job import NewJob
 store = Store(sys.argv[1], cluster="c", partitions=4)
 store.open()
@@ -306,14 +304,14 @@ def test_the_skewed_claim_has_the_plain_claims_plan(sqlite_store: Callable[[], S
                "node": "node-a", "limit": 10, "clock": "+3600.000000 seconds"}
 
     def plan(skewed: bool) -> list[str]:
-        stmt = queries.claim_sqlite(len(parts), skewed)
+        stmt = claim_sqlite.claim_sqlite(len(parts), skewed)
         with store.engine.connect() as conn:
             rows = conn.execute(sa.text(f"EXPLAIN QUERY PLAN {stmt.element.text}"), params)
             return [r[3] for r in rows]
 
     assert plan(True) == plan(False)
-    assert ":clock" in queries.claim_sqlite(len(parts), True).element.text
-    assert ":clock" not in queries.claim_sqlite(len(parts), False).element.text
+    assert ":clock" in claim_sqlite.claim_sqlite(len(parts), True).element.text
+    assert ":clock" not in claim_sqlite.claim_sqlite(len(parts), False).element.text
 
 
 def test_a_clock_step_between_readings_is_not_an_offset(monkeypatch: pytest.MonkeyPatch) -> None:

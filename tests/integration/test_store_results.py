@@ -7,6 +7,7 @@ import asyncio
 import json
 import threading
 import time
+from collections.abc import Callable
 
 import pytest
 import sqlalchemy as sa
@@ -176,10 +177,11 @@ def test_wait_async(store: Store) -> None:
     asyncio.run(main())
 
 
-@pytest.mark.postgres
-def test_postgres_wait_wakes_on_the_results_notification(
-        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
-    """With reads 5 s apart, only the NOTIFY of the results completion can end the wait soon."""
+def _slow_reads_and_a_finisher(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Callable[[], None],
+                                                                list[float]]:
+    """A queued job, reads 5 s apart (so only the NOTIFY can end a wait soon), and a call that
+    finishes the job with a result (its time recorded)."""
     if store.dialect != "postgresql":
         pytest.skip("LISTEN is PostgreSQL's")
     from ringwork.store import wait as waiting
@@ -195,6 +197,13 @@ def test_postgres_wait_wakes_on_the_results_notification(
         store.complete(NODE, [(job.id, job.token)], {job.id: '"ok"'})
         finished_at.append(time.monotonic())
 
+    return jid, finish, finished_at
+
+
+@pytest.mark.postgres
+def test_postgres_wait_wakes_on_the_results_notification(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    jid, finish, finished_at = _slow_reads_and_a_finisher(store, monkeypatch)
     timer = threading.Timer(0.3, finish)
     timer.start()
     try:
@@ -203,3 +212,22 @@ def test_postgres_wait_wakes_on_the_results_notification(
         timer.join()
     assert record.result == "ok"
     assert time.monotonic() - finished_at[0] < 2.0
+
+
+@pytest.mark.postgres
+def test_postgres_wait_async_wakes_on_the_results_notification(
+        store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The async waiter listens too."""
+    from ringwork.store import wait as waiting
+
+    jid, finish, finished_at = _slow_reads_and_a_finisher(store, monkeypatch)
+
+    async def main() -> None:
+        waiter = asyncio.ensure_future(waiting.wait_async(store, jid, 20))
+        await asyncio.sleep(0.3)  # the waiter has read the row once and is listening
+        await asyncio.to_thread(finish)
+        record = await waiter
+        assert record.result == "ok"
+        assert time.monotonic() - finished_at[0] < 2.0
+
+    asyncio.run(main())

@@ -149,10 +149,10 @@ def test_rooms_hold_in_sqlites_wide_claim_too(store: Store, monkeypatch: pytest.
                                              ) -> None:
     """Beyond MERGE_MAX_PARTITIONS owned partitions SQLite claims with one correlated scan per
     partition; the rooms apply there as well (PostgreSQL has one form only)."""
-    from ringwork.store import claim as queries
+    from ringwork.store import claim_sqlite
 
-    monkeypatch.setattr(queries, "MERGE_MAX_PARTITIONS", 2)
-    queries.claim_sqlite.cache_clear()
+    monkeypatch.setattr(claim_sqlite, "MERGE_MAX_PARTITIONS", 2)
+    claim_sqlite.claim_sqlite.cache_clear()
     try:
         epochs = own_all(store, NODE)
         store.enqueue([new("a", f"a{i}", i % 8) for i in range(40)]
@@ -161,7 +161,7 @@ def test_rooms_hold_in_sqlites_wide_claim_too(store: Store, monkeypatch: pytest.
         assert tasks_of(got) == {"a": 1, "b": 7}
         assert tasks_of(store.claim(NODE, epochs, 8, rooms={"a": 0})) == {"b": 3}
     finally:
-        queries.claim_sqlite.cache_clear()
+        claim_sqlite.claim_sqlite.cache_clear()
 
 
 @pytest.mark.parametrize("name", ['qu"o\'te', "é,{x}", "back\\slash", "NULL", ""])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -15,11 +14,8 @@ from tests.support import running_worker, wait_for
 
 
 @pytest.fixture
-def app(db_url: str, cluster_name: str) -> Iterator[App]:
-    app = App(database_url=db_url, partitions=4, cluster=cluster_name)
-    app.configure(concurrency=4, poll_interval=0.2, retry_base=0.05, retry_max=0.2)
-    yield app
-    app.close()
+def app(quick_app: App) -> App:
+    return quick_app
 
 
 def test_results_of_plain_async_and_transactional_handlers(app: App) -> None:

@@ -23,7 +23,7 @@ PUBLIC = {
     "RingworkError", "ConfigurationError", "UnknownTaskError", "PayloadError",
     "DatabaseError", "DatabaseUnavailable", "DatabaseURLError", "SchemaError",
     "PartitionCountMismatch", "JobNotFound", "InvalidJobState",
-    "AttemptRecord", "ResultError", "WaitTimeout",
+    "AttemptRecord", "ResultError", "WaitTimeout", "StoredPayloadError", "TaskHandle",
 }
 
 
