@@ -23,6 +23,7 @@ from ringwork.job import AttemptRecord, JobRecord, NewJob, payload_encoder
 from ringwork.partitioner import partition_for
 from ringwork.settings import Settings
 from ringwork.tasks import MAX_DELAY, Task
+from ringwork.tracing import traced_enqueue
 
 if TYPE_CHECKING:
     from ringwork.store import Store
@@ -142,6 +143,10 @@ class JobClient:
         closes it. The workers are woken at the commit (docs/recipes.md).
         """
         built = self._build_all(jobs)
+        return traced_enqueue(built, functools.partial(self._insert, connection=connection))
+
+    def _insert(self, built: list[NewJob], connection: Any = None) -> list[int]:
+        """:meth:`enqueue_many` once the jobs are built (and carry their trace context)."""
         if connection is not None:
             return self.store.enqueue_in(connection, built, self._wake)
         if not built:

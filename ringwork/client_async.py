@@ -21,11 +21,13 @@ executor.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ringwork.errors import ConfigurationError
 from ringwork.job import JobRecord, NewJob
+from ringwork.tracing import traced_enqueue_async
 
 if TYPE_CHECKING:
     from ringwork.store import Store
@@ -52,6 +54,9 @@ class AsyncJobClient:
     ) -> list[int]:
         raise NotImplementedError
 
+    def _insert(self, built: list[NewJob], connection: Any = None) -> list[int]:
+        raise NotImplementedError
+
     def get_job(self, job_id: int) -> JobRecord | None:
         raise NotImplementedError
 
@@ -70,6 +75,11 @@ class AsyncJobClient:
         """:meth:`~ringwork.client.JobClient.enqueue_many` without blocking the event loop;
         ``connection`` is an asyncio connection or session (see the module docstring)."""
         built = self._build_all(jobs)
+        return await traced_enqueue_async(
+            built, functools.partial(self._insert_async, connection=connection))
+
+    async def _insert_async(self, built: list[NewJob], connection: Any = None) -> list[int]:
+        """:meth:`enqueue_many_async` once the jobs are built (and carry their context)."""
         # Imported here: importing the App must not load SQLAlchemy (ringwork.app).
         from ringwork.store.external import describe_type, is_async_connection
 
@@ -91,7 +101,7 @@ class AsyncJobClient:
             return []
         aio = store.aio()
         if aio is None:  # SQLite: the sync path, its write lock waited for off the loop
-            return await asyncio.to_thread(self.enqueue_many, built)
+            return await asyncio.to_thread(self._insert, built)
         return await aio.enqueue(built)
 
     async def get_job_async(self, job_id: int) -> JobRecord | None:

@@ -33,12 +33,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import sqlalchemy as sa
 
 from ringwork.errors import ConfigurationError
-from ringwork.job import Job, JobRecord, encode_result
+from ringwork.job import Job, JobRecord, Outcome, encode_result
 from ringwork.node.cron import cron_chore_run
 from ringwork.store import hostclock
 from ringwork.store.clock import now_expr
 from ringwork.store.schema import QUEUED, jobs
+from ringwork.tracing import AttemptSpans
 from ringwork.worker.failures import describe_exception
+from ringwork.worker.ledger import FENCED
 from ringwork.worker.transactional import Transactions
 
 if TYPE_CHECKING:
@@ -194,20 +196,38 @@ class Testing:
         return None  # due jobs are all behind a running or earlier job of their key
 
     async def _run(self, job: Job, tx: Transactions) -> None:
+        """One attempt, in an OpenTelemetry span when the app traces (as a worker's)."""
+        spans = AttemptSpans.if_enabled(NODE)
+        if spans is None:
+            await self._attempt(job, tx, None)
+            return
+        spans.start(job)
+        outcome = "abandoned"
+        try:
+            outcome = await self._attempt(job, tx, spans)
+        finally:
+            spans.end(job, outcome)
+
+    async def _attempt(self, job: Job, tx: Transactions, spans: AttemptSpans | None) -> str:
+        """Run ``job`` and write its outcome; returns the outcome as a worker's metrics name
+        it (succeeded, retried, dead, fenced)."""
         store, task = self.store, self.app.tasks.get(job.task)
         if task is None:
             error = f"UnknownTaskError: task {job.task!r} is not registered in this app"
-            store.fail(NODE, job.id, job.token, error, retry_delay=None)
-            return
+            return _named(store.fail(NODE, job.id, job.token, error, retry_delay=None))
         try:
             handler: Any = task.handler
+            if spans is not None:
+                handler = spans.bind(job, handler, task.is_async)
             if task.transactional:
                 keep = task.store_result
                 if task.is_async:
-                    await _bounded(tx.run_async(handler, job, task.timeout, keep), task.timeout)
+                    written = await _bounded(tx.run_async(handler, job, task.timeout, keep),
+                                             task.timeout)
                 else:
-                    tx.run_sync(handler, job, task.timeout, keep)
-                return  # its transaction wrote the completion (or refused it)
+                    written = tx.run_sync(handler, job, task.timeout, keep)
+                # Its transaction wrote the completion (or refused it).
+                return "fenced" if written is FENCED else "succeeded"
             value = handler(job)
             if task.is_async:
                 value = await _bounded(value, task.timeout)
@@ -215,12 +235,16 @@ class Testing:
         except BaseException as exc:  # the worker's policy: anything fails the attempt
             if isinstance(exc, KeyboardInterrupt):
                 raise
+            if spans is not None:
+                spans.failed(job, exc)
             s, policy = self.app.settings, task.retry
             delay = (policy.delay(job.attempt, s.retry_base, s.retry_max, self._rng)
                      if policy.retries(exc) else None)  # the task's policy, as the worker's
-            store.fail(NODE, job.id, job.token, describe_exception(exc), retry_delay=delay)
-            return
-        store.complete(NODE, [(job.id, job.token)], None if text is None else {job.id: text})
+            return _named(store.fail(NODE, job.id, job.token, describe_exception(exc),
+                                     retry_delay=delay))
+        fenced = store.complete(NODE, [(job.id, job.token)],
+                                None if text is None else {job.id: text})
+        return "fenced" if fenced else "succeeded"
 
     # -- the clock -------------------------------------------------------------------------------
 
@@ -251,6 +275,11 @@ class Testing:
         if first.tzinfo is None:
             first = first.replace(tzinfo=timezone.utc)
         return max(0.001, (first - self._now()).total_seconds() + 0.001)
+
+
+def _named(outcome: Outcome) -> str:
+    return {Outcome.RETRY: "retried", Outcome.DEAD: "dead",
+            Outcome.CANCELLED: "cancelled"}.get(outcome, "fenced")
 
 
 async def _bounded(awaitable: Any, timeout: float | None) -> Any:

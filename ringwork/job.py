@@ -57,6 +57,8 @@ class NewJob:
     delay: float | None = None
     #: Ordered jobs: dead, the job keeps its key blocked until retried or cancelled.
     block_key_on_dead: bool = False
+    #: The W3C trace context of the enqueue, set by the App when tracing is on (docs/tracing.md).
+    traceparent: str | None = None
 
     @classmethod
     def prepared(
@@ -73,6 +75,7 @@ class NewJob:
         dedupe_key: str | None,
         delay: float | None = None,
         block_key_on_dead: bool = False,
+        traceparent: str | None = None,
     ) -> NewJob:
         """A NewJob that also carries ``payload`` already encoded (``payload_json``).
 
@@ -94,6 +97,7 @@ class NewJob:
             dedupe_key=dedupe_key,
             delay=delay,
             block_key_on_dead=block_key_on_dead,
+            traceparent=traceparent,
             _payload_json=payload_json,
         )
         return job
@@ -184,6 +188,12 @@ class Job(Generic[P]):
     token: int = field(default=0, repr=False)
     # One per attempt; not part of the job's identity (equality, hash).
     cancel_flag: CancelFlag = field(default_factory=CancelFlag, repr=False, compare=False)
+    #: The enqueue's W3C trace context (``None``: not traced); the attempt's span is its child.
+    traceparent: str | None = field(default=None, repr=False, compare=False)
+    #: Seconds this attempt waited in the queue, by the database's clock: from when it became
+    #: runnable (its enqueue, or its ``run_at`` if later: a delay, a retry's backoff) to its
+    #: claim. ``None`` when the claim did not say (metrics only).
+    waited: float | None = field(default=None, repr=False, compare=False)
 
     @property
     def cancel_requested(self) -> bool:
@@ -223,6 +233,8 @@ class JobRecord:
     block_key_on_dead: bool = False
     #: A ``store_result=True`` task's return value, decoded from JSON (``None``: none kept).
     result: Any = None
+    #: The W3C trace context its enqueue was traced with (``None``: not traced).
+    traceparent: str | None = None
 
     @property
     def finished(self) -> bool:

@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -64,16 +65,22 @@ class Policy:
     window: float = 60.0
 
 
-def supervise(argv: list[str], processes: int, policy: Policy | None = None) -> int:
-    """Run ``processes`` copies of ``argv`` until they stop; returns the run's exit code."""
-    return Supervisor(argv, processes, policy or Policy()).run()
+def supervise(argv: list[str], processes: int, policy: Policy | None = None,
+              slot_args: Callable[[int], list[str]] | None = None) -> int:
+    """Run ``processes`` copies of ``argv`` until they stop; returns the run's exit code.
+
+    ``slot_args(n)``: arguments appended for slot ``n`` (its own metrics port), the same for
+    every process that slot starts."""
+    return Supervisor(argv, processes, policy or Policy(), slot_args).run()
 
 
 class Supervisor:
     """Runs on the main thread; its signal handlers only set a flag and forward the signal."""
 
-    def __init__(self, argv: list[str], processes: int, policy: Policy) -> None:
+    def __init__(self, argv: list[str], processes: int, policy: Policy,
+                 slot_args: Callable[[int], list[str]] | None = None) -> None:
         self.argv = argv
+        self.slot_args = slot_args
         self.policy = policy
         self.slots = [Slot(i) for i in range(processes)]
         self.stopping = False
@@ -115,7 +122,9 @@ class Supervisor:
     def _spawn(self, slot: Slot) -> None:
         # Each child in its own session: a Ctrl-C in the terminal reaches only the supervisor,
         # which forwards it once (a worker takes a second signal as "exit now").
-        slot.child = subprocess.Popen(self.argv, start_new_session=True)
+        argv = self.argv if self.slot_args is None else [*self.argv,
+                                                          *self.slot_args(slot.number)]
+        slot.child = subprocess.Popen(argv, start_new_session=True)
         slot.start_at = None
         if self.stopping:  # the signal came while we were starting it
             slot.child.send_signal(signal.SIGTERM)

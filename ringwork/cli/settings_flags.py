@@ -143,8 +143,8 @@ FLAGS: tuple[SettingFlag, ...] = (
     SettingFlag("pub_port", "Port of the PUB socket on the bind host (-1: the --bind port + 1; "
                 "0: any free port).", metavar="PORT", run=False),
     SettingFlag("metrics_port", "Serve Prometheus metrics on this port of the bind host (-1: "
-                "off; 0: any free port, logged as event=metrics_serving).", metavar="PORT",
-                run=False),
+                "off; 0: any free port, logged as event=metrics_serving). Under `run`, worker "
+                "N serves on PORT + N.", metavar="PORT"),
     SettingFlag("retain_succeeded", "Delete succeeded jobs this long after they finished "
                 "(30s, 2h, 7d or seconds; 0 keeps them). The leader's setting is in force.",
                 metavar="AGE"),

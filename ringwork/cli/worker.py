@@ -52,8 +52,9 @@ def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
     """Run a local cluster of N worker processes; signals are forwarded to them.
 
     The settings flags and the log options are passed on to every worker (addresses, ports and
-    --node-name are not: each worker listens on free loopback ports under its own id). A
-    worker that dies is restarted, with back-off, at most 5 times a minute per slot.
+    --node-name are not: each worker listens on free loopback ports under its own id; worker N
+    serves metrics on --metrics-port + N). A worker that dies is restarted, with back-off, at
+    most 5 times a minute per slot.
     """
     from ringwork.supervisor import supervise
 
@@ -65,6 +66,17 @@ def run(app_spec: str, processes: int, settings: dict[str, Any]) -> None:
             f"one worker, and `run` would start {processes} under it: unset it, or start each "
             "worker with `ringwork worker --node-name NAME`"
         )
+    # Each worker its own metrics port, base + slot (given to every one, so that a
+    # RINGWORK_METRICS_PORT they inherit cannot put them all on one port).
+    settings.pop("metrics_port", None)
+    base = app.settings.metrics_port
+    if base > 0 and base + processes - 1 > 65535:
+        raise ConfigurationError(
+            f"--metrics-port {base} with --processes {processes}: the workers' ports "
+            f"{base}..{base + processes - 1} go past 65535")
+    slot_args = None if base < 0 else (
+        lambda n: ["--metrics-port", str(base + n if base else 0)])
     argv = [sys.executable, "-m", "ringwork.cli", "worker", app_spec, *worker_argv(settings),
             *worker_log_argv()]
-    sys.exit(supervise(argv, processes))
+    sys.exit(supervise(argv, processes, slot_args=slot_args))
+

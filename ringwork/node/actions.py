@@ -49,11 +49,13 @@ class Actions:
         self._calls = calls
         self._registry = registry
         self._listener = listener
-        self._counters = counters  # ``publish_dropped`` (read by the metrics thread)
+        #: ``publish_dropped``, ``term_changes`` (read by the metrics thread)
+        self._counters = counters
         self._left = left  # set once the core says we have left (stop() waits for it)
         #: The role the core last announced (read whole by any thread).
         self.role = "idle"
         self.leader: str | None = None  # as the last RoleChanged named it
+        self._term: int | None = None  # as the last RoleChanged named it (term_changes)
 
     def perform(self, action: ev.Action) -> None:
         if isinstance(action, ev.Send):
@@ -77,6 +79,10 @@ class Actions:
         elif isinstance(action, ev.Lost):
             self._emit("lost", action.partitions)
         elif isinstance(action, ev.RoleChanged):
+            if action.term != self._term:
+                if self._term is not None:
+                    self._counters["term_changes"] += 1  # a new term seen after the first
+                self._term = action.term
             self.role = action.role
             self.leader = action.leader
             self._follow_pub(action.leader)

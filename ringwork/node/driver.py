@@ -73,7 +73,7 @@ MAX_POLL = 0.05
 HELD_POLL = 0.002
 #: How often the protocol thread checks whether this node is (still) a member.
 WATCH_EVERY = 0.25
-NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped")
+NODE_COUNTERS = ("dropped_frames", "send_dropped", "publish_dropped", "term_changes")
 #: A process's first incarnation is the cluster's registration counter shifted by this many
 #: bits: the core adds one for every rejoin, and a named node's next process (a higher counter)
 #: must start above all of them (2**24 rejoins: one per session_timeout for over a year).

@@ -97,7 +97,7 @@ def claimed_jobs(rows: Iterable[Mapping[Any, Any]]) -> list[Job]:
     return [
         Job(id=r["id"], task=r["task"], key=r["key"], partition=r["partition"],
             payload=r["payload"], attempt=r["attempts"], max_attempts=r["max_attempts"],
-            token=r["claim_epoch"])
+            token=r["claim_epoch"], traceparent=r["traceparent"], waited=r["waited"])
         for r in ordered
     ]
 

@@ -92,7 +92,9 @@ SET state = 'running', attempts = j.attempts + 1, claimed_by = :node, started_at
     claim_epoch = (SELECT owned.epoch FROM owned WHERE owned."partition" = j."partition")
 WHERE j.id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING j.id, j.task, j."key", j."partition", j.payload, j.attempts, j.max_attempts,
-          j.claim_epoch, j.priority
+          j.claim_epoch, j.priority, j.traceparent,
+          CAST(EXTRACT(EPOCH FROM j.started_at - GREATEST(j.run_at, j.enqueued_at))
+               AS double precision) AS waited
 """
 
 

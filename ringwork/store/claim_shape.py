@@ -21,6 +21,8 @@ CLAIM_COLUMNS = {
     "max_attempts": sa.Integer,
     "claim_epoch": sa.BigInteger,
     "priority": sa.Integer,
+    "traceparent": sa.String,
+    "waited": sa.Float,
 }
 
 # A job whose predecessor of the same ordered key is unfinished is not runnable (strict FIFO).

@@ -78,7 +78,9 @@ ORDER BY r.priority DESC, r.id
 LIMIT :limit)"""
 
 _CLAIM_SQLITE_RETURNING = """
-RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority
+RETURNING id, task, "key", "partition", payload, attempts, max_attempts, claim_epoch, priority,
+          traceparent,
+          (julianday(started_at) - julianday(max(run_at, enqueued_at))) * 86400.0 AS waited
 """
 
 

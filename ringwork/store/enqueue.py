@@ -60,7 +60,7 @@ _DEDUPE_CONFLICT = """ON CONFLICT (cluster, task, dedupe_key)
 
 _INSERT_COLUMNS = """INSERT INTO ringwork_jobs (cluster, task, "key", "partition", payload,
         priority, state, run_at, attempts, max_attempts, ordered, dedupe_key, enqueued_at,
-        block_key_on_dead)"""
+        block_key_on_dead, traceparent)"""
 
 # --- PostgreSQL -------------------------------------------------------------------------------
 
@@ -73,7 +73,7 @@ WITH ins AS (
            COALESCE(CAST(t.r->>5 AS timestamptz),
                     now() + make_interval(secs => COALESCE(CAST(t.r->>9 AS float8), 0))), 0,
            CAST(t.r->>6 AS integer), CAST(t.r->>7 AS boolean), t.r->>8, now(),
-           CAST(t.r->>10 AS boolean)
+           CAST(t.r->>10 AS boolean), t.r->>11
     FROM json_array_elements(CAST(:rows AS json)) WITH ORDINALITY AS t(r, ord)
     ORDER BY t.ord
     {_DEDUPE_CONFLICT}
@@ -102,7 +102,8 @@ SELECT now() AS now,
 """).columns(now=UTCDateTime)
 
 ENQUEUE_PG_COPY = """COPY ringwork_jobs (id, cluster, task, "key", "partition", payload, priority,
-    state, run_at, attempts, max_attempts, ordered, enqueued_at, block_key_on_dead) FROM STDIN"""
+    state, run_at, attempts, max_attempts, ordered, enqueued_at, block_key_on_dead, traceparent)
+    FROM STDIN"""
 
 NOTIFY_PG = sa.text("SELECT pg_notify(:channel, :wake)")
 
@@ -121,7 +122,8 @@ SELECT :cluster, json_extract(r.value, '$[0]'), json_extract(r.value, '$[1]'),
        json_extract(r.value, '$[4]'), 'queued',
        COALESCE(json_extract(r.value, '$[5]'), {delayed}),
        0, json_extract(r.value, '$[6]'), json_extract(r.value, '$[7]'),
-       json_extract(r.value, '$[8]'), {sqlite_now(skewed)}, json_extract(r.value, '$[10]')
+       json_extract(r.value, '$[8]'), {sqlite_now(skewed)}, json_extract(r.value, '$[10]'),
+       json_extract(r.value, '$[11]')
 FROM json_each(:rows) AS r
 WHERE true
 ORDER BY r.key
@@ -287,6 +289,8 @@ def as_utc(value: datetime) -> datetime:
     return value.astimezone(timezone.utc)
 
 
+#: COPY's text format for NULL.
+_COPY_NULL = "\\N"
 # COPY's text format: backslash escapes for the four characters that would break a row.
 _COPY_ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
 
@@ -329,7 +333,8 @@ def _copy_pg(
             f"{_copy_json(payload)}\t{j.priority}\tqueued\t"
             f"{_run_at_text(j, now, ts)}\t0\t"
             f"{j.max_attempts}\t{'t' if j.ordered else 'f'}\t{ts}\t"
-            f"{'t' if j.block_key_on_dead else 'f'}\n"
+            f"{'t' if j.block_key_on_dead else 'f'}\t"
+            f"{_COPY_NULL if j.traceparent is None else _copy_text(j.traceparent)}\n"
             for job_id, j, payload in zip(new_ids, rows, payloads, strict=True)
         ]
     )
@@ -367,7 +372,8 @@ def _pg_rows(rows: Sequence[NewJob], payloads: list[str]) -> str:
             f"{j.max_attempts},{'true' if j.ordered else 'false'},"
             f"{'null' if j.dedupe_key is None else _json_str(j.dedupe_key)},"
             f"{float(j.delay) if j.delay else 'null'},"
-            f"{'true' if j.block_key_on_dead else 'false'}]"
+            f"{'true' if j.block_key_on_dead else 'false'},"
+            f"{'null' if j.traceparent is None else _json_str(j.traceparent)}]"
             for j, payload in zip(rows, payloads, strict=True)
         ]
     )
@@ -390,4 +396,5 @@ def _sqlite_row(j: NewJob, payload: str) -> list[Any]:
         j.dedupe_key,
         sqlite_offset(j.delay or 0.0),
         j.block_key_on_dead,
+        j.traceparent,
     ]

@@ -9,8 +9,10 @@ Threads: application threads, the CLI, ``status``; any thread (see :mod:`.base`)
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from ringwork.job import AttemptRecord, JobRecord
-from ringwork.store import jobs, reads, wait
+from ringwork.store import backlog, jobs, reads, wait
 from ringwork.store.base import StoreBase
 
 
@@ -78,3 +80,8 @@ class Inspection(StoreBase):
     def backlog_by_partition(self) -> dict[int, int]:
         with self._tx() as conn:
             return reads.backlog_by_partition(conn, self.cluster)
+
+    def owned_backlog(self, partitions: Sequence[int]) -> dict[int, tuple[int, float | None]]:
+        """Due jobs (capped) and the oldest one's wait, of ``partitions`` (``backlog.py``)."""
+        with self._tx() as conn:
+            return backlog.owned_backlog(conn, self.dialect, self.cluster, partitions)

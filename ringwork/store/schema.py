@@ -41,7 +41,7 @@ VERSION_TABLE = "ringwork_alembic_version"
 #: The newest migration in ``migrations/versions``. Workers compare the database against it
 #: without importing Alembic (~10 MB and tens of ms per process); Alembic runs only when an
 #: upgrade is due. tests/migration checks it equals Alembic's own head.
-HEAD_REVISION = "0007"
+HEAD_REVISION = "0008"
 
 metadata = sa.MetaData(
     naming_convention={
@@ -172,6 +172,9 @@ jobs = sa.Table(
     # (``NULL``: no result kept). Text, not a JSON type: it is written as the worker encoded
     # it, never parsed by the database, and read back with ``json.loads``.
     sa.Column("result", sa.Text, nullable=True),
+    # The W3C trace context of the enqueue (``NULL``: not traced); the claim hands it to the
+    # attempt's span (ringwork/tracing.py).
+    sa.Column("traceparent", sa.String(55), nullable=True),
     sa.CheckConstraint(
         "state IN ('queued', 'running', 'succeeded', 'dead', 'cancelled')", name="state"
     ),

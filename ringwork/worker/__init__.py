@@ -10,6 +10,7 @@
   callbacks (their own thread, or the loop), with one exception policy;
 * :mod:`.cancels` -- noticing cancel requests for the jobs this worker runs (the loop);
 * :mod:`.wakeups` -- UDP nudges, LISTEN/NOTIFY, retry timers, the poll backstop (the loop);
+* :mod:`.measures` -- histograms and counters by task for ``/metrics`` (written on the loop);
 * :mod:`.database` and :mod:`.threads` -- blocking calls off the loop, on daemon threads.
 
 The thread map:
@@ -26,12 +27,14 @@ ringwork-db-0/1     blocking store calls: rounds, failures, ``coordinator.start`
 ringwork-listen     the blocking LISTEN connect (PostgreSQL), one at a time.
 the coordinator's   calls ``Ownership.listener`` (which only hands the event to the loop) and
                     answers ``claimable()`` under its own lock (the node's business).
-metrics server      reads :class:`Stats` at each scrape (``--metrics-port``).
+metrics server      reads :class:`Stats` and its ``measures`` (:mod:`.measures`) at each scrape
+                    (``--metrics-port``), and the owned partitions' backlog (one query, cached).
 any thread          ``Worker.request_stop``, ``wait_ready``, ``failure``.
 ==================  ===========================================================================
 
 Fields that cross threads: the executor's ``_outbox`` (a deque: handler threads append, the
 loop drains) and ``_collect_scheduled`` (a flag; a lost race costs one extra wake-up);
+an attempt's ``ended`` time (set by its handler thread before the outbox append);
 each claimed job's cancel flag (set on the loop, read by its handler); ``Stats``' ints
 (written on the loop, read by the metrics thread); ``Pump.failure`` (a str set
 once on the loop, read by ``Worker.failure``); ``Worker._loop`` and ``Ownership._loop`` (set

@@ -55,7 +55,7 @@ class CancelWatch:
         if not ids:
             return []
         try:
-            requested = await self.db.call(self.reads.cancels_requested, ids)
+            requested = await self.db.timed("cancel_check", self.reads.cancels_requested, ids)
         except DatabaseError:
             return []  # an outage: the request stays on the row for the next check
         seen = [i for i in requested if self.executor.request_cancel(i)]

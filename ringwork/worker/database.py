@@ -10,11 +10,13 @@ Thread: the loop calls everything here; the calls themselves run on the database
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from ringwork.errors import DatabaseError, DatabaseUnavailable, RingworkError
 from ringwork.log import log_event
+from ringwork.worker.measures import Histograms
 from ringwork.worker.threads import DaemonPool
 
 T = TypeVar("T")
@@ -23,8 +25,11 @@ T = TypeVar("T")
 class Database:
     """Runs store calls on the database threads; counts consecutive failures for the backoff."""
 
-    def __init__(self, node_id: str, backoff_max: float) -> None:
+    def __init__(self, node_id: str, backoff_max: float,
+                 round_trips: Histograms | None = None) -> None:
         self.node_id = node_id
+        #: Seconds per store call, by the call's name (for ``/metrics``).
+        self.round_trips = round_trips
         self.backoff_max = backoff_max
         self.failures = 0  # consecutive failed calls: sets the backoff
         self._pool = DaemonPool(2, "ringwork-db")
@@ -32,6 +37,18 @@ class Database:
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         future = self._pool.submit(lambda: fn(*args, **kwargs))
         return await asyncio.wrap_future(future)
+
+    async def timed(self, op: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """:meth:`call`, its round trip (as the loop waits it) measured as ``op``."""
+        start = time.perf_counter()
+        try:
+            return await self.call(fn, *args, **kwargs)
+        finally:
+            self.observe(op, time.perf_counter() - start)
+
+    def observe(self, op: str, seconds: float) -> None:
+        if self.round_trips is not None:
+            self.round_trips.observe(op, seconds)
 
     def succeeded(self) -> None:
         self.failures = 0

@@ -46,6 +46,7 @@ import functools
 import inspect
 import logging
 import random
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -56,8 +57,10 @@ from ringwork.log import log_event
 from ringwork.retry import DEFAULT as DEFAULT_RETRY
 from ringwork.retry import Retry
 from ringwork.settings import Settings
+from ringwork.tracing import AttemptSpans
 from ringwork.worker.failures import describe_exception
 from ringwork.worker.ledger import CANCELLED, Stored, Written
+from ringwork.worker.measures import Measures
 from ringwork.worker.threads import DaemonPool
 from ringwork.worker.transactional import Transactions
 
@@ -86,6 +89,8 @@ class Attempt:
     decided: bool = False  # the outcome was given before the handler's end (see module doc)
     cancel_asked: bool = False  # a cancel request reached us
     store_result: bool = False  # the task keeps its handler's return value
+    started: float = 0.0  # time.monotonic() at the start
+    ended: float | None = None  # at a plain handler's end, on its thread (its run time)
 
 
 class Executor:
@@ -94,8 +99,13 @@ class Executor:
     def __init__(self, app: App, settings: Settings, node_id: str,
                  on_outcome: Callable[[Job, Verdict], None],
                  on_freed: Callable[[], None] | None = None,
-                 transactions: Transactions | None = None) -> None:
+                 transactions: Transactions | None = None,
+                 measures: Measures | None = None, spans: AttemptSpans | None = None) -> None:
         self.app = app
+        #: Run and queue-wait histograms by task (read by the metrics thread).
+        self.measures = measures or Measures()
+        #: The attempts' OpenTelemetry spans (``None``: tracing off, nothing to do).
+        self.spans = spans
         #: Where transactional handlers get their connection (None: the app has none).
         self.transactions = transactions
         self.settings = settings
@@ -123,6 +133,10 @@ class Executor:
         """Handlers of ``task`` still running here, an overrunning one included."""
         return self._running[task]
 
+    def running_by_task(self) -> dict[str, int]:
+        """Any thread (the metrics server's): handlers running, by task (a copy)."""
+        return dict(self._running)
+
     def running_ids(self) -> list[int]:
         """Jobs whose attempt is undecided here: those a cancel request can still change."""
         return list(self._current)
@@ -135,14 +149,20 @@ class Executor:
             error = f"UnknownTaskError: task {job.task!r} is not registered in this worker's app"
             self.on_outcome(job, (error, None))
             return
-        attempt = Attempt(job, sync=not task.is_async, store_result=task.store_result)
+        attempt = Attempt(job, sync=not task.is_async, store_result=task.store_result,
+                          started=time.monotonic())
         self._current[job.id] = attempt
+        if job.waited is not None:
+            self.measures.wait.observe(job.task, max(0.0, job.waited))
         handler: Callable[[Job], Any] = task.handler
         if task.transactional:
             assert self.transactions is not None, "a transactional task with no Transactions"
             run = self.transactions.run_sync if attempt.sync else self.transactions.run_async
             handler = functools.partial(_in_transaction, run, task.handler, task.timeout,
                                         task.store_result)
+        if self.spans is not None:
+            self.spans.start(job)
+            handler = self.spans.bind(job, handler, not attempt.sync)
         self._running[job.task] += 1
         if attempt.sync:
             self._threads.submit(self._run_sync, attempt, handler)
@@ -213,11 +233,14 @@ class Executor:
             log_event("job_timed_out", node=self.node_id, job=job.id, task=job.task,
                       attempt=job.attempt, timeout=f"{timeout:g}")
             text = timed_out_text(timeout, attempt.sync)
+            if self.spans is not None:
+                self.spans.failed(job, None, text)
             verdict = self._failed(job, text, text.split(";")[0])
         self._decide(attempt, verdict)
 
     def _decide(self, attempt: Attempt, verdict: Verdict) -> None:
         attempt.decided = True
+        self.measures.run.observe(attempt.job.task, time.monotonic() - attempt.started)
         if self._current.get(attempt.job.id) is attempt:
             del self._current[attempt.job.id]
         attempt.job.cancel_flag.set()  # a plain handler that polls it may stop early
@@ -246,8 +269,10 @@ class Executor:
             result = handler(attempt.job)
             outcome = _written(result) or _stored(attempt, result)  # encoded on this thread
         except BaseException as exc:  # the policy: even SystemExit fails only the attempt
+            attempt.ended = time.monotonic()
             self._outbox.append((attempt, exc, None))
         else:
+            attempt.ended = time.monotonic()
             self._outbox.append((attempt, None, outcome))
         if not self._collect_scheduled:
             self._collect_scheduled = True
@@ -281,6 +306,10 @@ class Executor:
             return
         if self._current.get(job.id) is attempt:
             del self._current[job.id]
+        ended = attempt.ended if attempt.ended is not None else time.monotonic()
+        self.measures.run.observe(job.task, ended - attempt.started)
+        if exc is not None and self.spans is not None and not attempt.cancel_asked:
+            self.spans.failed(job, exc)
         verdict: Verdict
         if isinstance(written, Written):
             verdict = written  # committed (a cancel asked meanwhile lost the race) or refused

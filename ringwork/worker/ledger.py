@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Final, Literal
 
 from ringwork.job import Job
+from ringwork.worker.measures import Measures
 
 
 class Written(enum.Enum):
@@ -73,6 +74,8 @@ class Stats:
     claim_batches: int = 0
     flushes: int = 0
     started_at: float = field(default_factory=time.monotonic)
+    #: Histograms and counters by task, store call and partition event (``measures.py``).
+    measures: Measures = field(default_factory=Measures, repr=False)
 
 
 @dataclass

@@ -56,6 +56,9 @@ class Ownership:
             self.wakeups.kick.set()  # a node whose loop died reports everything lost
         else:
             raise ValueError(f"unknown partition event {kind!r}")
+        measures = self.ledger.stats.measures  # for /metrics
+        measures.rebalances[kind] += 1
+        measures.rebalanced_partitions[kind] += len(partitions)
         self.callbacks.fire(kind, partitions)
 
     def _confirm(self, quiet: frozenset[int]) -> None:

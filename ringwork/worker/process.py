@@ -36,6 +36,7 @@ from ringwork.log import log_event
 from ringwork.protocol.config import ProtocolConfig
 from ringwork.settings import Settings
 from ringwork.store.retention import RetentionPolicy
+from ringwork.tracing import AttemptSpans
 from ringwork.wakeup import WakeReceiver
 from ringwork.worker.cancels import CancelWatch
 from ringwork.worker.database import Database
@@ -108,15 +109,17 @@ class Worker:
         self.stats = Stats()
         self._ledger = Ledger(self.stats)
         self._wakeups = Wakeups(node_id, s.db_backoff_max)
-        self._db = Database(node_id, s.db_backoff_max)
+        self._db = Database(node_id, s.db_backoff_max, self.stats.measures.db)
         self._callbacks = Callbacks(app, node_id)
         self._ownership = Ownership(self.coordinator, self._ledger, self._wakeups,
                                     self._callbacks)
         transactional = any(t.transactional for t in app.tasks.values())
         self._transactions = Transactions(self.store, node_id, s.concurrency) if transactional \
             else None
+        self._spans = AttemptSpans.if_enabled(node_id)  # None unless the app set up tracing
         self._executor = Executor(app, s, node_id, on_outcome=lambda job, v: None,
-                                  transactions=self._transactions)
+                                  transactions=self._transactions,
+                                  measures=self.stats.measures, spans=self._spans)
         #: Where job outcomes and claims are written: the node process when there is one (its
         #: transactions never wait for the GIL behind our handlers), else the app's store.
         writes = getattr(self.coordinator, "store_proxy", None) or self.store
@@ -128,6 +131,8 @@ class Worker:
         self._signals = 0
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
+        #: The port ``/metrics`` is served on, once it is (``None``: not serving).
+        self.metrics_port: int | None = None
 
     # -- public --------------------------------------------------------------------------------
 
@@ -204,6 +209,8 @@ class Worker:
         await self._callbacks.drain(CALLBACK_DRAIN)
         if self._transactions is not None:
             await self._transactions.close()
+        if self._spans is not None:
+            self._spans.close()
 
     # -- stopping ------------------------------------------------------------------------------
 
@@ -224,15 +231,20 @@ class Worker:
         self._pump.begin_stop()
 
     def _serve_metrics(self) -> None:
-        from ringwork.metrics import WorkerCollector, serve
+        from ringwork.metrics import BacklogCache, Sources, WorkerCollector, serve
 
-        def stats() -> dict[str, int]:  # on the metrics server's thread
-            st = self.stats
-            return {"succeeded": st.succeeded, "retried": st.retried, "dead": st.dead,
-                    "fenced": st.fenced, "claimed": st.claimed,
-                    "abandoned": st.abandoned, "cancelled": st.cancelled}
-
-        view = getattr(self.coordinator, "view", dict)
+        ledger, executor, coordinator = self._ledger, self._executor, self.coordinator
+        sources = Sources(  # every callable runs on the metrics server's thread
+            stats=self.stats,
+            node_view=getattr(coordinator, "view", dict),
+            inflight=lambda: len(ledger.inflight),
+            running=executor.running_by_task,
+            concurrency=self.settings.concurrency,
+            task_limits=dict(self._pump.limits),
+            owned=lambda: list(coordinator.claimable()),
+            backlog=BacklogCache(self.store.owned_backlog),
+        )
         port = serve(self.settings.metrics_port, self.settings.bind_host,
-                     WorkerCollector(stats, view))
+                     WorkerCollector(sources))
+        self.metrics_port = port
         log_event("metrics_serving", node=self.node_id, port=port)

@@ -40,6 +40,9 @@ from ringwork.worker.wakeups import Wakeups
 BATCH_WINDOW = 0.002
 #: How long cancelled async handlers may take to unwind when the grace has run out.
 UNWIND = 1.0
+#: A failure write's outcome as ``/metrics`` and the attempt's span name it.
+_FAIL_OUTCOMES = {Outcome.RETRY: "retried", Outcome.CANCELLED: "cancelled",
+                  Outcome.DEAD: "dead"}
 
 
 class Pump:
@@ -57,6 +60,9 @@ class Pump:
         self.claimer: AsyncClaimer | None = None  # PostgreSQL: a claim alone, on the loop
         self.ledger = ledger
         self.stats = ledger.stats
+        self.outcomes = ledger.stats.measures.outcomes  # by (task, outcome), for /metrics
+        #: The attempts' spans (``None``: tracing off), ended as their outcomes are written.
+        self.spans = executor.spans
         self.ownership = ownership
         self.executor = executor
         self.wakeups = wakeups
@@ -78,10 +84,12 @@ class Pump:
             return
         if verdict is WRITTEN:
             self.stats.succeeded += 1
+            self._ended(job, "succeeded")
             if self._frees_a_job(job):
                 self.wakeups.want_more()  # the key's next job may be runnable now
         elif verdict is FENCED:  # a transactional job's own transaction was refused
             self._count_fenced([job], [job.id])
+            self._ended(job, "fenced")
         self.wakeups.kick.set()
 
     def slot_freed(self) -> None:
@@ -183,11 +191,16 @@ class Pump:
                     results = ledger.results_of(done)
                     if results is not None:  # only rounds that carry results take them
                         extra["results"] = results
-                    fenced, jobs = await self.db.call(
-                        self.writes.exchange, self.node_id, pairs, owned, want, **extra)
+                    op = "claim" if not done else "complete_and_claim" if want else "complete"
+                    fenced, jobs = await self.db.timed(
+                        op, self.writes.exchange, self.node_id, pairs, owned, want, **extra)
                 else:  # a claim alone (an idle worker woken up): straight from the loop
-                    fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want,
-                                                                **extra)
+                    start = time.perf_counter()
+                    try:
+                        fenced, jobs = [], await self.claimer.claim(self.node_id, owned, want,
+                                                                    **extra)
+                    finally:
+                        self.db.observe("claim", time.perf_counter() - start)
             except DatabaseError as exc:
                 ledger.put_back(completed=done)  # written only once it commits
                 self.wakeups.want_more()
@@ -202,6 +215,9 @@ class Pump:
                 self.stats.flushes += 1
                 self.stats.succeeded += len(done) - len(fenced)
                 self._count_fenced(done, fenced)
+                refused = set(fenced) if fenced else ()
+                for job in done:
+                    self._ended(job, "fenced" if job.id in refused else "succeeded")
                 if any(self._frees_a_job(job) for job in done):
                     self.wakeups.want_more()  # the key's next job may be runnable now, or
                     # the next of a task at its concurrency limit
@@ -223,13 +239,14 @@ class Pump:
                 {"retry_delay": None, "cancelled": True} if delay == CANCELLED
                 else {"retry_delay": delay})
             try:
-                outcome = await self.db.call(self.writes.fail, self.node_id, job.id, job.token,
-                                             error, **ended)
+                outcome = await self.db.timed("fail", self.writes.fail, self.node_id, job.id,
+                                              job.token, error, **ended)
             except DatabaseError as exc:
                 ledger.put_back(failed=[failure])
                 await self.db.outage("fail", exc)
                 return
             ledger.written([job])
+            self._ended(job, _FAIL_OUTCOMES.get(outcome, "fenced"))
             if outcome is Outcome.RETRY:
                 self.stats.retried += 1
                 if isinstance(delay, float):
@@ -248,8 +265,8 @@ class Pump:
 
     async def _release_unknown_claims(self) -> None:
         try:
-            released = await self.db.call(self.writes.release_unknown, self.node_id,
-                                          self.ledger.known_ids())
+            released = await self.db.timed("release_unknown", self.writes.release_unknown,
+                                           self.node_id, self.ledger.known_ids())
         except DatabaseError as exc:
             await self.db.outage("release", exc)
             return
@@ -261,7 +278,10 @@ class Pump:
         """Stop without what is in flight or unwritten (async handlers are cancelled); the
         cluster re-queues those jobs once our registry row goes stale or is removed."""
         await self.executor.cancel_async(UNWIND)
-        return self.ledger.abandon()
+        jobs = self.ledger.abandon()
+        for job in jobs:
+            self._ended(job, "abandoned")
+        return jobs
 
     async def _hand_back(self) -> None:
         """The grace ran out: hand the jobs still running back to the queue ourselves, each
@@ -270,13 +290,20 @@ class Pump:
         jobs = await self._abandon()
         claims = [(job.id, job.token) for job in jobs]
         try:
-            written = await self.db.call(self.writes.abandon, self.node_id, claims)
+            written = await self.db.timed("hand_back", self.writes.abandon, self.node_id, claims)
         except DatabaseError as exc:
             log_event("hand_back_failed", logging.WARNING, node=self.node_id, jobs=len(claims),
                       error=exc)
             return
         log_event("jobs_handed_back", node=self.node_id, jobs=len(written),
                   fenced=len(claims) - len(written))
+
+    def _ended(self, job: Job, outcome: str) -> None:
+        """An attempt's outcome is written (or refused, or given up): count it by task, and
+        end its span."""
+        self.outcomes[(job.task, outcome)] += 1
+        if self.spans is not None:
+            self.spans.end(job, outcome)
 
     def _count_fenced(self, written: Sequence[Job], fenced: Sequence[int]) -> None:
         """Outcomes the store refused: this node no longer holds those jobs' claims (their

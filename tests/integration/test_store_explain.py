@@ -225,3 +225,33 @@ def test_results_completion_and_attempt_rows_find_jobs_by_primary_key(
         else:
             assert "SEARCH ringwork_jobs USING INTEGER PRIMARY KEY (rowid=?)" in plan
             assert "SCAN ringwork_jobs" not in plan
+
+
+@pytest.mark.parametrize("generic", [False, True], ids=["custom", "generic"])
+def test_the_metrics_backlog_scans_the_claim_index_of_each_partition(
+    store: Store, generic: bool
+) -> None:
+    """``/metrics``' backlog (store/backlog.py): one capped range scan per owned partition."""
+    from ringwork.store import backlog
+
+    if generic and store.dialect == "sqlite":
+        pytest.skip("SQLite has no generic plans")
+    fill(store)
+    parts = sorted(OWNED)
+    # A cap below the partitions' backlog, as in a queue that is far behind (with a cap above
+    # it, reading the whole partition by a bitmap scan is the planner's cheaper choice).
+    cap = 100
+    if store.dialect == "postgresql":
+        params = {"parts": parts, "cluster": store.cluster, "cap": cap}
+        plan = explain(store, backlog.BACKLOG_PG, params, generic=generic)
+        print(plan)
+        assert re.search(r"Index (Only )?Scan using ix_ringwork_jobs_claim on ringwork_jobs j",
+                         plan)
+        assert "Seq Scan on ringwork_jobs" not in plan
+        assert "Bitmap Heap Scan on ringwork_jobs" not in plan
+    else:
+        params = {"parts": json.dumps(parts), "cluster": store.cluster, "cap": cap}
+        plan = explain(store, backlog.backlog_sqlite(False), params)
+        print(plan)
+        assert "SEARCH j USING INDEX ix_ringwork_jobs_claim (cluster=? AND partition=?)" in plan
+        assert "SCAN ringwork_jobs" not in plan and "SCAN j\n" not in plan + "\n"

@@ -59,3 +59,16 @@ def test_a_shutdown_signal_while_a_restart_is_being_scheduled_still_ends_the_run
     thread.join(10)
     assert not thread.is_alive(), "the supervisor kept waiting for a restart it never starts"
     assert codes == [1]
+
+
+def test_each_slot_gets_its_own_arguments_and_keeps_them_on_restart(tmp_path: Path) -> None:
+    """``ringwork run`` gives each worker its own metrics port (base + slot) this way."""
+    script = ("import os, sys\nout, slot = sys.argv[1], sys.argv[2]\n"
+              "p = os.path.join(out, 'slot' + slot)\nfirst = not os.path.exists(p)\n"
+              "open(p, 'a').write(slot + '\\n')\n"
+              "if first and slot == '1': os.kill(os.getpid(), 9)")
+    code = supervise([sys.executable, "-c", script, str(tmp_path)], 2, Policy(backoff=0.05),
+                     slot_args=lambda i: [str(i)])
+    assert code == 0
+    assert (tmp_path / "slot0").read_text() == "0\n"
+    assert (tmp_path / "slot1").read_text() == "1\n1\n"  # restarted with the same arguments

@@ -82,7 +82,7 @@ def test_upgrade_from_0004_keeps_every_job(empty_db_url: str) -> None:
 
     assert upgrade(empty_db_url) == HEAD_REVISION  # 0006, or a later head
     after = _rows(empty_db_url)
-    added = {"result", "block_key_on_dead"}  # the columns of 0005 and 0006
+    added = {"result", "block_key_on_dead", "traceparent"}  # the columns of 0005 to 0007
     assert [{k: v for k, v in r.items() if k not in added} for r in after] == before
     assert all(r["result"] is None and not r["block_key_on_dead"] for r in after)
 

@@ -216,7 +216,7 @@ def test_run_forwards_the_log_options_to_its_workers(app_spec: str,
 
     seen: list[list[str]] = []
     monkeypatch.setattr(ringwork.supervisor, "supervise",
-                        lambda argv, n: seen.append(argv) or 0)
+                        lambda argv, n, **kw: seen.append(argv) or 0)
     result = invoke("run", app_spec, "--processes", "2", "--log-level", "DEBUG",
                     "--log-format", "json", "--concurrency", "3")
     assert result.exit_code == 0, result.output

@@ -12,6 +12,7 @@ import itertools
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
@@ -155,7 +156,7 @@ def test_run_passes_the_flags_on_to_its_workers(
 
     started: list[tuple[list[str], int]] = []
 
-    def supervise(argv: list[str], processes: int) -> int:
+    def supervise(argv: list[str], processes: int, **kwargs: Any) -> int:
         started.append((argv, processes))
         return 0
 
@@ -196,7 +197,7 @@ def test_run_refuses_one_node_name_for_many_workers(
 
     started: list[int] = []
     monkeypatch.setattr(ringwork.supervisor, "supervise",
-                        lambda argv, processes: started.append(processes) or 0)
+                        lambda argv, processes, **kw: started.append(processes) or 0)
     monkeypatch.setenv("RINGWORK_NODE_NAME", "web-1")
     assert_one_line_error(invoke("run", app_spec, "--processes", "2"), "node_name", "'web-1'")
     assert started == []

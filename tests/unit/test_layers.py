@@ -11,11 +11,12 @@ PACKAGE = Path(ringwork.__file__).parent
 LAYERS = {
     "ringwork.partitioner": 0, "ringwork.errors": 0, "ringwork.job": 0, "ringwork.log": 0,
     "ringwork.settings": 0, "ringwork.addresses": 0, "ringwork.periodic": 0,
-    "ringwork.tasks": 0, "ringwork.retry": 0,
+    "ringwork.tasks": 0, "ringwork.retry": 0, "ringwork.tracing": 0,
     "ringwork.protocol": 1, "ringwork.store": 1,
     "ringwork.wakeup": 2, "ringwork.app": 3, "ringwork.client": 3, "ringwork.client_async": 3,
     "ringwork.coordinator": 4, "ringwork.node": 4,
-    "ringwork.worker": 5, "ringwork.console": 5, "ringwork.status": 5, "ringwork.inline": 5,
+    "ringwork.worker": 5, "ringwork.metrics": 5, "ringwork.console": 5, "ringwork.status": 5,
+    "ringwork.inline": 5,
     "ringwork.demo": 6, "ringwork.demo_app": 6, "ringwork.dashboard": 6, "ringwork.cli": 7,
 }
 
