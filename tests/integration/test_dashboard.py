@@ -143,6 +143,12 @@ def test_retry_button_queues_a_dead_job(app: App, staged: dict[str, int]) -> Non
     assert answer.status_code == 303
     record = app.get_job(staged["dead"])
     assert record is not None and record.state == "queued"
+    # Once the retry succeeds, the old error is said to be an earlier attempt's.
+    epochs = {p: o.epoch for p, o in app.store.read_partitions().items()}
+    again = _claim_one(app.store, epochs, "ledger")
+    app.store.complete(NODE, [(again.id, again.token)])
+    page = c.get(f"/jobs/{staged['dead']}")
+    assert "Last error (of an earlier attempt)" in page.text and "ValueError: boom" in page.text
 
 
 def test_retry_of_a_job_that_is_not_dead_is_a_clear_409(app: App, staged: dict[str, int],
