@@ -86,9 +86,11 @@ class Core:
     """One node's protocol state, as its driver sees it. Not thread-safe: one driver thread
     feeds it (and reads it between calls)."""
 
-    def __init__(self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0) -> None:
+    def __init__(
+        self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0, named: bool = False
+    ) -> None:
         self.config = config
-        self.node = NodeState(node_id, config, incarnation)
+        self.node = NodeState(node_id, config, incarnation, named=named)
         self.machine = Transitions(self.node)
         #: ``now`` at which this node last became a member that is not joined to a leader (a
         #: follower waiting for its Join to be acknowledged, or for an election); ``None`` while
