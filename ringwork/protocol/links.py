@@ -6,7 +6,7 @@ port is refused (``ECONNREFUSED``): nothing listens there any more. A live node 
 ROUTER while it is a member, and a network cut or a paused process produces neither signal (no
 packet comes back at all), so *a connection closed by the peer, then at least*
 ``LINK_REFUSALS`` *refused reconnects, for* ``ProtocolConfig.link_confirm`` *seconds, with no
-successful reconnect and no message from that peer meanwhile* is taken as proof enough that the
+successful reconnect and no message from that peer since the window began* is taken as proof enough that the
 process behind it is gone. A connection dropped and restored within the window (a reset by a
 middlebox, ``ss -K``) clears the suspicion: a reconnect succeeds, or a message arrives.
 
@@ -62,9 +62,14 @@ class Links:
         elif change == "connected":
             self._down.pop(peer, None)
 
-    def heard(self, peer: str) -> None:
-        """A message from ``peer`` arrived: whatever the link said, the process is alive."""
-        self._down.pop(peer, None)
+    def heard(self, now: float, peer: str) -> None:
+        """A message from ``peer`` arrived: it was alive when it sent it. The suspicion starts
+        over from here (the window and the refusals), but the link stays down until it
+        reconnects: the message may have been on the wire when the process died (it came on
+        the peer's own connection to us, not on the one that closed)."""
+        down = self._down.get(peer)
+        if down is not None:
+            self._down[peer] = _Down(now)
 
     def dead(self, now: float, peer: str | None) -> bool:
         """Whether ``peer``'s death is confirmed by its link (see the module docstring)."""

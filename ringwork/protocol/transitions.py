@@ -233,7 +233,7 @@ class Transitions:
 
     def _on_message(self, now: float, event: ev.MessageReceived) -> None:
         m = event.message
-        self.links.heard(m.sender)  # it speaks: whatever its link said, it is alive
+        self.links.heard(now, m.sender)  # it was alive when it sent this: suspicion starts over
         if type(m) in LeaderInbox.HANDLES:
             self.inbox.receive(now, m, self.leadership)
         elif type(m) in Following.HANDLES:

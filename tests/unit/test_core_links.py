@@ -38,7 +38,7 @@ def test_a_member_whose_link_closes_and_stays_refused_is_dead_at_once() -> None:
     assert notice.detail["reason"] == "link_refused"
 
 
-def test_a_transient_reconnect_or_a_message_clears_the_suspicion() -> None:
+def test_a_transient_reconnect_or_a_message_resets_the_suspicion() -> None:
     for clear in (link("b", "connected"),
                   ev.MessageReceived(message=m.Heartbeat(
                       sender="b", term=1, incarnation=3, seq=2, sent_at=100.2))):
