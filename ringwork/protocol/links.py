@@ -6,9 +6,10 @@ port is refused (``ECONNREFUSED``): nothing listens there any more. A live node 
 ROUTER while it is a member, and a network cut or a paused process produces neither signal (no
 packet comes back at all), so *a connection closed by the peer, then at least*
 ``LINK_REFUSALS`` *refused reconnects, for* ``ProtocolConfig.link_confirm`` *seconds, with no
-successful reconnect and no message from that peer since the window began* is taken as proof enough that the
-process behind it is gone. A connection dropped and restored within the window (a reset by a
-middlebox, ``ss -K``) clears the suspicion: a reconnect succeeds, or a message arrives.
+successful reconnect and no message from that peer since the window began* is taken as proof
+enough that the process behind it is gone. A connection dropped and restored within the window
+(a reset by a middlebox, ``ss -K``) clears the suspicion when the reconnect succeeds; a message
+from the peer starts the window over.
 
 The driver translates its socket monitor's events into :class:`~ringwork.protocol.events.
 LinkChanged` (``closed``, ``refused``, ``connected``); this object keeps, per peer, when the
