@@ -7,6 +7,8 @@
 * Degraded mode: cut off from the Acks but not from the database, our own successful registry
   touches extend a lease over the part of ``held`` the partitions table confirms (why that is
   safe: :mod:`ringwork.protocol.core`).
+* Fast suspicion: a leader whose link confirms it dead (:mod:`ringwork.protocol.links`) is
+  suspected at once, not after session_timeout of silence (a named leader never is).
 * A leaving follower revokes everything itself, drains it, and sends ``Leave`` until the leader
   acknowledges (or the leave budget is spent).
 
