@@ -233,7 +233,9 @@ class Leadership:
         stale = [p for p, owner in self.book.unconfirmed.items() if which(owner)]
         if stale:
             self.book.orphan(stale)
-            self.moves.schedule(now)
+            # Nobody owns them now: once nobody is awaited either, balance at once (a takeover
+            # whose survivors have all joined does not wait out a join debounce for them).
+            self.moves.schedule(now, at_once=self.awaiting_joins is None)
 
     def deadlines(self) -> list[float]:
         cfg = self.config
