@@ -56,7 +56,7 @@ class ProtocolConfig:
     #: Fast suspicion: a peer whose connection it closed has had every reconnect refused for
     #: this long (and sent nothing) is taken for dead at once, without waiting for
     #: session_timeout (see ringwork.protocol.links); ``inf`` turns it off.
-    link_confirm: float = 0.15
+    link_confirm: float = 0.1
     #: Encoded messages larger than this are neither sent nor accepted; it also bounds what a
     #: peer can make a node hold (docs/operations.md). 0 (the default) derives it from the
     #: partition count: 64 KiB plus 128 bytes per partition, room for the largest message (a

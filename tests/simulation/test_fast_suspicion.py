@@ -3,7 +3,7 @@ a second of simulated time; a connection that drops and comes back changes nothi
 death (a machine lost) still waits for the session timeout.
 
 The simulator checks every invariant after every step (tests/sim/invariants.py); these tests
-add what each story promises. Default timings (session 3 s, link_confirm 0.15 s).
+add what each story promises. Default timings (session 3 s, link_confirm 0.1 s).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ def test_kill_a_follower_on_a_live_host(seed: int) -> None:
     dead = sim.notices("member_dead", t0)
     assert [h.action.detail["node"] for h in dead] == [victim]  # type: ignore[attr-defined]
     assert dead[0].action.detail["reason"] == "link_refused"  # type: ignore[attr-defined]
-    assert dead[0].time - t0 < 0.3  # link_confirm (0.15 s) and two refusals
+    assert dead[0].time - t0 < 0.3  # link_confirm (0.1 s) and two refusals
     assert took <= 0.5
     for n in others:  # only the dead node's partitions move
         assert kept[n].items() <= partitions_of(sim, n).items()
