@@ -90,6 +90,7 @@ class Simulation:
         #: Kills so far, and how long each failover the ``kill`` family checked took.
         self.kills = 0
         self.failovers: list[float] = []
+        self._flapping: dict[tuple[str, str], float] = {}  # link -> when its flap ends
         self.invariants = Invariants(self)
         self.referee.jobs.on_requeue = self.invariants.check_requeue
         self._link = RefereeLink(
@@ -177,6 +178,9 @@ class Simulation:
         after ``down_for``, with ``refusals`` failed reconnects in between (a live listener
         refuses none; 1 stands for a race): a false suspicion the protocol must shrug off."""
         node = self.nodes[at]
+        if self.now < self._flapping.get((at, peer), -math.inf):
+            return  # one drop at a time per link: two overlapping would refuse twice
+        self._flapping[(at, peer)] = self.now + down_for
         self._note(at, f"LINK FLAP to {peer} for {down_for:.3f}s ({refusals} refused)")
         self.at(self.now, self._link_event, node, node.process, peer, "closed")
         for i in range(refusals):
@@ -190,9 +194,9 @@ class Simulation:
     def _refuse(self, at: SimNode, process: int, dead: SimNode, dead_process: int,
                 interval: float) -> None:
         """One refused reconnect from ``at`` to the killed ``dead``, while it stays dead."""
-        if at.process != process or not at.live or dead.process != dead_process:
-            return
-        if not dead.crashed:
+        if at.process != process or not at.live or self.nodes.get(dead.name) is not dead:
+            return  # the name has a new process now: its reconnects succeed
+        if not dead.crashed or dead.process != dead_process:
             return
         self._link_event(at, process, dead.name, "refused")
         nxt = min(interval * 2, 1.0)
