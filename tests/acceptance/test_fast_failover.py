@@ -12,6 +12,7 @@ PID at teardown.
 from __future__ import annotations
 
 import shutil
+import signal
 import subprocess
 import time
 from collections.abc import Iterator
@@ -122,4 +123,23 @@ def test_connections_killed_and_restored_move_nothing(cluster: Cluster) -> None:
         time.sleep(0.1)
     after = cluster.status()
     assert after["term"] == before["term"] and after["leader"] == before["leader"]
+    assert "event=member_dead" not in cluster.logs()
+
+
+def test_a_paused_worker_is_not_suspected_on_its_links(cluster: Cluster) -> None:
+    """SIGSTOP closes nothing and refuses nothing: a paused follower keeps its partitions until
+    the session timeout (here 10 s), however long fast suspicion would have taken."""
+    procs = cluster.start(3)
+    before = formed(cluster, procs)
+    start = owners(cluster)
+    ids = node_ids(cluster, procs)
+    victim = next(p for i, p in ids.items() if i != before["leader"])
+    cluster.signal(victim, signal.SIGSTOP)
+    try:
+        deadline = time.time() + 1.5 * WITHIN  # well past any fast failover, short of SESSION
+        while time.time() < deadline:
+            assert owners(cluster) == start, "a paused worker's partitions moved early"
+            time.sleep(0.1)
+    finally:
+        cluster.signal(victim, signal.SIGCONT)
     assert "event=member_dead" not in cluster.logs()
