@@ -91,6 +91,8 @@ class Simulation:
         self.kills = 0
         self.failovers: list[float] = []
         self._flapping: dict[tuple[str, str], float] = {}  # link -> when its flap ends
+        #: Names whose processes are named nodes (``--node-name``: static membership).
+        self.named: set[str] = set()
         self.invariants = Invariants(self)
         self.referee.jobs.on_requeue = self.invariants.check_requeue
         self._link = RefereeLink(
@@ -135,7 +137,7 @@ class Simulation:
         previous = self.nodes.get(name)
         node = SimNode(
             name=name,
-            core=Core(name, self.config, incarnation=seq * 1_000_000),
+            core=Core(name, self.config, incarnation=seq * 1_000_000, named=name in self.named),
             offset=self.rng.uniform(0, 1000),
             process=(previous.process + 1) if previous else 0,
         )

@@ -99,3 +99,29 @@ def test_a_silent_death_still_waits_for_the_session_timeout(seed: int) -> None:
     dead = sim.notices("member_dead", t0)[0]
     assert dead.action.detail["reason"] == "silent"  # type: ignore[attr-defined]
     assert dead.time - t0 >= sim.config.session_timeout - sim.config.heartbeat_interval
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_named_nodes_killed_on_a_live_host_get_their_partitions_back(seed: int) -> None:
+    """Static membership: a named node's links closing prove nothing the leader may act on (its
+    partitions wait for its next process), so a rolling kill -9 and restart of named nodes --
+    the leader too -- moves nothing (invariant 9 at every write)."""
+    from ringwork.protocol.config import ProtocolConfig
+
+    sim = Simulation(seed, config=ProtocolConfig(partitions=16))
+    sim.named = {"n1", "n2", "n3"}
+    sim.start(3)
+    settle(sim, 5.0)
+    sim.run_for(1.0)
+    owners = {p: o for p, o in enumerate(sim.referee.owner) if o is not None}
+    assert len(owners) == 16
+    sim.sticky_owners = owners
+    for name in list(sim.live_names()):
+        t0 = sim.now
+        sim.kill(name)
+        sim.run_for(sim.rng.uniform(0.3, 1.5))  # well past link_confirm
+        assert not sim.notices("member_dead", t0)
+        sim.restart(name)
+        settle(sim, 12.0)
+        assert partitions_of(sim, name).keys() == {p for p, o in owners.items() if o == name}
+    assert sim.referee.owner == [owners[p] for p in range(16)]
