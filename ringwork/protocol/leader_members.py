@@ -165,12 +165,14 @@ class Membership:
         for node in self.links.confirmed(now):
             member = self.members.get(node)
             if member is not None and node != self.node_id and not member.named:
-                self._drop(node, now, "member_dead", reason="link_refused")
+                self._drop(node, now, "member_dead", reason="link_refused",
+                           incarnation=member.incarnation)
         for node, member in list(self.members.items()):
             if now - member.last_heard < self.config.session_timeout:
                 continue
             if self._registry_stale(member):
-                self._drop(node, now, "member_dead", reason="silent")  # heartcheck
+                self._drop(node, now, "member_dead", reason="silent",  # heartcheck
+                           incarnation=member.incarnation)
             elif not member.unreachable:
                 member.unreachable = True  # cut off from us, not from the database: kept
                 self.fx.notice(self.term, "member_unreachable", node=node)

@@ -196,13 +196,23 @@ class Invariants:
                 f"while its claimer {node.name} still runs it and may claim ({core.role})"
             )
 
-    def check_eviction(self, leader: SimNode, member: str, reason: str = "") -> None:
+    def check_eviction(
+        self, leader: SimNode, member: str, reason: str = "", incarnation: object = None
+    ) -> None:
         """Invariant 6: an evicted member's registry row was stale during the last session --
         or, evicted on its link's word (fast suspicion), its process is really gone: a live
         node is never declared dead for a link that closed and came back."""
         sim = self.sim
         if reason == "link_refused":
-            if member in sim.nodes and not sim.nodes[member].crashed:
+            now = sim.nodes.get(member)
+            # The process behind the name now: an eviction of an older incarnation (a leader
+            # that was paused reads its old links' news late) is of a process that is gone.
+            current = now.core.incarnation if now is not None else None
+            older = (  # incarnations start at registered_seq * 1e6: one block per process
+                isinstance(incarnation, int) and current is not None
+                and incarnation // 1_000_000 < current // 1_000_000
+            )
+            if now is not None and not now.crashed and not older:
                 raise self.violation(
                     6, f"{leader.name} declared {member} dead on its link, but it is alive"
                 )

@@ -275,7 +275,8 @@ class Simulation:
                 elif kind is ev.Notice and action.event == "member_dead":  # type: ignore[attr-defined]
                     detail = action.detail  # type: ignore[attr-defined]
                     self.invariants.check_eviction(node, str(detail["node"]),
-                                                   str(detail.get("reason", "")))
+                                                   str(detail.get("reason", "")),
+                                                   detail.get("incarnation"))
                 elif kind is ev.Left:
                     node.stopped = True
                     self.referee.unregister(node.name)
