@@ -90,6 +90,9 @@ class RingworkPeer(common.Peer):
         self.rss: dict[int, dict[int, int]] = defaultdict(dict)
         self.first_spawn_t: float | None = None
         self.w3_snapshot: dict[str, Any] | None = None
+        #: W3: when (time.time()) the partitions table first showed no partition owned by a
+        #: dead node after the kill (sampled every 10 ms by a thread the snapshot starts).
+        self.w3_reassigned_t: float | None = None
 
     # -- database lifecycle ---------------------------------------------------------------------
     def setup(self, args: argparse.Namespace) -> None:
@@ -234,7 +237,22 @@ class RingworkPeer(common.Peer):
         running = app.store.list_jobs(state="running", limit=1_000_000)
         owners = {p: o.owner for p, o in app.store.read_partitions().items()}
         self.w3_snapshot = {"t": t, "owners": owners, "alive": set(common._ALL_PGIDS)}
+        self.w3_reassigned_t = None
+        dead = {o for o in owners.values()
+                if o is not None and _pid_of(o) not in self.w3_snapshot["alive"]}
+        threading.Thread(target=self._watch_reassigned, args=(dead,), daemon=True).start()
         return [(j.payload["seq"], str(j.claimed_by)) for j in running if j.task == "rec"]
+
+    def _watch_reassigned(self, dead: set[str]) -> None:
+        """W3: the moment no partition is owned by a dead node any more (the failover itself,
+        apart from how soon the survivor's claims reach each partition)."""
+        deadline = time.time() + 30
+        while dead and time.time() < deadline:
+            with contextlib.suppress(Exception):  # a database hiccup: sample again
+                if not any(o.owner in dead for o in app.store.read_partitions().values()):
+                    self.w3_reassigned_t = time.time()
+                    return
+            time.sleep(0.01)
 
     # -- workers --------------------------------------------------------------------------------
     def worker_cmd(self, workload: str, concurrency: int,
@@ -377,6 +395,8 @@ def w3_ringwork(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, Any]:
         "killed_partitions": len(dead_parts),
         "killed_partitions_with_work_left": len(pending_parts),
         "killed_partitions_processed_again": len(first_after),
+        "partitions_reassigned_after_s": r(peer.w3_reassigned_t - t_kill, 3)
+        if peer.w3_reassigned_t is not None else None,
         "partitions_processing_again_after_s": {
             "first": r(delays[0] if delays else None, 3),
             "p50": r(statistics.median(delays) if delays else None, 3),

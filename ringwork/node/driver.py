@@ -183,12 +183,13 @@ class Node:
                 log_event("restart_requeued", logging.WARNING, node=self.node_id, jobs=requeued)
         self._calls = RefereeCalls(self.node_id, self.store, registry, self._wake, self.faults)
         self._peers = Peers(
-            self._make, self.node_id, registry.router_endpoint, self._calls.refresh, self.counters
+            self._make, self.node_id, registry.router_endpoint, self._calls.refresh, self.counters,
+            on_link=self._link_changed,
         )
         self._actions = Actions(self.node_id, self.codec, self._own, self._peers, self._calls,
                                 registry, listener, self.counters, self._left)
         incarnation = first_incarnation(counter)
-        core = Core(self.node_id, self.config, incarnation=incarnation)
+        core = Core(self.node_id, self.config, incarnation=incarnation, named=self.named)
         with self._core_lock:
             self._core = core
         log_event("node_registered", node=self.node_id, endpoint=self.endpoint,
@@ -310,9 +311,11 @@ class Node:
         poller.register(own.router, zmq.POLLIN)
         poller.register(own.sub, zmq.POLLIN)
         poller.register(wake, zmq.POLLIN)
+        monitors: set[zmq.Socket] = set()  # the peers' socket monitors the poller watches
         try:
             while self._running.is_set():
                 self._awake.wait()
+                peers.sync_poller(poller, monitors)
                 now = time.monotonic()
                 with self._core_lock:
                     assert self._core is not None
@@ -327,6 +330,8 @@ class Node:
                     self._inbound.drain_router(own.router, self._deliver)
                 if own.sub in ready:
                     self._inbound.drain_sub(own.sub, self._deliver)
+                if any(sock in ready for sock in monitors):
+                    peers.read_monitors()  # a link closed or was refused: tell the core now
                 self._drain_inbox()
                 self._collect_answers()
                 if peers.holding:
@@ -356,6 +361,9 @@ class Node:
         if self._listener is not None:
             self._listener("lost", frozenset(range(self.config.partitions)))
         self._left.set()
+
+    def _link_changed(self, peer: str, change: str) -> None:
+        self._feed(time.monotonic(), ev.LinkChanged(peer=peer, change=change))
 
     def _deliver(self, message: Message) -> None:
         self._feed(time.monotonic(), ev.MessageReceived(message=message))

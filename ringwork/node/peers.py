@@ -9,7 +9,11 @@ queues for a peer that is not connected), a small send high-water mark and non-b
 so heartbeats never pile up for a dead peer. A message to a peer we just met (its endpoint being
 looked up, its connection still being made) is held for up to ``HOLD_FOR`` rather than dropped:
 a lost Join would cost a heartbeat interval and a rebalance. A socket monitor on each DEALER
-feeds a :class:`~ringwork.node.joinwatch.Link`, so a node that cannot join can say why. A
+feeds a :class:`~ringwork.node.joinwatch.Link`, so a node that cannot join can say why, and
+reports each peer's connection closing, a reconnect refused and a connection made again to the
+protocol core (``on_link``: fast suspicion, :mod:`ringwork.protocol.links`); reconnects start
+``RECONNECT_IVL`` after a drop and back off to ``RECONNECT_IVL_MAX``, so a dead peer's refusals
+come within tens of milliseconds and then cost little. A
 peer whose registry row names another endpoint than the one dialled is dialled again: a named
 node (static membership) comes back under the same id at a new address.
 """
@@ -28,6 +32,11 @@ from ringwork.node.joinwatch import Link
 from ringwork.node.sockets import SocketMaker
 
 SNDHWM = 100
+#: Reconnect to a peer this soon after its connection dropped (ms; ZeroMQ adds up to as much
+#: again at random), doubling up to the max while refused: the first two refusals of a dead
+#: peer arrive within about 0.1 s.
+RECONNECT_IVL = 20
+RECONNECT_IVL_MAX = 500
 #: How long a message to a peer we cannot reach yet is held, and how many per peer.
 HOLD_FOR = 1.0
 HOLD_MAX = 20
@@ -36,6 +45,7 @@ MONITORED = (
     zmq.EVENT_CONNECTED
     | zmq.EVENT_CONNECT_RETRIED
     | zmq.EVENT_DISCONNECTED
+    | zmq.EVENT_CLOSED
     | zmq.EVENT_HANDSHAKE_SUCCEEDED
     | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
     | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
@@ -59,12 +69,14 @@ class Peers:
         endpoint_of: Callable[[str], str | None],
         look_up: Callable[[], None],
         counters: Counter[str],
+        on_link: Callable[[str, str], None] = lambda peer, change: None,
     ) -> None:
         self._make = make
         self._identity = node_id.encode()
         self._endpoint_of = endpoint_of  # the peer's ROUTER endpoint, as last read
         self._look_up = look_up  # re-read the registry: a peer newer than our last read
         self._counters = counters  # ``send_dropped`` (read by the metrics thread)
+        self._on_link = on_link  # (peer, "closed" | "refused" | "connected"): to the core
         self._sockets: dict[str, zmq.Socket] = {}
         self._monitors: dict[str, zmq.Socket] = {}
         self.links: dict[str, Link] = {}
@@ -95,8 +107,19 @@ class Peers:
 
     def read_monitors(self) -> None:
         """Keep every link's state current and its monitor's queue short."""
-        for node_id in self._monitors:
+        for node_id in list(self._monitors):
             self._read_monitor(node_id)
+
+    def sync_poller(self, poller: zmq.Poller, registered: set[zmq.Socket]) -> None:
+        """Keep ``poller`` watching exactly our monitors (``registered``: what it watches), so
+        a peer's connection closing wakes the protocol thread at once."""
+        current = set(self._monitors.values())
+        for sock in registered - current:
+            poller.unregister(sock)
+        for sock in current - registered:
+            poller.register(sock, zmq.POLLIN)
+        registered.clear()
+        registered.update(current)
 
     def close(self) -> None:
         for node_id, monitor in self._monitors.items():
@@ -134,6 +157,8 @@ class Peers:
         sock.setsockopt(zmq.IDENTITY, self._identity)
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.SNDHWM, SNDHWM)
+        sock.setsockopt(zmq.RECONNECT_IVL, RECONNECT_IVL)
+        sock.setsockopt(zmq.RECONNECT_IVL_MAX, RECONNECT_IVL_MAX)
         self._monitors[node_id] = sock.get_monitor_socket(MONITORED)
         self.links[node_id] = Link(endpoint)
         sock.connect(endpoint)
@@ -159,8 +184,13 @@ class Peers:
             kind, value = event["event"], event["value"]
             if kind == zmq.EVENT_CONNECTED:
                 link.connection_made()
+                self._on_link(node_id, "connected")
             elif kind == zmq.EVENT_DISCONNECTED:
                 link.connection_lost()
+                self._on_link(node_id, "closed")
+            elif kind == zmq.EVENT_CLOSED:
+                if not link.connected:  # a reconnect attempt failed (refused, unreachable)
+                    self._on_link(node_id, "refused")
             elif kind == zmq.EVENT_CONNECT_RETRIED:
                 link.retrying()
             elif kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:

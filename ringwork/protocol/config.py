@@ -53,6 +53,10 @@ class ProtocolConfig:
     poll_interval: float = 1.0
     #: A leaving node gives up waiting for the leader's acknowledgement after this long.
     leave_timeout: float = 5.0
+    #: Fast suspicion: a peer whose connection it closed has had every reconnect refused for
+    #: this long (and sent nothing) is taken for dead at once, without waiting for
+    #: session_timeout (see ringwork.protocol.links); ``inf`` turns it off.
+    link_confirm: float = 0.1
     #: Encoded messages larger than this are neither sent nor accepted; it also bounds what a
     #: peer can make a node hold (docs/operations.md). 0 (the default) derives it from the
     #: partition count: 64 KiB plus 128 bytes per partition, room for the largest message (a
@@ -77,6 +81,8 @@ class ProtocolConfig:
         for name in positive:
             if not getattr(self, name) > 0:
                 raise ConfigurationError(f"{name} must be positive")
+        if not self.link_confirm > 0:
+            raise ConfigurationError("link_confirm must be positive (inf: off)")
         if self.partitions < 1:
             raise ConfigurationError("partitions must be at least 1")
         if self.max_message_bytes < 4096:

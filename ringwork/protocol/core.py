@@ -37,6 +37,14 @@ Why it is safe (checked after every step by the simulator, invariant 2):
   ``session_timeout`` old has stopped claiming (simulator invariant 8: no job is re-queued while
   its claimer may still claim).
 
+Fast suspicion (:mod:`~ringwork.protocol.links`) changes *when* a node is believed dead, never
+what a death may touch: a peer whose connection closed and whose reconnects are refused for
+``link_confirm`` (the driver's ``LinkChanged``) is declared dead by the leader at once, and a
+follower elects its dead leader's successor at once; running jobs are still re-queued only on
+the rule above, and every claim is still checked against its epoch. Only a live node whose port
+answers resets for the whole window could be taken for dead: then the database's epoch fence,
+not the lease, keeps its claims out (docs/protocol.md, "Fast suspicion").
+
 Degraded mode -- degrade, do not stall. A follower cut off from the leader's Acks (either way)
 that still reaches the database keeps claiming through it: a poll *issued* at ``t`` whose registry
 touch succeeded, that found the same term and leader and the leader's row fresh, extends its lease
@@ -86,9 +94,11 @@ class Core:
     """One node's protocol state, as its driver sees it. Not thread-safe: one driver thread
     feeds it (and reads it between calls)."""
 
-    def __init__(self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0) -> None:
+    def __init__(
+        self, node_id: str, config: ProtocolConfig, *, incarnation: int = 0, named: bool = False
+    ) -> None:
         self.config = config
-        self.node = NodeState(node_id, config, incarnation)
+        self.node = NodeState(node_id, config, incarnation, named=named)
         self.machine = Transitions(self.node)
         #: ``now`` at which this node last became a member that is not joined to a leader (a
         #: follower waiting for its Join to be acknowledged, or for an election); ``None`` while

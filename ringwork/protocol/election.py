@@ -1,13 +1,16 @@
 """Elections: when a follower tries the term CAS, and what the winner may touch at once.
 
 * A node starts an election only when it is suspicious (no word from a leader for
-  session_timeout, none known, or a ``Resign``) *and* the referee shows the recorded leader gone:
-  its registry row is session_timeout old. A live leader is never usurped because one node
-  cannot reach it.
+  session_timeout, none known, a ``Resign``, or its link confirmed dead) *and* the recorded
+  leader is gone: its registry row is session_timeout old, or its link confirmed it dead (the
+  connection closed and every reconnect refused: :mod:`ringwork.protocol.links`). A live leader
+  is never usurped because one node cannot reach it: a cut or a pause refuses nothing.
 * Candidates are the live registry nodes in ``registered_seq`` order; rank ``r`` waits
   ``r * election_backoff`` before the term CAS (``ClaimLeadership``); at most one wins a term.
 * The winner waits, before touching the partitions of owners that have not joined it, until the
-  previous leader's authority -- and so every lease it granted -- has surely run out.
+  previous leader's authority -- and so every lease it granted -- has surely run out; not at
+  all for a previous leader whose link confirmed it dead (its own claims died with it; the
+  leases it granted to live followers are theirs, and wait for them to join as always).
 
 Following a leader is :mod:`ringwork.protocol.follower`; the role changes themselves (follow,
 lead, step down) are :class:`~ringwork.protocol.transitions.Transitions`'. Runs on the driver's
@@ -36,20 +39,29 @@ class Election:
         self.since: float | None = None
         #: Until when our own last leadership's authority ran (``-inf``: never led).
         self.last_authority_until = -math.inf
-        #: The leader the referee named when we issued our last ClaimLeadership.
+        #: The leader the referee named when we issued our last ClaimLeadership ...
         self.claim_prev: str | None = None
+        #: ... and whether its link had confirmed it dead then.
+        self.claim_prev_dead = False
 
-    def consider(self, now: float, resigned: tuple[int, str] | None) -> float | None:
+    def consider(
+        self, now: float, resigned: tuple[int, str] | None, dead: frozenset[str] = frozenset()
+    ) -> float | None:
         """Called with a fresh poll while suspicious: wait, or try the term CAS. Returns when
-        to poll again at the latest, if that should be sooner than planned."""
+        to poll again at the latest, if that should be sooner than planned. ``dead``: the nodes
+        whose links confirm them dead (fast suspicion): gone, whatever their rows say."""
         node, referee = self.node, self.referee
         record = referee.term_record
         suspect = record.leader
+        link_dead = suspect in dead
         if suspect == node.node_id:
             self.claim()  # the referee still names us but we stepped down: re-claim
             return None
         leader_gone = (
-            suspect is None or not referee.alive(suspect) or resigned == (record.term, suspect)
+            suspect is None
+            or not referee.alive(suspect)
+            or resigned == (record.term, suspect)
+            or link_dead
         )
         if not leader_gone:
             # It touched the referee lately: keep trying it, stay suspended, and look again the
@@ -63,19 +75,20 @@ class Election:
             (n for n in referee.nodes.values() if referee.alive(n.node_id)),
             key=lambda n: (n.registered_seq, n.node_id),
         )
-        ids = [n.node_id for n in candidates if n.node_id != suspect]
+        ids = [n.node_id for n in candidates if n.node_id != suspect and n.node_id not in dead]
         rank = ids.index(node.node_id) if node.node_id in ids else len(ids)
         if self.since is None:
             self.since = now
         if now - self.since >= rank * node.config.election_backoff:
-            self.claim()
+            self.claim(link_dead)
         return None
 
-    def claim(self) -> None:
+    def claim(self, prev_dead: bool = False) -> None:
         if self.fx.pending("ClaimLeadership") or self.node.leaving:
             return
         seen = self.referee.term_record.term
         self.claim_prev = self.referee.term_record.leader
+        self.claim_prev_dead = prev_dead
         self.fx.referee_op(lambda op: ev.ClaimLeadership(op_id=op, seen_term=seen))
 
     def won(self, now: float, result: ev.LeadershipResult) -> tuple[float, list[str]]:
@@ -88,6 +101,8 @@ class Election:
             takeover = now  # genesis: nobody ever granted a lease
         elif previous == self.node.node_id and self.last_authority_until > -math.inf:
             takeover = max(now, self.last_authority_until)  # our own, remembered
+        elif self.claim_prev_dead:
+            takeover = now  # its process is gone (fast suspicion): it claims nothing more
         else:
             # Its authority ran at most leader_lease past its last registry touch, which the
             # driver read after our CAS; unknown (unregistered, forgotten): assume just now.

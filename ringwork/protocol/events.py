@@ -102,6 +102,17 @@ class RevokeConfirmed(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class LinkChanged(Event):
+    """What the operating system said about our connection to ``peer`` (the driver's socket
+    monitor): ``closed`` (the peer closed an established connection), ``refused`` (a reconnect
+    attempt failed), ``connected`` (a connection is up again). See
+    :mod:`ringwork.protocol.links`: the core suspects, confirms, and decides."""
+
+    peer: str
+    change: str  # "closed" | "refused" | "connected"
+
+
+@dataclass(frozen=True, kw_only=True)
 class LeaveRequested(Event):
     """Leave the cluster cleanly: stop claiming, drain, hand everything over, then stop."""
 

@@ -7,6 +7,8 @@
 * Degraded mode: cut off from the Acks but not from the database, our own successful registry
   touches extend a lease over the part of ``held`` the partitions table confirms (why that is
   safe: :mod:`ringwork.protocol.core`).
+* Fast suspicion: a leader whose link confirms it dead (:mod:`ringwork.protocol.links`) is
+  suspected at once, not after session_timeout of silence (a named leader never is).
 * A leaving follower revokes everything itself, drains it, and sends ``Leave`` until the leader
   acknowledges (or the leave budget is spent).
 
@@ -20,6 +22,7 @@ import math
 from ringwork.protocol import events as ev
 from ringwork.protocol import messages as msgs
 from ringwork.protocol.effects import Effects
+from ringwork.protocol.links import Links
 from ringwork.protocol.referee_view import RefereeView, hinted_poll
 from ringwork.protocol.roles import NodeState, Role
 from ringwork.protocol.share import Share
@@ -30,12 +33,15 @@ class Following:
 
     HANDLES = (msgs.Ack, msgs.Grant, msgs.Rejoin, msgs.Resign, msgs.ClusterState)
 
-    def __init__(self, node: NodeState, fx: Effects, referee: RefereeView, share: Share) -> None:
+    def __init__(
+        self, node: NodeState, fx: Effects, referee: RefereeView, share: Share, links: Links
+    ) -> None:
         self.node = node
         self.config = node.config
         self.fx = fx
         self.referee = referee
         self.share = share
+        self.links = links  # fast suspicion of the leader (read only)
         self.joined = False  # acknowledged by the leader we follow (always, while leading)
         self.lease_until = -math.inf
         # Degraded mode: a lease from our own successful registry touches, over the partitions
@@ -53,6 +59,7 @@ class Following:
         self.next_heartbeat = math.inf
         self.next_poll = math.inf
         self.resigned: tuple[int, str] | None = None  # (term, leader) of a Resign we heard
+        self.leader_named = False  # its Acks say it is a named node: no fast suspicion of it
         self.cluster_state: msgs.ClusterState | None = None
         self._state_requested_at = -math.inf
 
@@ -95,19 +102,39 @@ class Following:
             times.append(self.next_poll)
         if self.node.leader is not None:
             times += [self.next_heartbeat, self.last_contact + self.config.session_timeout]
+            times += self.links.deadlines()
         if self.joined:
             # claimable() shrinks there
             times += [self.lease_until, self.db_lease_until, self.touch_until]
         return times
 
     def suspicious(self, now: float) -> bool:
-        """No word from a leader for session_timeout (or no leader, or it resigned)."""
+        """No word from a leader for session_timeout (or no leader, or it resigned, or its
+        link confirms it dead: :mod:`ringwork.protocol.links`)."""
         node = self.node
         if node.leader is None:
             return True
         if self.resigned == (node.term, node.leader):
             return True
+        if self.link_dead(now):
+            return True
         return now - self.last_contact >= self.config.session_timeout
+
+    def link_dead(self, now: float) -> bool:
+        """Our leader's link confirms it dead (and it is not a named node, whose partitions
+        wait for its next process)."""
+        return not self.leader_named and self.links.dead(now, self.node.leader)
+
+    def _suspect_at(self, now: float) -> float:
+        """When we started (or will start) suspecting our leader: session_timeout of silence,
+        or the moment its link confirmed it dead, whichever is first."""
+        leader = self.node.leader
+        if leader is None:
+            return math.inf
+        at = self.last_contact + self.config.session_timeout
+        if self.link_dead(now):
+            at = min(at, self.links.down_since(leader) + self.config.link_confirm)
+        return at
 
     # =============================================================== joining and reporting
 
@@ -118,6 +145,7 @@ class Following:
         self.lease_until = self.db_lease_until = -math.inf
         self.last_contact = now
         self.cluster_state = None
+        self.leader_named = False
         self.send_join(now)
 
     def leader_lost(self, now: float) -> None:
@@ -141,6 +169,7 @@ class Following:
                 sent_at=now,
                 held=tuple(sorted(share.held.items())),
                 draining=tuple(sorted(share.draining)),
+                named=int(node.named),
             ),
         )
         self.next_heartbeat = now + self.config.heartbeat_interval
@@ -214,6 +243,7 @@ class Following:
         self.joined = True
         self.last_contact = now
         self.resigned = None
+        self.leader_named = bool(m.named)
         lease = min(cfg.session_timeout, m.authority) - cfg.lease_margin
         self.lease_until = max(self.lease_until, m.sent_at + lease)
         self.share.apply(self.fx, m.version, m.grant, m.revoking, frozen=node.leaving)
@@ -262,7 +292,7 @@ class Following:
         cfg, node = self.config, self.node
         # The moment the leader falls silent for session_timeout, look at the referee at once
         # rather than at the next slow poll: a failover should not wait for a timer's phase.
-        suspect_at = self.last_contact + cfg.session_timeout if node.leader else math.inf
+        suspect_at = self._suspect_at(now)
         fresh_suspicion = now >= suspect_at and self.referee.last_poll_issued < suspect_at
         if (now >= self.next_poll or fresh_suspicion) and not self.fx.pending("Poll"):
             self.referee.poll(self.fx, partitions=True)

@@ -29,6 +29,7 @@ from ringwork.protocol.events import SweepOrphans
 from ringwork.protocol.leader_book import Book, Member, live_members
 from ringwork.protocol.leader_members import Membership
 from ringwork.protocol.leader_moves import Moves
+from ringwork.protocol.links import Links
 from ringwork.protocol.messages import Announce, ClusterState, Grant, Heartbeat, Join, Leave
 from ringwork.protocol.referee import Ownership
 from ringwork.protocol.referee_view import RefereeView
@@ -53,6 +54,7 @@ class Leadership:
         alive: Iterable[str],
         *,
         takeover: bool = False,
+        links: Links | None = None,
     ) -> None:
         self.node_id = node_id
         self.config = config
@@ -89,8 +91,9 @@ class Leadership:
         self.members: dict[str, Member] = {}
         self.book = Book(config.partitions, ownership)
         self.moves = Moves(node_id, term, config, fx, self.book, self.members)
+        self.links = links if links is not None else Links(config.link_confirm)
         self.membership = Membership(
-            node_id, term, config, fx, referee, self.book, self.moves, self.members
+            node_id, term, config, fx, referee, self.book, self.moves, self.members, self.links
         )
         self.moves.schedule(now)
 
@@ -127,7 +130,12 @@ class Leadership:
         self.membership.greet(now, msg, self.authority_until)
 
     def admit_self(
-        self, now: float, incarnation: int, held: Mapping[int, int], draining: Iterable[int]
+        self,
+        now: float,
+        incarnation: int,
+        held: Mapping[int, int],
+        draining: Iterable[int],
+        named: bool = False,
     ) -> None:
         self.admit(
             now,
@@ -139,6 +147,7 @@ class Leadership:
                 sent_at=now,
                 held=tuple(held.items()),
                 draining=tuple(draining),
+                named=int(named),
             ),
         )
         self.members[self.node_id].last_heard = math.inf
@@ -169,6 +178,7 @@ class Leadership:
             self.poll_op = self.referee.poll(self.fx, partitions=False)
             self.next_poll = now + self.config.heartbeat_interval
         self.membership.heartcheck(now)
+        self._forget_dead_joiners(now)
         if self.membership.deaths != self._deaths_swept and self.join_deadline is None:
             self._deaths_swept = self.membership.deaths
             self.next_sweep = min(self.next_sweep, now)  # its carried jobs: re-queue them now
@@ -186,6 +196,21 @@ class Leadership:
             self.forming = False  # formed or not, later joins are debounced
             moves.rebalance(now)
         moves.maybe_write(now)
+
+    def _forget_dead_joiners(self, now: float) -> None:
+        """Fast suspicion during a takeover: a node we wait for (to join and confirm what it
+        holds) whose link confirms it dead will not come. Its partitions are orphaned now and
+        the first rebalance stops waiting for it (a member is the heartcheck's business)."""
+        dead = {n for n in self.links.confirmed(now) if n not in self.members}
+        if not dead:
+            return
+        self._orphan_unconfirmed(now, lambda owner: owner in dead)
+        waiting = self.awaiting_joins
+        if waiting is not None and waiting & dead:
+            self.awaiting_joins = waiting = waiting - dead
+            if waiting <= self.members.keys():
+                self.awaiting_joins = None
+                self.moves.rebalance_due = now
 
     def _sweep(self, now: float) -> None:
         """Ask the referee to re-queue jobs whose claimer died after its partition moved on;
@@ -208,7 +233,9 @@ class Leadership:
         stale = [p for p, owner in self.book.unconfirmed.items() if which(owner)]
         if stale:
             self.book.orphan(stale)
-            self.moves.schedule(now)
+            # Nobody owns them now: once nobody is awaited either, balance at once (a takeover
+            # whose survivors have all joined does not wait out a join debounce for them).
+            self.moves.schedule(now, at_once=self.awaiting_joins is None)
 
     def deadlines(self) -> list[float]:
         cfg = self.config
@@ -225,6 +252,7 @@ class Leadership:
             times.append(self.next_sweep)
         if self.moves.rebalance_due is not None:
             times.append(self.moves.rebalance_due)
+        times += self.links.deadlines()
         wait = cfg.unconfirmed_revoke_wait
         times += [r.started + wait for r in self.book.revoking.values() if not r.released]
         return times

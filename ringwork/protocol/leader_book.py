@@ -33,6 +33,7 @@ class Member:
     leaving: bool = False
     heard_version: int = -1  # the last grant version it reported applying (Heartbeat.version)
     unreachable: bool = False  # silent for session_timeout, registry row fresh: noted once
+    named: bool = False  # static membership: never declared dead on its link's word
 
 
 @dataclass

@@ -8,6 +8,8 @@
                                                   same name: static membership), nothing moved
     silence >= session_timeout, and a poll issued after that silence began shows its registry
         row session_timeout old ──> declared dead: its partitions orphaned, rebalance
+    its link confirms it dead (connection closed, reconnects refused for link_confirm, nothing
+        heard since: its process is gone, see links.py) ──> declared dead at once, the same way
     silence, row still fresh ──> kept (cut off from us, not from the database: it claims its
         partitions in degraded mode, see core.py; nothing of it is handed over unheard)
     Leave ──> removed at once: its partitions (already released) orphaned, rebalance
@@ -21,6 +23,7 @@ from ringwork.protocol.config import ProtocolConfig
 from ringwork.protocol.effects import Effects
 from ringwork.protocol.leader_book import Book, Member, Revocation
 from ringwork.protocol.leader_moves import Moves
+from ringwork.protocol.links import Links
 from ringwork.protocol.messages import Ack, Heartbeat, Join, Leave, LeaveAck, Rejoin
 from ringwork.protocol.referee_view import RefereeView
 
@@ -38,8 +41,10 @@ class Membership:
         book: Book,
         moves: Moves,
         members: dict[str, Member],
+        links: Links,
     ) -> None:
         self.node_id = node_id
+        self.links = links  # fast suspicion (read only)
         self.term = term
         self.config = config
         self.fx = fx
@@ -61,7 +66,7 @@ class Membership:
         book = self.book
         if member is not None:  # restarted or fenced: whatever the old incarnation held
             book.orphan(list(book.owned_by.get(msg.sender, ())))  # is fenced by a new epoch
-        self.members[msg.sender] = Member(msg.sender, msg.incarnation, now)
+        self.members[msg.sender] = Member(msg.sender, msg.incarnation, now, named=bool(msg.named))
         self.fx.notice(self.term, "member_joined", node=msg.sender, incarnation=msg.incarnation)
         held = dict(msg.held)
         draining = set(msg.draining)
@@ -138,11 +143,12 @@ class Membership:
                 version=book.stamp(),
                 grant=book.grant_for(node),
                 revoking=book.revoking_for(node),
+                named=int(self.members[self.node_id].named) if self.node_id in self.members else 0,
             ),
         )
 
-    def _drop(self, node: str, now: float, why: str) -> None:
-        self.fx.notice(self.term, why, node=node)
+    def _drop(self, node: str, now: float, why: str, **detail: object) -> None:
+        self.fx.notice(self.term, why, node=node, **detail)
         if why == "member_dead":
             self.deaths += 1
         self.members.pop(node, None)
@@ -153,12 +159,20 @@ class Membership:
 
     def heartcheck(self, now: float) -> None:
         """Declare dead the members silent for session_timeout whose registry row is stale
-        too; note (once) those silent whose row is fresh: cut off from us, they are kept."""
+        too; note (once) those silent whose row is fresh: cut off from us, they are kept.
+        A member whose link confirms it dead goes at once (fast suspicion): its partitions
+        move now; its running jobs still wait for its row to go stale (the sweep)."""
+        for node in self.links.confirmed(now):
+            member = self.members.get(node)
+            if member is not None and node != self.node_id and not member.named:
+                self._drop(node, now, "member_dead", reason="link_refused",
+                           incarnation=member.incarnation)
         for node, member in list(self.members.items()):
             if now - member.last_heard < self.config.session_timeout:
                 continue
             if self._registry_stale(member):
-                self._drop(node, now, "member_dead")  # heartcheck
+                self._drop(node, now, "member_dead", reason="silent",  # heartcheck
+                           incarnation=member.incarnation)
             elif not member.unreachable:
                 member.unreachable = True  # cut off from us, not from the database: kept
                 self.fx.notice(self.term, "member_unreachable", node=node)

@@ -83,6 +83,9 @@ class Join(Message):
     sent_at: float
     held: Pairs = ()
     draining: tuple[int, ...] = ()
+    #: 1: a named node (static membership): its partitions wait for its next process, so its
+    #: link closing is no proof of anything (no fast suspicion; see protocol/links.py).
+    named: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -113,6 +116,8 @@ class Ack(Message):
     version: int
     grant: Pairs = ()
     revoking: tuple[int, ...] = ()
+    #: 1: the leader is a named node (its followers do not suspect it on its link).
+    named: int = 0
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -69,6 +69,8 @@ class NodeState:
     leader: str | None = None
     leaving: bool = False
     leave_started: float = math.inf
+    #: A named node (static membership): it says so in its Joins and, leading, its Acks.
+    named: bool = False
 
     def leave_budget(self) -> float:
         """How long a leave may take in all before the node stops regardless."""

@@ -20,6 +20,7 @@ from ringwork.protocol.election import Election
 from ringwork.protocol.follower import Following, Leaving
 from ringwork.protocol.leader import Leadership
 from ringwork.protocol.leader_inbox import LeaderInbox
+from ringwork.protocol.links import Links
 from ringwork.protocol.referee import TermRecord
 from ringwork.protocol.referee_view import RefereeView
 from ringwork.protocol.roles import NodeState, Role
@@ -35,7 +36,8 @@ class Transitions:
         self.fx = Effects()
         self.referee = RefereeView(node.config.session_timeout)
         self.share = Share()
-        self.following = Following(node, self.fx, self.referee, self.share)
+        self.links = Links(node.config.link_confirm)
+        self.following = Following(node, self.fx, self.referee, self.share, self.links)
         self.election = Election(node, self.fx, self.referee)
         self.leave = Leaving(node, self.fx, self.share)
         beat = self.config.heartbeat_interval
@@ -98,10 +100,12 @@ class Transitions:
             result.partitions,
             alive,
             takeover=self.election.claim_prev is not None,
+            links=self.links,
         )
         self.fx.emit(ev.RoleChanged(role=Role.LEADER.value, term=result.term, leader=node.node_id))
         self.fx.notice(node.term, "leader_elected", takeover_wait=round(takeover - now, 3))
-        lead.admit_self(now, node.incarnation, dict(share.held), list(share.draining))
+        lead.admit_self(now, node.incarnation, dict(share.held), list(share.draining),
+                        node.named)
         lead.announce(n for n in referee.nodes if referee.alive(n))
         if node.leaving:
             lead.members[node.node_id].leaving = True
@@ -160,7 +164,10 @@ class Transitions:
             node.term, node.leader = record.term, None
         following = self.following
         if following.suspicious(now):
-            poll_by = self.election.consider(now, following.resigned)
+            dead = frozenset(self.links.confirmed(now))
+            if following.leader_named and record.leader == node.leader:
+                dead -= {record.leader}
+            poll_by = self.election.consider(now, following.resigned, dead)
             if poll_by is not None:
                 following.next_poll = min(following.next_poll, poll_by)
 
@@ -220,8 +227,13 @@ class Transitions:
         else:
             self.leave.begin(now)
 
+    def _on_link(self, now: float, event: ev.LinkChanged) -> None:
+        if event.peer != self.node.node_id:
+            self.links.changed(now, event.peer, event.change)
+
     def _on_message(self, now: float, event: ev.MessageReceived) -> None:
         m = event.message
+        self.links.heard(now, m.sender)  # it was alive when it sent this: suspicion starts over
         if type(m) in LeaderInbox.HANDLES:
             self.inbox.receive(now, m, self.leadership)
         elif type(m) in Following.HANDLES:
@@ -279,4 +291,5 @@ _HANDLERS: dict[type[ev.Event], Callable[[Transitions, float, ev.Event], None]] 
     ev.RefereeFailed: Transitions._on_failed,  # type: ignore[dict-item]
     ev.RevokeConfirmed: Transitions._on_revoke_confirmed,  # type: ignore[dict-item]
     ev.LeaveRequested: Transitions._on_leave,  # type: ignore[dict-item]
+    ev.LinkChanged: Transitions._on_link,  # type: ignore[dict-item]
 }

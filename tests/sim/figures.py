@@ -35,9 +35,13 @@ def _all_claimable(sim: Simulation) -> bool:
     return len(claimable) == sim.config.partitions
 
 
-def crash_times(kill_leader: bool, seeds: int, nodes: int = 5) -> dict[str, list[float]]:
+def crash_times(
+    kill_leader: bool, seeds: int, nodes: int = 5, *, link_signals: bool = False
+) -> dict[str, list[float]]:
     """Per seed: crash -> detected (member_dead / successor elected), and crash -> every
-    partition claimable by a live node again."""
+    partition claimable by a live node again. ``link_signals``: a ``kill -9`` on a host that
+    stays up (peers see the links close and get refused: fast suspicion), else a silent crash
+    (a machine lost)."""
     detect: list[float] = []
     failover: list[float] = []
     for seed in range(seeds):
@@ -49,7 +53,7 @@ def crash_times(kill_leader: bool, seeds: int, nodes: int = 5) -> dict[str, list
         victim = leader if kill_leader else next(n for n in sim.live_names() if n != leader)
         assert victim is not None
         t0 = sim.now
-        sim.crash(victim)
+        (sim.kill if link_signals else sim.crash)(victim)
         sim.run_for(0.01)
         while not _all_claimable(sim) or sim.leader() is None:
             sim.run_for(0.01)
@@ -141,12 +145,14 @@ def main(argv: list[str] | None = None) -> None:
         f" lease margin {cfg.lease_margin}s, leader lease {cfg.leader_lease}s, debounce "
         f"{cfg.join_debounce}s, revoke {cfg.revoke_timeout}s\n"
     )
-    for kill_leader in (False, True):
-        who = "leader" if kill_leader else "follower"
-        times = crash_times(kill_leader, args.seeds)
-        print(f"crash of a {who} (5 nodes, 64 partitions, {args.seeds} seeds):")
-        print(f"  detection  {_stats(times['detect'])}")
-        print(f"  failover   {_stats(times['failover'])}")
+    for signals in (False, True):
+        for kill_leader in (False, True):
+            who = "leader" if kill_leader else "follower"
+            how = "kill -9 (host up: links refused)" if signals else "silent crash"
+            times = crash_times(kill_leader, args.seeds, link_signals=signals)
+            print(f"{how} of a {who} (5 nodes, 64 partitions, {args.seeds} seeds):")
+            print(f"  detection  {_stats(times['detect'])}")
+            print(f"  failover   {_stats(times['failover'])}")
     print("\nassignor: partitions moved (minimum) on one join / one leave from balance")
     sizes = [1, 2, 3, 4, 5, 7, 8, 16, 31, 32, 64, 100, 128, 200, 255, 256]
     for partitions in (64, 256, 4096):

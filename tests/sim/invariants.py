@@ -20,6 +20,8 @@ The invariants, checked after **every** step (:meth:`Invariants.check`) unless n
 6. no member is declared dead unless its registry row was stale (not touched for
    session_timeout, or gone) at some moment in the session_timeout before: heartbeat silence
    alone never evicts a node that still reaches the database (checked at each ``member_dead``);
+   a member declared dead on its link's word (fast suspicion: closed, reconnects refused) must
+   really be gone -- a link that drops and comes back never evicts a live node;
 7. degrade, do not stall: while :attr:`Simulation.keep_partitions` is set -- a scenario that cuts
    only peer links, with the referee reachable and no node joining, leaving or crashing --
    every partition is claimable, at the referee's epoch, by its owner, at every step (a node
@@ -194,9 +196,27 @@ class Invariants:
                 f"while its claimer {node.name} still runs it and may claim ({core.role})"
             )
 
-    def check_eviction(self, leader: SimNode, member: str) -> None:
-        """Invariant 6: an evicted member's registry row was stale during the last session."""
+    def check_eviction(
+        self, leader: SimNode, member: str, reason: str = "", incarnation: object = None
+    ) -> None:
+        """Invariant 6: an evicted member's registry row was stale during the last session --
+        or, evicted on its link's word (fast suspicion), its process is really gone: a live
+        node is never declared dead for a link that closed and came back."""
         sim = self.sim
+        if reason == "link_refused":
+            now = sim.nodes.get(member)
+            # The process behind the name now: an eviction of an older incarnation (a leader
+            # that was paused reads its old links' news late) is of a process that is gone.
+            current = now.core.incarnation if now is not None else None
+            older = (  # incarnations start at registered_seq * 1e6: one block per process
+                isinstance(incarnation, int) and current is not None
+                and incarnation // 1_000_000 < current // 1_000_000
+            )
+            if now is not None and not now.crashed and not older:
+                raise self.violation(
+                    6, f"{leader.name} declared {member} dead on its link, but it is alive"
+                )
+            return
         timeout = sim.config.session_timeout
         if not sim.referee.stale_during(member, sim.now - timeout, sim.now, timeout):
             raise self.violation(

@@ -87,6 +87,12 @@ class Simulation:
         #: Invariant 8 is checked while this is set: partition -> the named owner it must stay
         #: with (see :mod:`tests.sim.invariants`).
         self.sticky_owners: dict[int, str] | None = None
+        #: Kills so far, and how long each failover the ``kill`` family checked took.
+        self.kills = 0
+        self.failovers: list[float] = []
+        self._flapping: dict[tuple[str, str], float] = {}  # link -> when its flap ends
+        #: Names whose processes are named nodes (``--node-name``: static membership).
+        self.named: set[str] = set()
         self.invariants = Invariants(self)
         self.referee.jobs.on_requeue = self.invariants.check_requeue
         self._link = RefereeLink(
@@ -131,11 +137,16 @@ class Simulation:
         previous = self.nodes.get(name)
         node = SimNode(
             name=name,
-            core=Core(name, self.config, incarnation=seq * 1_000_000),
+            core=Core(name, self.config, incarnation=seq * 1_000_000, named=name in self.named),
             offset=self.rng.uniform(0, 1000),
             process=(previous.process + 1) if previous else 0,
         )
         self.nodes[name] = node
+        if previous is not None:  # peers' reconnects to the name succeed again
+            for other in list(self.nodes.values()):
+                if other is not node and other.live:
+                    self.at(self.now + start_in + 0.001, self._link_event, other, other.process,
+                            name, "connected")
         self.at(self.now + start_in, self._feed, node, node.process, ev.Start())
         self.at(self.now + start_in + self.runtime.work_every, self._work, node, node.process)
         self._note(name, f"start (registered_seq {seq})")
@@ -145,8 +156,53 @@ class Simulation:
         return [self.add_node(start_in=self.rng.uniform(0, jitter)) for _ in range(count)]
 
     def crash(self, name: str) -> None:
+        """The process is gone without a word on the wire: a machine lost, a cable cut (no
+        peer hears a connection close; only the session timeout finds out)."""
         self.nodes[name].crashed = True
         self._note(name, "CRASH")
+
+    def kill(self, name: str) -> None:
+        """``kill -9`` on a host that stays up: the kernel closes the process's connections at
+        once and refuses every reconnect (a growing interval, as ZeroMQ's backoff) until a new
+        process listens under that name; every peer's driver reports it (``LinkChanged``)."""
+        node = self.nodes[name]
+        node.crashed = True
+        self._note(name, "KILL (links close, reconnects refused)")
+        for other in list(self.nodes.values()):
+            if other is not node and other.live:
+                delay = self.rng.uniform(0.0002, 0.005)
+                self.at(self.now + delay, self._link_event, other, other.process, name, "closed")
+                self.at(self.now + delay + 0.02, self._refuse, other, other.process, node,
+                        node.process, 0.02)
+
+    def flap(self, at: str, peer: str, down_for: float, refusals: int = 0) -> None:
+        """``at``'s connection to a live ``peer`` drops (a reset, ``ss -K``) and comes back
+        after ``down_for``, with ``refusals`` failed reconnects in between (a live listener
+        refuses none; 1 stands for a race): a false suspicion the protocol must shrug off."""
+        node = self.nodes[at]
+        if self.now < self._flapping.get((at, peer), -math.inf):
+            return  # one drop at a time per link: two overlapping would refuse twice
+        self._flapping[(at, peer)] = self.now + down_for
+        self._note(at, f"LINK FLAP to {peer} for {down_for:.3f}s ({refusals} refused)")
+        self.at(self.now, self._link_event, node, node.process, peer, "closed")
+        for i in range(refusals):
+            when = self.now + down_for * (i + 1) / (refusals + 1)
+            self.at(when, self._link_event, node, node.process, peer, "refused")
+        self.at(self.now + down_for, self._link_event, node, node.process, peer, "connected")
+
+    def _link_event(self, node: SimNode, process: int, peer: str, change: str) -> None:
+        self._feed(node, process, ev.LinkChanged(peer=peer, change=change))
+
+    def _refuse(self, at: SimNode, process: int, dead: SimNode, dead_process: int,
+                interval: float) -> None:
+        """One refused reconnect from ``at`` to the killed ``dead``, while it stays dead."""
+        if at.process != process or not at.live or self.nodes.get(dead.name) is not dead:
+            return  # the name has a new process now: its reconnects succeed
+        if not dead.crashed or dead.process != dead_process:
+            return
+        self._link_event(at, process, dead.name, "refused")
+        nxt = min(interval * 2, 1.0)
+        self.at(self.now + nxt, self._refuse, at, process, dead, dead_process, nxt)
 
     def restart(self, name: str) -> None:
         """A new process under the same name: re-registers (new priority, new incarnation)."""
@@ -217,7 +273,10 @@ class Simulation:
                 if isinstance(action, ev.Revoked):
                     self._drain(node, action.partitions)
                 elif kind is ev.Notice and action.event == "member_dead":  # type: ignore[attr-defined]
-                    self.invariants.check_eviction(node, str(action.detail["node"]))  # type: ignore[attr-defined]
+                    detail = action.detail  # type: ignore[attr-defined]
+                    self.invariants.check_eviction(node, str(detail["node"]),
+                                                   str(detail.get("reason", "")),
+                                                   detail.get("incarnation"))
                 elif kind is ev.Left:
                     node.stopped = True
                     self.referee.unregister(node.name)
