@@ -139,7 +139,10 @@ class Pump:
             # A handler still running past its attempt's end keeps its slot (executor.py).
             free = limit - len(ledger.inflight) - self.executor.overrunning
             owned = {} if self.stopping else self.ownership.claimable()
-            if wakeups.hint is not None and wakeups.maybe_more:
+            first = self.ownership.first(owned) if free > 0 and owned else None
+            if first is not None:
+                owned = first  # newly assigned partitions first: their jobs waited the move
+            elif wakeups.hint is not None and wakeups.maybe_more:
                 # Woken only by enqueue nudges: look where the new jobs are, not everywhere.
                 owned = {p: e for p, e in owned.items() if p in wakeups.hint}
             want = free if owned and (wakeups.maybe_more or not ready) else 0
@@ -229,6 +232,9 @@ class Pump:
                     self.executor.start(job)
             if want and len(jobs) == want:
                 self.wakeups.want_more()  # a full batch: there may be more behind it
+            if want and self.ownership.fresh:
+                self.ownership.served(owned, jobs, want)
+                self.wakeups.want_more()  # a round for fresh partitions: the rest come next
 
     async def _write_failures(self) -> None:
         """Failed attempts are rare: written one by one, each with its own outcome."""

@@ -229,3 +229,40 @@ def test_the_grace_hands_back_what_still_runs_and_the_leave_is_not_held_up(kind:
 
     parts = run(app, body)
     assert parts.stats.abandoned == 1
+
+
+def test_newly_assigned_partitions_are_claimed_from_first_once_each() -> None:
+    """A moved partition's jobs waited through the move (a dead owner's through its failover):
+    the next claims serve each newly assigned partition once before the older backlog."""
+    app = make_app(concurrency=1)
+    order: list[int] = []
+    gate = threading.Event()
+
+    @app.task("t")
+    def t(job: Job) -> None:
+        gate.wait(10)
+        order.append(job.partition)
+
+    assigned: list[set[int]] = []
+    app.on_assigned(assigned.append)
+    jobs = MemoryJobs(PARTITIONS)
+    coordinator = FixedCoordinator(jobs, epochs=jobs.move([0, 1], "node-a"))
+    parts = WorkerParts(app, jobs, coordinator)
+
+    async def main() -> None:
+        await parts.start()
+        old = [jobs.enqueue("t", f"old{i}", i % 2) for i in range(6)]  # partitions 0 and 1
+        new = [jobs.enqueue("t", f"new{p}", p) for p in (2, 3)]  # newer ids, not ours yet
+        parts.wakeups.wake()
+        await until(lambda: jobs.state(old[0]) == "running", message="the first old job runs")
+        coordinator.assign([2, 3])
+        await until(lambda: {2, 3} in assigned, message="the assignment reached the worker")
+        gate.set()
+        await until(lambda: all(jobs.state(i) == "succeeded" for i in old + new),
+                    message="all done")
+        await parts.stop()
+
+    asyncio.run(asyncio.wait_for(main(), 30))
+    assert order[0] in (0, 1)  # running when the partitions came
+    assert sorted(order[1:3]) == [2, 3], order  # then each new partition, once
+    assert set(order[3:]) == {0, 1}
