@@ -4,15 +4,13 @@ release (a running job completes under its old claim, with a history row)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from alembic import command
 
 from ringwork.store import Store
 from ringwork.store.engine import create_engine
-from ringwork.store.migrate import _config, current, upgrade
+from ringwork.store.migrate import current, upgrade
 from ringwork.store.schema import HEAD_REVISION
+from tests.migration.old_schema import THEN, at_revision, job_rows, move_id_sequence
 
 CLUSTER = "old"
 
@@ -34,17 +32,8 @@ OLD_JOBS = [
 def _fill_0004(url: str) -> None:
     engine = create_engine(url)
     try:
+        at_revision(engine, "0004", CLUSTER, 4)
         with engine.begin() as conn:
-            command.upgrade(_config(conn), "0004")
-        now = "2026-11-30 12:00:00.000000"
-        with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO ringwork_clusters (name, partitions, term, leader, node_seq,"
-                " created_at) VALUES (:c, 4, 1, 'n1', 0, :now)"), {"c": CLUSTER, "now": now})
-            for p in range(4):
-                conn.execute(sa.text(
-                    "INSERT INTO ringwork_partitions (cluster, \"partition\", owner, epoch)"
-                    " VALUES (:c, :p, 'n1', 1)"), {"c": CLUSTER, "p": p})
             for job in OLD_JOBS:
                 conn.execute(sa.text(
                     "INSERT INTO ringwork_jobs (id, cluster, task, \"key\", \"partition\","
@@ -53,23 +42,11 @@ def _fill_0004(url: str) -> None:
                     " finished_at) VALUES (:id, :c, 't', :key, 0, :payload, 0, :state, :now,"
                     " :attempts, 5, false, :last_error, :claimed_by, :claim_epoch, :now,"
                     " :started, :finished_at)"),
-                    {**job, "c": CLUSTER, "key": f"k{job['id']}", "now": now,
+                    {**job, "c": CLUSTER, "key": f"k{job['id']}", "now": THEN,
                      "payload": f'{{"n": {job["id"]}}}',
-                     "started": now if job["attempts"] else None,
-                     "finished_at": now if job["finished"] else None})
-            if engine.dialect.name == "postgresql":  # ids were given: move the sequence on
-                conn.execute(sa.text(
-                    "SELECT setval(pg_get_serial_sequence('ringwork_jobs', 'id'), 100)"))
-    finally:
-        engine.dispose()
-
-
-def _rows(url: str) -> list[dict[str, Any]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                sa.text("SELECT * FROM ringwork_jobs ORDER BY id"))]
+                     "started": THEN if job["attempts"] else None,
+                     "finished_at": THEN if job["finished"] else None})
+            move_id_sequence(conn)
     finally:
         engine.dispose()
 
@@ -77,11 +54,11 @@ def _rows(url: str) -> list[dict[str, Any]]:
 def test_upgrade_from_0004_keeps_every_job(empty_db_url: str) -> None:
     _fill_0004(empty_db_url)
     assert current(empty_db_url) == "0004"
-    before = _rows(empty_db_url)
+    before = job_rows(empty_db_url)
     assert len(before) == len(OLD_JOBS)
 
     assert upgrade(empty_db_url) == HEAD_REVISION  # 0006, or a later head
-    after = _rows(empty_db_url)
+    after = job_rows(empty_db_url)
     added = {"result", "block_key_on_dead", "traceparent"}  # the columns of 0005 to 0007
     assert [{k: v for k, v in r.items() if k not in added} for r in after] == before
     assert all(r["result"] is None and not r["block_key_on_dead"] for r in after)

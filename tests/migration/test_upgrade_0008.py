@@ -5,15 +5,13 @@ and new jobs keep the context they were enqueued with."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import sqlalchemy as sa
-from alembic import command
 
 from ringwork.job import NewJob
 from ringwork.store import Store
 from ringwork.store.engine import create_engine
-from ringwork.store.migrate import _config, current, head, upgrade
+from ringwork.store.migrate import current, head, upgrade
+from tests.migration.old_schema import THEN, at_revision, job_rows, move_id_sequence
 
 CLUSTER = "old7"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
@@ -23,17 +21,8 @@ STATES = ["queued", "running", "succeeded", "dead", "cancelled"]
 def _fill_0006(url: str) -> None:
     engine = create_engine(url)
     try:
+        at_revision(engine, "0006", CLUSTER, 2)
         with engine.begin() as conn:
-            command.upgrade(_config(conn), "0006")
-        now = "2026-11-30 12:00:00.000000"
-        with engine.begin() as conn:
-            conn.execute(sa.text(
-                "INSERT INTO ringwork_clusters (name, partitions, term, leader, node_seq,"
-                " created_at) VALUES (:c, 2, 1, 'n1', 0, :now)"), {"c": CLUSTER, "now": now})
-            for p in range(2):
-                conn.execute(sa.text(
-                    "INSERT INTO ringwork_partitions (cluster, \"partition\", owner, epoch)"
-                    " VALUES (:c, :p, 'n1', 1)"), {"c": CLUSTER, "p": p})
             for i, state in enumerate(STATES, 1):
                 ran = state != "queued"
                 conn.execute(sa.text(
@@ -43,22 +32,10 @@ def _fill_0006(url: str) -> None:
                     " VALUES (:id, :c, 't', :key, 0, :payload, 0, :state, :now, :attempts, 5,"
                     " false, :by, :epoch, :now, :started, false)"),
                     {"id": i, "c": CLUSTER, "key": f"k{i}", "payload": f'{{"n": {i}}}',
-                     "state": state, "now": now, "attempts": 1 if ran else 0,
+                     "state": state, "now": THEN, "attempts": 1 if ran else 0,
                      "by": "n1" if ran else None, "epoch": 1 if ran else None,
-                     "started": now if ran else None})
-            if engine.dialect.name == "postgresql":
-                conn.execute(sa.text(
-                    "SELECT setval(pg_get_serial_sequence('ringwork_jobs', 'id'), 100)"))
-    finally:
-        engine.dispose()
-
-
-def _rows(url: str) -> list[dict[str, Any]]:
-    engine = create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return [dict(r._mapping) for r in conn.execute(
-                sa.text("SELECT * FROM ringwork_jobs ORDER BY id"))]
+                     "started": THEN if ran else None})
+            move_id_sequence(conn)
     finally:
         engine.dispose()
 
@@ -66,11 +43,11 @@ def _rows(url: str) -> list[dict[str, Any]]:
 def test_upgrade_from_0006_keeps_every_job(empty_db_url: str) -> None:
     _fill_0006(empty_db_url)
     assert current(empty_db_url) == "0006"
-    before = _rows(empty_db_url)
+    before = job_rows(empty_db_url)
     assert [r["state"] for r in before] == STATES
 
     assert upgrade(empty_db_url) == head() == "0008"
-    after = _rows(empty_db_url)
+    after = job_rows(empty_db_url)
     assert [{k: v for k, v in r.items() if k != "traceparent"} for r in after] == before
     assert all(r["traceparent"] is None for r in after)
 
