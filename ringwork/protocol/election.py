@@ -53,16 +53,25 @@ class Election:
         node, referee = self.node, self.referee
         record = referee.term_record
         suspect = record.leader
-        link_dead = suspect in dead
         if suspect == node.node_id:
             self.claim()  # the referee still names us but we stepped down: re-claim
             return None
-        leader_gone = (
+        candidates = sorted(
+            (n for n in referee.nodes.values() if referee.alive(n.node_id)),
+            key=lambda n: (n.registered_seq, n.node_id),
+        )
+        ids = [n.node_id for n in candidates if n.node_id != suspect and n.node_id not in dead]
+        rank = ids.index(node.node_id) if node.node_id in ids else len(ids)
+        row_gone = (
             suspect is None
             or not referee.alive(suspect)
             or resigned == (record.term, suspect)
-            or link_dead
         )
+        # One node's link is its own evidence, not the cluster's: only the first in line acts
+        # on it. A live leader whose port refuses one follower alone (a one-way firewall rule)
+        # is then never usurped by that follower; the others wait for its row to go stale.
+        link_dead = suspect in dead and rank == 0 and not row_gone
+        leader_gone = row_gone or link_dead
         if not leader_gone:
             # It touched the referee lately: keep trying it, stay suspended, and look again the
             # moment its row would be stale (not a whole poll interval later).
@@ -71,12 +80,6 @@ class Election:
                 stale_in = node.config.session_timeout - row.age
                 return now + max(stale_in, 0.01)
             return None
-        candidates = sorted(
-            (n for n in referee.nodes.values() if referee.alive(n.node_id)),
-            key=lambda n: (n.registered_seq, n.node_id),
-        )
-        ids = [n.node_id for n in candidates if n.node_id != suspect and n.node_id not in dead]
-        rank = ids.index(node.node_id) if node.node_id in ids else len(ids)
         if self.since is None:
             self.since = now
         if now - self.since >= rank * node.config.election_backoff:

@@ -201,12 +201,12 @@ class Leadership:
         """Fast suspicion during a takeover: a node we wait for (to join and confirm what it
         holds) whose link confirms it dead will not come. Its partitions are orphaned now and
         the first rebalance stops waiting for it (a member is the heartcheck's business)."""
-        dead = {n for n in self.links.confirmed(now) if n not in self.members}
+        waiting = self.awaiting_joins or set()
+        dead = {n for n in self.links.confirmed(now, among=waiting) if n not in self.members}
         if not dead:
             return
         self._orphan_unconfirmed(now, lambda owner: owner in dead)
-        waiting = self.awaiting_joins
-        if waiting is not None and waiting & dead:
+        if self.awaiting_joins is not None and waiting & dead:
             self.awaiting_joins = waiting = waiting - dead
             if waiting <= self.members.keys():
                 self.awaiting_joins = None

@@ -162,7 +162,7 @@ class Membership:
         too; note (once) those silent whose row is fresh: cut off from us, they are kept.
         A member whose link confirms it dead goes at once (fast suspicion): its partitions
         move now; its running jobs still wait for its row to go stale (the sweep)."""
-        for node in self.links.confirmed(now):
+        for node in self.links.confirmed(now, among=self.members.keys()):
             member = self.members.get(node)
             if member is not None and node != self.node_id and not member.named:
                 self._drop(node, now, "member_dead", reason="link_refused",

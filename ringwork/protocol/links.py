@@ -30,12 +30,15 @@ clock, no socket.
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from dataclasses import dataclass
 
 #: Refused reconnects needed (on top of the closed connection) before a suspicion is confirmed:
 #: one could be a race with a process that is still binding; two, spaced by the reconnect
 #: interval, cannot.
 LINK_REFUSALS = 2
+#: More links down together than this, and none is taken for proof (:meth:`Links.confirmed`).
+MAX_DOWN_AT_ONCE = 1
 
 
 @dataclass
@@ -81,9 +84,16 @@ class Links:
             and now >= down.since + self.confirm
         )
 
-    def confirmed(self, now: float) -> list[str]:
-        """Every peer whose death its link confirms, sorted."""
-        return sorted(p for p in self._down if self.dead(now, p))
+    def confirmed(self, now: float, among: Collection[str] | None = None) -> list[str]:
+        """Every peer (of ``among``, if given) whose death its link confirms, sorted -- none
+        while more than :data:`MAX_DOWN_AT_ONCE` of those links are down together: a fault on
+        our own side (a firewall reload, a restarting proxy) breaks every link at once and
+        looks like every peer dying, and the slow path (silence for the session timeout, a
+        stale registry row) decides then. Several processes killed at once fail over slowly."""
+        down = [p for p in self._down if among is None or p in among]
+        if len(down) > MAX_DOWN_AT_ONCE:
+            return []
+        return sorted(p for p in down if self.dead(now, p))
 
     def down_since(self, peer: str | None) -> float:
         """When the link to ``peer`` went down (``inf``: it is not down)."""

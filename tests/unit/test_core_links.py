@@ -115,3 +115,47 @@ def test_a_follower_of_a_named_leader_waits_for_the_session_timeout() -> None:
     out = core.handle(0.2 + CONFIRM, ev.Tick())
     assert not core.machine.following.suspicious(0.2 + CONFIRM)
     assert not of(out, ev.ClaimLeadership)
+
+
+def test_a_follower_second_in_line_does_not_usurp_a_live_leader_on_its_own_link() -> None:
+    """Only the first in join order acts on its link: a one-way firewall rule that refuses one
+    follower the leader's port must not hand that follower the term while the leader lives."""
+    core = following()  # follows L (seq 1); f is seq 3 here, with e (seq 2) before it
+    out = _down(core, "L", 0.2)
+    out += core.handle(0.2 + CONFIRM, ev.Tick())
+    polls = of(out, ev.Poll)
+    assert polls
+    rows = (node("L", 1, age=0.3), node("e", 2), node("f", 3))  # L touches its row: alive
+    out = core.handle(0.21 + CONFIRM, ev.PollResult(
+        op_id=polls[-1].op_id, term=TermRecord(term=1, leader="L"), nodes=rows))
+    for t in (0.5, 1.0, 1.5, 2.0):  # well before L's row could go stale
+        out += core.handle(t, ev.Tick())
+        for poll in of(out, ev.Poll):
+            out += core.handle(t, ev.PollResult(
+                op_id=poll.op_id, term=TermRecord(term=1, leader="L"), nodes=rows))
+    assert of(out, ev.ClaimLeadership) == []
+
+
+def test_many_members_down_at_once_is_a_fault_on_our_side_not_a_mass_death() -> None:
+    """Every link down together (our firewall reloading, our proxy restarting) looks like every
+    peer dying: no verdict is taken from links then; the session timeout decides."""
+    core = Core("a", CFG)
+    core.handle(0.0, ev.Start())
+    out = core.handle(0.0, ev.PollResult(op_id=1, term=TermRecord(term=0, leader=None),
+                                         nodes=(node("a", 1),)))
+    registered = (node("a", 1), node("b", 2), node("c", 3))
+    core.handle(0.0, ev.LeadershipResult(op_id=of(out, ev.ClaimLeadership)[0].op_id, term=1,
+                                         nodes=registered, partitions={}))
+    for sender, incarnation in (("b", 3), ("c", 4)):
+        core.handle(0.0, ev.MessageReceived(message=m.Join(
+            sender=sender, term=1, incarnation=incarnation, seq=1, sent_at=100.0)))
+    assert {"b", "c"} <= core.leadership.members.keys()  # type: ignore[union-attr]
+    out = _down(core, "b", 0.1) + _down(core, "c", 0.1)
+    out += core.handle(0.1 + CONFIRM, ev.Tick())
+    out += core.handle(1.0, ev.Tick())
+    assert _dead(out) == []
+    assert {"b", "c"} <= core.leadership.members.keys()  # type: ignore[union-attr]
+    # One of them back: the other's link alone is proof again.
+    out = core.handle(1.1, link("c", "connected"))
+    out += core.handle(1.2, ev.Tick())
+    assert _dead(out) == ["b"]
