@@ -4,6 +4,8 @@ that says which queued job of an ordered key may run.
 Kept apart so the PostgreSQL and SQLite statements (:mod:`.claim_pg`, :mod:`.claim_sqlite`)
 cannot drift: the same columns reach :func:`.claim.claimed_jobs`, and the same predicate --
 word for word the partial index's -- guards strict order on both.
+
+Threads: none of its own; constants, read by the statements' modules at import.
 """
 
 from __future__ import annotations
