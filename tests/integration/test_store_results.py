@@ -8,6 +8,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -181,18 +182,30 @@ def _slow_reads_and_a_finisher(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> tuple[int, Callable[[], None],
                                                                 list[float]]:
     """A queued job, reads 5 s apart (so only the NOTIFY can end a wait soon), and a call that
-    finishes the job with a result (its time recorded)."""
+    finishes the job with a result (its time recorded) once the waiter has read the row and
+    found it unfinished -- it LISTENs before that first read, so it is listening by then."""
     if store.dialect != "postgresql":
         pytest.skip("LISTEN is PostgreSQL's")
     from ringwork.store import wait as waiting
 
     monkeypatch.setattr(waiting, "FIRST_PAUSE", 5.0)
     monkeypatch.setattr(waiting, "MAX_PAUSE", 5.0)
+    looked = threading.Event()
+    read = waiting._finished
+
+    def first_look(store_: Any, job_id: int) -> Any:
+        record = read(store_, job_id)
+        if record is None:
+            looked.set()
+        return record
+
+    monkeypatch.setattr(waiting, "_finished", first_look)
     epochs = own_all(store, NODE)
     [jid] = store.enqueue([new()])
     finished_at: list[float] = []
 
     def finish() -> None:
+        assert looked.wait(10), "the waiter never read the job"
         [job] = store.claim(NODE, epochs, 1)
         store.complete(NODE, [(job.id, job.token)], {job.id: '"ok"'})
         finished_at.append(time.monotonic())
@@ -204,12 +217,12 @@ def _slow_reads_and_a_finisher(
 def test_postgres_wait_wakes_on_the_results_notification(
         store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
     jid, finish, finished_at = _slow_reads_and_a_finisher(store, monkeypatch)
-    timer = threading.Timer(0.3, finish)
-    timer.start()
+    finisher = threading.Thread(target=finish)
+    finisher.start()
     try:
         record = store.wait(jid, timeout=20)
     finally:
-        timer.join()
+        finisher.join()
     assert record.result == "ok"
     assert time.monotonic() - finished_at[0] < 2.0
 
@@ -224,8 +237,7 @@ def test_postgres_wait_async_wakes_on_the_results_notification(
 
     async def main() -> None:
         waiter = asyncio.ensure_future(waiting.wait_async(store, jid, 20))
-        await asyncio.sleep(0.3)  # the waiter has read the row once and is listening
-        await asyncio.to_thread(finish)
+        await asyncio.to_thread(finish)  # once the waiter has read the row
         record = await waiter
         assert record.result == "ok"
         assert time.monotonic() - finished_at[0] < 2.0
