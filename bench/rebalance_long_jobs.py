@@ -48,6 +48,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from bench.fence_app import build
+from bench.nodes import pid_of
 from ringwork import App
 from ringwork.partitioner import partition_for
 from ringwork.store.schema import jobs
@@ -78,16 +79,6 @@ def fresh_database(kind: str, tmp: Path, dsn: str) -> tuple[str, Callable[[], No
         admin.dispose()
 
     return sa.make_url(dsn).set(database=name).render_as_string(hide_password=False), drop
-
-
-def pid_of(node_id: str | None) -> int | None:
-    """Node ids are ``host-PID-xxxxxx``."""
-    if not node_id:
-        return None
-    try:
-        return int(node_id.rsplit("-", 2)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 def keys_for(partitions: int, prefix: str) -> dict[int, str]:

@@ -40,6 +40,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.nodes import pid_of
+
 ROOT = Path(__file__).resolve().parent.parent
 TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -126,24 +128,16 @@ class Cluster:
                 p.wait()
         self.procs.clear()
 
-    def pid_of(self, node_id: str | None) -> int | None:
-        for record in self.app.store.list_nodes():
-            if record.node_id == node_id:
-                with contextlib.suppress(IndexError, ValueError):
-                    return int(node_id.rsplit("-", 2)[1])
-        return None
-
     def settled(self) -> tuple[bool, str | None]:
         """Every partition owned by a live worker, balanced, and a leader known."""
-        live = {str(p) for p in self.procs}
-        owners = {p: o.owner for p, o in self.app.store.read_partitions().items()}
+        live = set(self.procs)
+        owners = [pid_of(o.owner) for o in self.app.store.read_partitions().values()]
         leader = self.app.store.read_term().leader
-        if len(owners) != self.partitions or any(o is None for o in owners.values()):
+        if len(owners) != self.partitions:
             return False, leader
-        counts: dict[str, int] = {}
-        for owner in owners.values():
-            pid = owner.rsplit("-", 2)[1] if owner and owner.count("-") >= 2 else ""
-            if pid not in live:
+        counts: dict[int, int] = {}
+        for pid in owners:
+            if pid not in live:  # unowned (None) or a dead worker's
                 return False, leader
             counts[pid] = counts.get(pid, 0) + 1
         balanced = len(counts) == len(live) and max(counts.values()) - min(counts.values()) <= 1
@@ -186,7 +180,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"formed in {result['formed_s']} s")
             time.sleep(2)  # the joins' last writes and first claims behind it
             leader = cluster.app.store.read_term().leader
-            leader_pid = cluster.pid_of(leader)
+            leader_pid = pid_of(leader)
             assert leader_pid is not None
             cpu0 = {pid: group_cpu_seconds(pid) for pid in cluster.procs}
             engine = None
@@ -218,7 +212,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             log(f"follower kill -> settled in {result['follower_kill_s']} s")
             time.sleep(1)
             leader = cluster.app.store.read_term().leader
-            leader_pid = cluster.pid_of(leader)
+            leader_pid = pid_of(leader)
             assert leader_pid is not None
             cluster.kill(leader_pid)
             t = time.monotonic()

@@ -38,22 +38,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from bench.nodes import pid_of
 from bench.rw_app import PEERS_DIR, app, common
 from ringwork import status as rw_status
 
 ROOT = Path(__file__).resolve().parent.parent
 log = common.log
 r = common.r
-
-
-def _pid_of(node_id: str | None) -> int | None:
-    """Node ids are ``host-PID-xxxxxx``."""
-    if not node_id:
-        return None
-    try:
-        return int(node_id.rsplit("-", 2)[1])
-    except (IndexError, ValueError):
-        return None
 
 
 def _vm_hwm_kb(pid: int) -> int | None:
@@ -239,7 +230,7 @@ class RingworkPeer(common.Peer):
         self.w3_snapshot = {"t": t, "owners": owners, "alive": set(common._ALL_PGIDS)}
         self.w3_reassigned_t = None
         dead = {o for o in owners.values()
-                if o is not None and _pid_of(o) not in self.w3_snapshot["alive"]}
+                if o is not None and pid_of(o) not in self.w3_snapshot["alive"]}
         threading.Thread(target=self._watch_reassigned, args=(dead,), daemon=True).start()
         return [(j.payload["seq"], str(j.claimed_by)) for j in running if j.task == "rec"]
 
@@ -319,12 +310,12 @@ def _assignment() -> tuple[dict[int, str | None], dict[int, int]]:
 
 
 def _balanced(owners: dict[int, str | None], live_pids: set[int]) -> bool:
-    if any(o is None or _pid_of(o) not in live_pids for o in owners.values()):
+    if any(o is None or pid_of(o) not in live_pids for o in owners.values()):
         return False
     counts: dict[str, int] = defaultdict(int)
     for o in owners.values():
         counts[o] += 1  # type: ignore[index]
-    if {_pid_of(o) for o in counts} != live_pids:
+    if {pid_of(o) for o in counts} != live_pids:
         return False
     return max(counts.values()) - min(counts.values()) <= 1
 
@@ -374,8 +365,8 @@ def w3_ringwork(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, Any]:
     rd.poll()
     t_kill = peer.first_spawn_t + res["time_to_kill_s"]
     dead_nodes = {o for o in snap["owners"].values()
-                  if o is not None and _pid_of(o) not in snap["alive"]}
-    dead_pids = {_pid_of(o) for o in dead_nodes}
+                  if o is not None and pid_of(o) not in snap["alive"]}
+    dead_pids = {pid_of(o) for o in dead_nodes}
     dead_parts = {p for p, o in snap["owners"].items() if o in dead_nodes}
     pk = _partition_of_key()
     first_after: dict[int, float] = {}
@@ -573,7 +564,7 @@ def w6_leader_kill(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, An
         time.sleep(args.w6_before_s)
         term = app.store.read_term()
         owners, _ = _assignment()
-        dead_pid = _pid_of(term.leader)
+        dead_pid = pid_of(term.leader)
         dead_parts = {p for p, o in owners.items() if o == term.leader}
         t_kill = ws.kill(dead_pid)  # type: ignore[arg-type]
         log(f"{peer.name} W6: SIGKILLed leader {term.leader} (term {term.term}, "
@@ -588,7 +579,7 @@ def w6_leader_kill(peer: RingworkPeer, args: argparse.Namespace) -> dict[str, An
                 t_leader, new_term, new_leader = now, tr.term, tr.leader
             if t_full is None and t_leader is not None:
                 o, _ = _assignment()
-                if all(x is not None and _pid_of(x) in live for x in o.values()):
+                if all(x is not None and pid_of(x) in live for x in o.values()):
                     t_full = now
             time.sleep(0.05)
         stop.set()
