@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ringwork.errors import JobNotFound, WaitTimeout
 from ringwork.job import JobRecord
@@ -53,12 +53,25 @@ FIRST_PAUSE = 0.01
 MAX_PAUSE = 0.5
 
 
-def _deadline(timeout: float | None) -> float:
-    if timeout is None:
-        return math.inf
-    if not timeout >= 0:  # also NaN
-        raise ValueError(f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
-    return time.monotonic() + timeout
+class _Pauses:
+    """How long to wait before the next read of the job: :data:`FIRST_PAUSE` doubling to
+    :data:`MAX_PAUSE`, cut at the deadline; :class:`WaitTimeout` once it has passed. Shared by
+    the sync and the async waiter, which differ only in how they wait."""
+
+    def __init__(self, job_id: int, timeout: float | None) -> None:
+        if timeout is not None and not timeout >= 0:  # also NaN
+            raise ValueError(
+                f"timeout must be a number of seconds >= 0 or None, not {timeout!r}")
+        self.job_id, self.timeout = job_id, timeout
+        self.deadline = math.inf if timeout is None else time.monotonic() + timeout
+        self.pause = FIRST_PAUSE
+
+    def next(self) -> float:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise WaitTimeout(f"job {self.job_id} did not finish within {self.timeout:g} s")
+        pause, self.pause = min(self.pause, left), min(self.pause * 2, MAX_PAUSE)
+        return pause
 
 
 def _finished(store: Store, job_id: int) -> JobRecord | None:
@@ -68,29 +81,19 @@ def _finished(store: Store, job_id: int) -> JobRecord | None:
     return record if record.finished else None
 
 
-def _timed_out(job_id: int, timeout: float | None) -> WaitTimeout:
-    return WaitTimeout(f"job {job_id} did not finish within {timeout:g} s")
-
-
 def wait(store: Store, job_id: int, timeout: float | None) -> JobRecord:
     """The job once finished (succeeded, dead or cancelled); :class:`WaitTimeout` after
     ``timeout`` seconds (``None``: no limit), :class:`JobNotFound` if there is no such job."""
-    deadline = _deadline(timeout)
+    pauses = _Pauses(job_id, timeout)
     listener = _listen(store) if store.dialect == "postgresql" else None
     try:
-        pause = FIRST_PAUSE
-        while True:
-            record = _finished(store, job_id)
-            if record is not None:
-                return record
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _timed_out(job_id, timeout)
+        while (record := _finished(store, job_id)) is None:
+            pause = pauses.next()
             if listener is None:
-                time.sleep(min(pause, left))
+                time.sleep(pause)
             else:
-                _notified(listener, job_id, min(pause, left))
-            pause = min(pause * 2, MAX_PAUSE)
+                _notified(listener, job_id, pause)
+        return record
     finally:
         if listener is not None:
             listener.close()
@@ -98,37 +101,36 @@ def wait(store: Store, job_id: int, timeout: float | None) -> JobRecord:
 
 async def wait_async(store: Store, job_id: int, timeout: float | None) -> JobRecord:
     """:func:`wait` for an event loop: the same result and errors; cancellable."""
-    deadline = _deadline(timeout)
+    pauses = _Pauses(job_id, timeout)
     loop = asyncio.get_running_loop()
     listener = await _listen_async(store) if store.dialect == "postgresql" else None
     try:
-        pause = FIRST_PAUSE
-        while True:
-            record = await loop.run_in_executor(None, _finished, store, job_id)
-            if record is not None:
-                return record
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise _timed_out(job_id, timeout)
+        while (record := await loop.run_in_executor(None, _finished, store, job_id)) is None:
+            pause = pauses.next()
             if listener is None:
-                await asyncio.sleep(min(pause, left))
+                await asyncio.sleep(pause)
             else:
-                await _notified_async(listener, job_id, min(pause, left))
-            pause = min(pause * 2, MAX_PAUSE)
+                await _notified_async(listener, job_id, pause)
+        return record
     finally:
         if listener is not None:
             await listener.close()
 
 
+def _listen_statement(store: Store) -> Any:
+    from psycopg import sql
+
+    return sql.SQL("LISTEN {}").format(sql.Identifier(store.results_channel))
+
+
 def _listen(store: Store) -> psycopg.Connection:
     import psycopg
-    from psycopg import sql
 
     engine = store.engine
     with translated("LISTEN connection"):
         conn = psycopg.connect(**pg_connect_kwargs(engine.dialect, engine.url), autocommit=True)
         try:
-            conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.results_channel)))
+            conn.execute(_listen_statement(store))
         except BaseException:
             conn.close()
             raise
@@ -137,39 +139,41 @@ def _listen(store: Store) -> psycopg.Connection:
 
 async def _listen_async(store: Store) -> psycopg.AsyncConnection:
     import psycopg
-    from psycopg import sql
 
     engine = store.engine
     with translated("LISTEN connection"):
         conn = await psycopg.AsyncConnection.connect(
             **pg_connect_kwargs(engine.dialect, engine.url), autocommit=True)
         try:
-            await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(store.results_channel)))
+            await conn.execute(_listen_statement(store))
         except BaseException:
             await conn.close()
             raise
     return conn
 
 
-async def _notified_async(conn: psycopg.AsyncConnection, job_id: int, timeout: float) -> bool:
-    """:func:`_notified` on the event loop."""
-    wanted = str(job_id)
-    deadline = time.monotonic() + timeout
-    with translated("waiting for a job"):
-        while (left := deadline - time.monotonic()) > 0:
-            async for note in conn.notifies(timeout=left, stop_after=1):
-                if note.payload == WAKE_ALL or wanted in note.payload.split(","):
-                    return True
-    return False
+def _names(payload: str, job_id: int) -> bool:
+    """Whether a results notification names ``job_id`` (or every job)."""
+    return payload == WAKE_ALL or str(job_id) in payload.split(",")
 
 
 def _notified(conn: psycopg.Connection, job_id: int, timeout: float) -> bool:
     """Wait up to ``timeout`` s for a notification naming ``job_id`` (or every job)."""
-    wanted = str(job_id)
     deadline = time.monotonic() + timeout
     with translated("waiting for a job"):
         while (left := deadline - time.monotonic()) > 0:
             for note in conn.notifies(timeout=left, stop_after=1):
-                if note.payload == WAKE_ALL or wanted in note.payload.split(","):
+                if _names(note.payload, job_id):
+                    return True
+    return False
+
+
+async def _notified_async(conn: psycopg.AsyncConnection, job_id: int, timeout: float) -> bool:
+    """:func:`_notified` on the event loop."""
+    deadline = time.monotonic() + timeout
+    with translated("waiting for a job"):
+        while (left := deadline - time.monotonic()) > 0:
+            async for note in conn.notifies(timeout=left, stop_after=1):
+                if _names(note.payload, job_id):
                     return True
     return False
