@@ -7,18 +7,16 @@ library logger's propagation (what a Sentry-style handler on the root logger see
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import threading
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from ringwork import App, Job, Retry
+from ringwork import Job, Retry
 from tests.twins import FixedCoordinator, MemoryJobs, WorkerParts, until
-
-PARTITIONS = 4
+from tests.unit.test_worker_pump import make_app, run
 
 
 @pytest.fixture(autouse=True)
@@ -30,27 +28,6 @@ def library_logger() -> Iterator[None]:
     logger.setLevel(logging.NOTSET)
     yield
     logger.handlers[:], logger.level, logger.propagate = saved[0], saved[1], saved[2]
-
-
-def make_app() -> App:
-    app = App(database_url="sqlite:///never-opened.db", partitions=PARTITIONS, cluster="twin")
-    app.configure(concurrency=2, poll_interval=0.05, retry_base=0.01, retry_max=0.02,
-                  shutdown_grace=5.0)
-    return app
-
-
-def run(app: App, body: Callable[[WorkerParts, MemoryJobs, FixedCoordinator], Awaitable[None]]
-        ) -> WorkerParts:
-    jobs = MemoryJobs(PARTITIONS)
-    coordinator = FixedCoordinator(jobs, epochs=jobs.move(range(PARTITIONS), "node-a"))
-    parts = WorkerParts(app, jobs, coordinator)
-
-    async def main() -> None:
-        await parts.start()
-        await body(parts, jobs, coordinator)
-
-    asyncio.run(asyncio.wait_for(main(), 30))
-    return parts
 
 
 def events(caplog: pytest.LogCaptureFixture, name: str) -> list[logging.LogRecord]:
