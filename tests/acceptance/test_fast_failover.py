@@ -102,6 +102,16 @@ def test_kill9_of_the_leader_elects_and_assigns_long_before_the_session_timeout(
     assert took < SESSION / 2, took
 
 
+def steady(cluster: Cluster, start: dict[int, tuple[str | None, int]], seconds: float,
+           why: str) -> None:
+    """Every partition keeps its owner, looked at every 0.1 s for ``seconds``: what a test of
+    "nothing happens" can check (a window, not a condition to wait for)."""
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        assert owners(cluster) == start, why
+        time.sleep(0.1)
+
+
 @pytest.mark.skipif(shutil.which("ss") is None, reason="needs ss (iproute2)")
 def test_connections_killed_and_restored_move_nothing(cluster: Cluster) -> None:
     """``ss -K`` resets every connection to a node's ROUTER (from the leader and from the
@@ -116,11 +126,9 @@ def test_connections_killed_and_restored_move_nothing(cluster: Cluster) -> None:
                                   capture_output=True, text=True, timeout=30)
             if "ESTAB" not in done.stdout:
                 pytest.skip(f"ss -K killed nothing here: {done.stderr.strip()}")
-        time.sleep(0.5)  # let the cluster react, if it were going to (the assertion is below)
-    deadline = time.time() + 2 * WITHIN  # longer than any fast failover would take
-    while time.time() < deadline:
-        assert owners(cluster) == start, "a partition moved after a transient reset"
-        time.sleep(0.1)
+        steady(cluster, start, 0.5, "a partition moved after a transient reset")
+    # ... and for longer than any fast failover would take after the last one.
+    steady(cluster, start, 2 * WITHIN, "a partition moved after a transient reset")
     after = cluster.status()
     assert after["term"] == before["term"] and after["leader"] == before["leader"]
     assert "event=member_dead" not in cluster.logs()
@@ -136,10 +144,8 @@ def test_a_paused_worker_is_not_suspected_on_its_links(cluster: Cluster) -> None
     victim = next(p for i, p in ids.items() if i != before["leader"])
     cluster.signal(victim, signal.SIGSTOP)
     try:
-        deadline = time.time() + 1.5 * WITHIN  # well past any fast failover, short of SESSION
-        while time.time() < deadline:
-            assert owners(cluster) == start, "a paused worker's partitions moved early"
-            time.sleep(0.1)
+        # Well past any fast failover, short of SESSION.
+        steady(cluster, start, 1.5 * WITHIN, "a paused worker's partitions moved early")
     finally:
         cluster.signal(victim, signal.SIGCONT)
     assert "event=member_dead" not in cluster.logs()
